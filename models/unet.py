@@ -1,0 +1,144 @@
+"""Spleeter's U-Net, one per instrument, as a ``tf.Module`` of named variables.
+
+The variables carry the global names of Spleeter's checkpoints so that loading,
+saving and SavedModel export are plain name-to-variable mappings. Inference
+only: batch normalisation uses its moving statistics and dropout is identity.
+
+Shapes: the network takes a batch of magnitude chunks ``[B, T, F, 2]`` (float32,
+frames x bins x channels) and returns the instruments' spectrogram estimates
+``[n_instruments, B, T, F, 2]`` (Spleeter's ``<instrument>_spectrogram``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from models.config import SeparationConfig
+
+BN_EPSILON = 1e-3
+LEAKY_SLOPE = 0.2
+N_LEVELS = 6  # stride-2 convolutions in the encoder, transposed ones in the decoder
+
+
+def _activation(name: str):
+    return {
+        "ReLU": tf.nn.relu,
+        "ELU": tf.nn.elu,
+        "LeakyReLU": lambda x: tf.nn.leaky_relu(x, alpha=LEAKY_SLOPE),
+    }[name]
+
+
+def _global_name(layer: str, index: int) -> str:
+    """Keras 2 names the first layer of a kind bare, then ``_1``, ``_2``..."""
+    return layer if index == 0 else f"{layer}_{index}"
+
+
+def variable_shapes(config: SeparationConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint variable of ``config``'s network, by global name, in creation order.
+
+    Instrument ``k`` (in configuration order) owns ``conv2d_{7k..7k+6}`` (six encoder
+    convolutions, then the output convolution), ``conv2d_transpose_{6k..6k+5}`` and
+    ``batch_normalization_{12k..12k+11}`` (six after the encoder convolutions, six
+    after the decoder's transposed convolutions).
+    """
+    filters = list(config.conv_n_filters)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for k in range(len(config.instruments)):
+        channels_in = config.n_channels
+        bn_sizes = []
+        for i, n in enumerate(filters):
+            name = _global_name("conv2d", 7 * k + i)
+            shapes[f"{name}/kernel"] = (5, 5, channels_in, n)
+            shapes[f"{name}/bias"] = (n,)
+            bn_sizes.append(n)
+            channels_in = n
+        # Decoder outputs mirror the encoder down to one channel; inputs are the
+        # previous output concatenated with the matching encoder convolution.
+        decoder_out = filters[-2::-1] + [1]
+        decoder_in = [filters[-1]] + [2 * n for n in decoder_out[:-1]]
+        for i, (n_out, n_in) in enumerate(zip(decoder_out, decoder_in)):
+            name = _global_name("conv2d_transpose", 6 * k + i)
+            shapes[f"{name}/kernel"] = (5, 5, n_out, n_in)
+            shapes[f"{name}/bias"] = (n_out,)
+            bn_sizes.append(n_out)
+        name = _global_name("conv2d", 7 * k + 6)
+        shapes[f"{name}/kernel"] = (4, 4, 1, config.n_channels)
+        shapes[f"{name}/bias"] = (config.n_channels,)
+        for i, n in enumerate(bn_sizes):
+            name = _global_name("batch_normalization", 12 * k + i)
+            for stat in ("gamma", "beta", "moving_mean", "moving_variance"):
+                shapes[f"{name}/{stat}"] = (n,)
+    return shapes
+
+
+class SeparationNetwork(tf.Module):
+    """All instruments' U-Nets of one configuration; weights start at zero until loaded."""
+
+    def __init__(self, config: SeparationConfig):
+        super().__init__(name="separation_network")
+        self.config = config
+        self.weights = {
+            name: tf.Variable(tf.zeros(shape), name=name.replace("/", "_"), trainable=False)
+            for name, shape in variable_shapes(config).items()
+        }
+        self._conv_activation = _activation(config.conv_activation)
+        self._deconv_activation = _activation(config.deconv_activation)
+        # An attribute, not a decorated method, so that the input signature can
+        # carry this configuration's T and F; SavedModel export serves it too.
+        self.predict = tf.function(
+            self._forward,
+            input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    def __call__(self, magnitude):
+        return self.predict(magnitude)
+
+    def assign(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            self.weights[name].assign(value)
+
+    def _batch_norm(self, x, index):
+        name = _global_name("batch_normalization", index)
+        w = self.weights
+        scale = w[f"{name}/gamma"] * tf.math.rsqrt(w[f"{name}/moving_variance"] + BN_EPSILON)
+        return (x - w[f"{name}/moving_mean"]) * scale + w[f"{name}/beta"]
+
+    def _conv(self, x, index, strides=2, dilations=1):
+        name = _global_name("conv2d", index)
+        y = tf.nn.conv2d(x, self.weights[f"{name}/kernel"], strides=strides, padding="SAME", dilations=dilations)
+        return y + self.weights[f"{name}/bias"]
+
+    def _deconv(self, x, index):
+        name = _global_name("conv2d_transpose", index)
+        kernel = self.weights[f"{name}/kernel"]
+        shape = tf.shape(x)
+        out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], tf.shape(kernel)[2]])
+        y = tf.nn.conv2d_transpose(x, kernel, out_shape, strides=2, padding="SAME")
+        return y + self.weights[f"{name}/bias"]
+
+    def _unet_logits(self, x, k):
+        """Instrument ``k``'s mask logits, ``[B, T, F, 2]``."""
+        # The skips and the bottleneck take the convolutions' outputs *before*
+        # batch norm and activation: that is how Spleeter wired its graph, and
+        # the released weights were trained that way.
+        skips = []
+        h = x
+        for i in range(N_LEVELS):
+            c = self._conv(h, 7 * k + i)
+            skips.append(c)
+            h = self._conv_activation(self._batch_norm(c, 12 * k + i))
+        h = skips[-1]
+        for i in range(N_LEVELS):
+            up = self._batch_norm(self._deconv_activation(self._deconv(h, 6 * k + i)), 12 * k + N_LEVELS + i)
+            h = tf.concat([skips[N_LEVELS - 2 - i], up], axis=-1) if i < N_LEVELS - 1 else up
+        return self._conv(h, 7 * k + 6, strides=1, dilations=2)
+
+    def _forward(self, magnitude):
+        logits = tf.stack([self._unet_logits(magnitude, k) for k in range(len(self.config.instruments))])
+        if self.config.softmax:
+            weights = tf.nn.softmax(logits, axis=0)
+        else:
+            weights = tf.sigmoid(logits)
+        return weights * magnitude[tf.newaxis]
