@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import ffmpeg
 import numpy as np
 
 from models.errors import AudioError, EncodeError
@@ -165,13 +166,14 @@ def decode(
     """
     check_readable(path)
     info = info if info is not None else DecodedInfo()
-    cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-i", path]
-    # Seeking after -i (on the output side), as Spleeter does, is sample-exact.
+    output = {"vn": None, "f": "wav", "acodec": "pcm_f32le", "ar": sample_rate}
+    # Seeking on the output side (after -i), as Spleeter does, is sample-exact.
     if offset:
-        cmd += ["-ss", f"{offset:.6f}"]
+        output["ss"] = f"{offset:.6f}"
     if duration is not None:
-        cmd += ["-t", f"{duration:.6f}"]
-    cmd += ["-vn", "-f", "wav", "-acodec", "pcm_f32le", "-ar", str(sample_rate), "pipe:1"]
+        output["t"] = f"{duration:.6f}"
+    cmd = ffmpeg.input(path).output("pipe:1", **output).global_args("-nostdin", "-hide_banner", "-nostats")
+    cmd = cmd.compile(cmd=ffmpeg_binary())
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stderr = _StderrReader(process.stderr)
     stderr.start()
@@ -263,22 +265,24 @@ class Encoder:
         self._temp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.part")
         muxer, encoder = CODECS[codec]
         wav_encoder, flac_format = SAMPLE_FORMATS[sample_format]
-        cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-v", "error",
-               "-f", "f32le", "-ar", str(sample_rate), "-ac", "2", "-i", "pipe:0"]
-        if codec == "wav":
-            cmd += ["-acodec", wav_encoder]
-        else:
-            cmd += ["-acodec", encoder]
-            if codec == "flac" and flac_format:
-                cmd += ["-sample_fmt", flac_format]
+        output = {"acodec": wav_encoder if codec == "wav" else encoder, "ar": sample_rate, "f": muxer,
+                  "map_metadata": "-1", "fflags": "+bitexact", "flags:a": "+bitexact"}
+        if codec == "flac" and flac_format:
+            output["sample_fmt"] = flac_format
         if codec in LOSSY and bitrate:
-            cmd += ["-b:a", bitrate]
-        cmd += ["-ar", str(sample_rate), "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
-                "-f", muxer, "-y", self._temp]
+            output["b:a"] = bitrate
+        # bitexact: no encoder version or timestamps in the file, so a retried
+        # write produces the same bytes.
+        cmd = (ffmpeg.input("pipe:0", f="f32le", ar=sample_rate, ac=2)
+               .output(self._temp, **output)
+               .global_args("-nostdin", "-hide_banner", "-nostats", "-v", "error")
+               .overwrite_output()
+               .compile(cmd=ffmpeg_binary()))
         self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = _StderrReader(self._process.stderr)
         self._stderr.start()
         self.samples = 0
+        self.published = False
 
     def write(self, block: np.ndarray) -> None:
         try:
@@ -300,15 +304,20 @@ class Encoder:
             self.abort()
             raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._temp)})")
         os.replace(self._temp, self.path)
+        self.published = True
 
     def abort(self) -> None:
+        """Stop encoding and remove the file, even if ``close()`` already published it."""
         if self._process.poll() is None:
             self._process.kill()
             self._process.wait()
-        try:
-            os.unlink(self._temp)
-        except FileNotFoundError:
-            pass
+        for path in (self._temp, self.path if self.published else None):
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        self.published = False
 
     def __enter__(self):
         return self

@@ -17,12 +17,17 @@ class Separator:
     reused for every chunk of every track after that.
     """
 
-    def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray], model_id: str = ""):
+    def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray], checkpoint_sha256: str = ""):
         self.config = config
         self.geometry = ChunkGeometry.of(config)
-        self.model_id = model_id or config.name
+        self.checkpoint_sha256 = checkpoint_sha256
         self.network = SeparationNetwork(config)
         self.network.assign(weights)
+
+    @property
+    def model_id(self) -> str:
+        """Configuration and weights, as recorded in output metadata."""
+        return f"{self.config.name}@sha256:{self.checkpoint_sha256}" if self.checkpoint_sha256 else self.config.name
 
     @property
     def instruments(self) -> tuple[str, ...]:

@@ -1,0 +1,239 @@
+"""Separating many files on one machine: decoding, inference and encoding overlapped.
+
+Three stages run at once, joined by bounded queues so memory stays flat
+whatever the tracks' lengths:
+
+    reader thread:  decode -> chunk segments -> STFT         (one track after another)
+    caller thread:  batches of chunks, across track borders -> network
+    writer thread:  masks -> inverse STFT -> overlap-add -> encoders
+
+A failing track (bad input, unwritable output) is reported and its partial
+stems removed; the others go on.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from models import audio
+from models.chunking import OverlapAdd, segments
+from models.errors import BeamsplitterError, InputError
+from models.separator import Separator
+
+
+@dataclass
+class TrackJob:
+    """One input file and where each of its stems goes."""
+
+    source: str
+    outputs: dict[str, str]  # instrument -> output path
+    offset: float = 0.0
+    duration: float | None = None
+
+
+@dataclass
+class TrackResult:
+    job: TrackJob
+    error: BeamsplitterError | None = None
+    seconds: float = 0.0  # audio separated
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class EncodeOptions:
+    codec: str = "wav"
+    bitrate: str | None = "128k"
+    sample_format: str = "s16"
+
+
+@dataclass
+class _Chunk:
+    track: "_Track"
+    index: int
+    spectrum: np.ndarray
+    magnitude: np.ndarray
+    last: bool
+    n_samples: int | None
+    estimates: np.ndarray | None = None
+
+
+@dataclass
+class _Track:
+    job: TrackJob
+    result: TrackResult
+    joiner: OverlapAdd | None = None
+    encoders: dict[str, audio.Encoder] = field(default_factory=dict)
+    failed: bool = False
+
+
+class _Failure:
+    def __init__(self, track: _Track, error: BeamsplitterError):
+        self.track, self.error = track, error
+
+
+_END = object()
+
+
+def separate_files(
+    separator: Separator,
+    jobs: Iterable[TrackJob],
+    encoding: EncodeOptions = EncodeOptions(),
+    batch_size: int = 4,
+    on_progress: Callable[[float], None] = lambda seconds: None,
+    on_result: Callable[[TrackResult], None] = lambda result: None,
+    queue_chunks: int = 8,
+) -> list[TrackResult]:
+    """Separate every job's file into its stem files; returns one result per job, in order."""
+    config = separator.config
+    inbox: queue.Queue = queue.Queue(maxsize=queue_chunks)
+    outbox: queue.Queue = queue.Queue(maxsize=queue_chunks)
+    tracks = [_Track(job, TrackResult(job)) for job in jobs]
+    crashed: list[BaseException] = []
+
+    def read():
+        try:
+            for track in tracks:
+                try:
+                    blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration)
+                    for segment in segments(blocks, separator.geometry):
+                        spectrum, magnitude = separator.analyze(segment.samples)
+                        inbox.put(_Chunk(track, segment.index, spectrum, magnitude, segment.last, segment.n_samples))
+                except BeamsplitterError as exc:
+                    inbox.put(_Failure(track, exc))
+        except BaseException as exc:  # a bug: stop the whole run, keep the traceback
+            crashed.append(exc)
+        finally:
+            inbox.put(_END)
+
+    def write():
+        try:
+            while (item := outbox.get()) is not _END:
+                if isinstance(item, _Failure):
+                    _fail(item.track, item.error, on_result)
+                elif not item.track.failed:
+                    _write_chunk(separator, item, encoding, on_progress, on_result)
+        except BaseException as exc:
+            crashed.append(exc)
+            while outbox.get() is not _END:  # keep draining so the model thread never blocks
+                pass
+
+    reader = threading.Thread(target=read, name="beamsplitter-reader", daemon=True)
+    writer = threading.Thread(target=write, name="beamsplitter-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        _infer(separator, inbox, outbox, batch_size, crashed)
+    finally:
+        outbox.put(_END)
+        writer.join()
+        reader.join()
+        for track in tracks:
+            for encoder in track.encoders.values():
+                encoder.abort()
+    if crashed:
+        raise crashed[0]
+    return [t.result for t in tracks]
+
+
+def _infer(separator, inbox, outbox, batch_size, crashed):
+    """Run the network on batches of whatever chunks are waiting, keeping their order."""
+    done = False
+    while not done and not crashed:
+        pending = [inbox.get()]
+        # Take what else is already queued, up to a batch: never wait for a
+        # full batch, which would stall the last chunks of a run.
+        while len(pending) < batch_size * 2 and pending[-1] is not _END:
+            try:
+                pending.append(inbox.get_nowait())
+            except queue.Empty:
+                break
+        chunks = [c for c in pending if isinstance(c, _Chunk)]
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start:start + batch_size]
+            estimates = separator.estimate(np.stack([c.magnitude for c in batch]))
+            for i, chunk in enumerate(batch):
+                chunk.estimates = estimates[:, i]
+        for item in pending:
+            if item is _END:
+                done = True
+            else:
+                outbox.put(item)
+
+
+def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
+    track = chunk.track
+    config = separator.config
+    try:
+        if track.joiner is None:
+            track.joiner = OverlapAdd(separator.geometry)
+            track.encoders = {
+                name: audio.Encoder(track.job.outputs[name], config.sample_rate, encoding.codec,
+                                    encoding.bitrate, encoding.sample_format)
+                for name in separator.instruments
+            }
+        stems = separator.synthesize(chunk.spectrum, chunk.estimates)
+        final = track.joiner.add(chunk.index, stems, chunk.n_samples)
+        for name, samples in zip(separator.instruments, final):
+            track.encoders[name].write(samples)
+        seconds = final.shape[1] / config.sample_rate
+        track.result.seconds += seconds
+        on_progress(seconds)
+        if chunk.last:
+            for encoder in track.encoders.values():
+                encoder.close()
+            track.encoders = {}
+            on_result(track.result)
+    except BeamsplitterError as exc:
+        _fail(track, exc, on_result)
+
+
+def _fail(track: _Track, error: BeamsplitterError, on_result):
+    track.failed = True
+    for encoder in track.encoders.values():
+        encoder.abort()  # also withdraws stems of this track already published
+    track.encoders = {}
+    track.result.error = error
+    on_result(track.result)
+
+
+def stem_path(source: str, output_dir: str, filename_format: str, instrument: str, codec: str) -> str:
+    """Where ``instrument`` of ``source`` goes, by Spleeter's ``-f`` placeholders.
+
+    ``{filename}`` is the source's name without extension, ``{foldername}``
+    the name of its folder, ``{instrument}`` and ``{codec}`` as given.
+    """
+    filename = posixpath.splitext(posixpath.basename(source))[0]
+    foldername = posixpath.basename(posixpath.dirname(source))
+    try:
+        relative = filename_format.format(filename=filename, foldername=foldername, instrument=instrument, codec=codec)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"filename format {filename_format!r}: {exc}; use {{filename}}, {{foldername}}, {{instrument}}, {{codec}}"
+        ) from None
+    return f"{output_dir.rstrip('/')}/{relative}"
+
+
+def plan_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
+              offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
+    """One job per source; refuses two stems that would land on the same path."""
+    jobs, owners = [], {}
+    for source in sources:
+        outputs = {name: stem_path(source, output_dir, filename_format, name, codec) for name in instruments}
+        for path in outputs.values():
+            if path in owners:
+                raise InputError(
+                    f"{source}: its stem {path} would overwrite one of {owners[path]}; "
+                    "add {foldername} or {instrument} to the filename format"
+                )
+            owners[path] = source
+        jobs.append(TrackJob(source, outputs, offset, duration))
+    return jobs

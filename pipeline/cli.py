@@ -1,0 +1,124 @@
+"""The ``beamsplitter`` command: a thin layer of argument parsing over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+
+from models.errors import BeamsplitterError
+
+DEFAULT_MODEL = "spleeter:2stems"
+
+
+def _separate(args) -> int:
+    from tqdm import tqdm
+
+    from models.engine import EncodeOptions, plan_jobs, separate_files
+    from models.provider import load_separator
+
+    separator = load_separator(args.params_filename, args.checkpoint)
+    jobs = plan_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
+                     args.offset, args.duration)
+    failures = 0
+    with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
+              bar_format="{desc}: {n:.0f} s of audio [{elapsed}, {rate_fmt}]") as bar:
+
+        def report(result):
+            nonlocal failures
+            if result.ok:
+                bar.write(f"{result.job.source}: {len(result.job.outputs)} stems in {os.path.dirname(next(iter(result.job.outputs.values())))}", file=sys.stderr)
+            else:
+                failures += 1
+                bar.write(f"error: {result.error}", file=sys.stderr)
+
+        separate_files(separator, jobs, EncodeOptions(args.codec, args.bitrate, args.sample_format),
+                       batch_size=args.batch_size, on_progress=bar.update, on_result=report)
+    return 1 if failures else 0
+
+
+def _export_model(args) -> int:
+    from models.export import export_saved_model
+    from models.provider import load_separator
+
+    separator = load_separator(args.params_filename, args.checkpoint)
+    export_saved_model(separator, args.directory)
+    print(f"{args.params_filename}: SavedModel written to {args.directory}")
+    return 0
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--params_filename", default=DEFAULT_MODEL,
+                        help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems "
+                             "(each also -16kHz), or a JSON file (default: %(default)s)")
+    parser.add_argument("--checkpoint", help="checkpoint folder or gs://, s3://, https:// URI "
+                                             "(default: MODEL_PATH, the cache, then the official release)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from models.audio import CODECS, SAMPLE_FORMATS
+
+    parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    separate = commands.add_parser("separate", help="separate audio files into stems on this machine")
+    separate.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything ffmpeg reads)")
+    separate.add_argument("-o", "--output_path", default=os.path.join(tempfile.gettempdir(), "separated_audio"),
+                          help="output folder (default: %(default)s)")
+    _model_options(separate)
+    separate.add_argument("-c", "--codec", default="wav", choices=sorted(CODECS), help="default: %(default)s")
+    separate.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
+    separate.add_argument("--sample-format", default="s16", choices=sorted(SAMPLE_FORMATS),
+                          help="sample format of wav and flac stems (default: %(default)s)")
+    separate.add_argument("-f", "--filename_format", default="{filename}/{instrument}.{codec}",
+                          help="stem path under the output folder; placeholders {filename}, {foldername}, "
+                               "{instrument}, {codec} (default: %(default)s)")
+    separate.add_argument("-s", "--offset", type=float, default=0.0, help="start, in seconds (default: 0)")
+    separate.add_argument("-d", "--duration", type=float, default=None,
+                          help="seconds to separate from the offset (default: the whole track)")
+    separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
+    separate.set_defaults(handler=_separate)
+
+    export = commands.add_parser("export-model", help="write a model as a TensorFlow SavedModel")
+    export.add_argument("directory", metavar="DIR")
+    _model_options(export)
+    export.set_defaults(handler=_export_model)
+    return parser
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up lines bypass every log setting; hide fd 2 while it loads."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _import_tensorflow_quietly()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.handler(args)
+    except BeamsplitterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
