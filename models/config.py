@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from importlib import resources
 from pathlib import Path
 
 from models.errors import ConfigError
 
+CONFIG_DIR = Path(__file__).parent / "configs"
 EMBEDDED_PREFIX = "spleeter:"
 MASK_EXTENSIONS = ("zeros", "average")
 MODEL_TYPES = ("unet.unet", "unet.softmax_unet")
@@ -16,8 +16,7 @@ MODEL_TYPES = ("unet.unet", "unet.softmax_unet")
 
 def embedded_names() -> list[str]:
     """Names accepted by ``-p``, e.g. ``spleeter:4stems-16kHz``."""
-    files = resources.files("models").joinpath("configs").iterdir()
-    return sorted(EMBEDDED_PREFIX + f.name[: -len(".json")] for f in files if f.name.endswith(".json"))
+    return sorted(EMBEDDED_PREFIX + f.stem for f in CONFIG_DIR.glob("*.json"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +114,7 @@ def load_config(descriptor: str) -> SeparationConfig:
     """Load ``spleeter:<name>`` from the embedded set, or a JSON file path."""
     if descriptor.startswith(EMBEDDED_PREFIX):
         short = descriptor[len(EMBEDDED_PREFIX):]
-        resource = resources.files("models").joinpath("configs", f"{short}.json")
+        resource = CONFIG_DIR / f"{short}.json"
         if not resource.is_file():
             raise ConfigError(
                 f"unknown model configuration {descriptor!r}; embedded ones are: {', '.join(embedded_names())}"

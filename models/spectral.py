@@ -32,8 +32,10 @@ def stft(segment: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     Returns complex64 ``[frames, bins, 2]`` with ``frames = 1 + (n - frame_length) // frame_step``.
     """
     frames = np.lib.stride_tricks.sliding_window_view(segment, frame_length, axis=0)[::frame_step]
-    spectrum = np.fft.rfft(frames * hann(frame_length), axis=-1)  # [frames, 2, bins]
-    return spectrum.transpose(0, 2, 1).astype(np.complex64, copy=False)
+    windowed = np.ascontiguousarray(frames, dtype=np.float64) * hann(frame_length)  # [frames, 2, L]
+    # numpy's float64 FFT is faster than its float32 one; the result is rounded to complex64 like TF's.
+    spectrum = np.fft.rfft(windowed, axis=-1).astype(np.complex64)  # [frames, 2, bins]
+    return spectrum.transpose(0, 2, 1)
 
 
 def istft(spectrum: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
@@ -43,17 +45,17 @@ def istft(spectrum: np.ndarray, frame_length: int, frame_step: int) -> np.ndarra
     ``WINDOW_COMPENSATION``; samples near either end lack some of their
     overlapping frames and are completed by the neighbouring chunks.
     """
-    n_frames = spectrum.shape[0]
-    frames = np.fft.irfft(spectrum, n=frame_length, axis=1).astype(np.float32, copy=False)
-    frames *= (hann(frame_length) * WINDOW_COMPENSATION)[None, :, None]
+    n_frames, _, channels = spectrum.shape
+    frames = np.fft.irfft(spectrum, n=frame_length, axis=1).astype(np.float32)
+    frames *= (hann(frame_length) * np.float32(WINDOW_COMPENSATION))[None, :, None]
     overlap = frame_length // frame_step
     # Split every frame into `overlap` hop-sized pieces: piece q of frame j lands
     # on hop j + q, so the overlap-add is `overlap` shifted slice additions.
-    pieces = frames.reshape(n_frames, overlap, frame_step, frames.shape[-1])
-    out = np.zeros((n_frames + overlap - 1, frame_step, frames.shape[-1]), np.float32)
+    pieces = frames.reshape(n_frames, overlap, frame_step, channels)
+    out = np.zeros((n_frames + overlap - 1, frame_step, channels), np.float32)
     for q in range(overlap):
         out[q:q + n_frames] += pieces[:, q]
-    return out.reshape(-1, frames.shape[-1])
+    return out.reshape(-1, channels)
 
 
 def ratio_masks(estimates: np.ndarray, config: SeparationConfig) -> np.ndarray:
