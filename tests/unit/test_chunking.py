@@ -1,0 +1,110 @@
+"""Chunked streaming gives the whole-track result: segmentation and overlap-add."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from models import spectral
+from models.chunking import ChunkGeometry, OverlapAdd, segments
+from models.config import load_config
+
+CONFIG = load_config("spleeter:2stems")
+GEOMETRY = ChunkGeometry.of(CONFIG)
+L, H, T = CONFIG.frame_length, CONFIG.frame_step, CONFIG.T
+
+
+def fake_estimates(magnitude):
+    """A stand-in network whose output depends on the whole chunk, like a U-Net's does."""
+    level = magnitude.mean()
+    return np.stack([magnitude * (0.3 + level), magnitude * (1.0 - 0.5 * np.tanh(magnitude))])
+
+
+def whole_track(waveform):
+    """Spleeter's route: pad, one STFT of everything, split frames into chunks, one inverse STFT."""
+    n = len(waveform)
+    padded = np.concatenate([np.zeros((L, 2), np.float32), waveform])
+    n_frames = -(-len(padded) // H)  # tf.signal.stft(pad_end=True)
+    padded = np.concatenate([padded, np.zeros(((n_frames - 1) * H + L - len(padded), 2), np.float32)])
+    spectrum = spectral.stft(padded, L, H)
+    n_chunks = -(-n_frames // T)
+    magnitude = np.abs(spectrum[:, :CONFIG.F])
+    magnitude = np.concatenate([magnitude, np.zeros((n_chunks * T - n_frames,) + magnitude.shape[1:], np.float32)])
+    estimates = np.concatenate([fake_estimates(chunk) for chunk in np.split(magnitude, n_chunks)], axis=1)
+    masks = spectral.ratio_masks(estimates, CONFIG)[:, :n_frames]
+    return [spectral.istft(spectrum * m, L, H)[L:L + n] for m in masks]
+
+
+def chunked(waveform, block):
+    joiner = OverlapAdd(GEOMETRY)
+    blocks = (waveform[i:i + block] for i in range(0, len(waveform), block))
+    pieces, count = [], 0
+    for segment in segments(blocks, GEOMETRY):
+        spectrum = spectral.stft(segment.samples, L, H)
+        estimates = fake_estimates(np.abs(spectrum[:, :CONFIG.F]))
+        masks = spectral.ratio_masks(estimates, CONFIG)
+        stems = np.stack([spectral.istft(spectrum * m, L, H) for m in masks])
+        pieces.append(joiner.add(segment.index, stems, segment.n_samples))
+        count += 1
+    return np.concatenate(pieces, axis=1), count
+
+
+def snr(reference, estimate):
+    """dB; infinite when the two are identical."""
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((estimate - reference).astype(np.float64) ** 2))
+
+
+@pytest.mark.parametrize("n_samples,block", [
+    (GEOMETRY.step * 2 + 12345, 65536),  # three chunks, ragged end
+    (GEOMETRY.step - L, 1000),           # exactly one chunk of padded frames
+    (GEOMETRY.step - L + 1, 4097),       # one sample more: a second chunk
+    (3 * GEOMETRY.step, 300000),         # whole chunks, blocks straddling chunk borders
+])
+def test_chunked_stream_equals_whole_track(n_samples, block):
+    rng = np.random.default_rng(n_samples)
+    waveform = (rng.standard_normal((n_samples, 2)) * 0.1).astype(np.float32)
+    expected = whole_track(waveform)
+    stems, count = chunked(waveform, block)
+    assert count == GEOMETRY.n_chunks(n_samples)
+    assert stems.shape == (2, n_samples, 2)
+    for reference, ours in zip(expected, stems):
+        assert snr(reference, ours) > 120
+
+
+@pytest.mark.parametrize("n_samples", [1, 1023, 4096, 100000])
+def test_short_tracks_keep_their_length(n_samples):
+    waveform = np.full((n_samples, 2), 0.25, np.float32)
+    stems, count = chunked(waveform, 512)
+    assert count == 1
+    assert stems.shape == (2, n_samples, 2)
+
+
+def test_one_instrument_gives_back_the_input():
+    """Analysis and synthesis are the identity when the mask is one."""
+    rng = np.random.default_rng(1)
+    waveform = (rng.standard_normal((GEOMETRY.step + 5000, 2)) * 0.2).astype(np.float32)
+    joiner = OverlapAdd(GEOMETRY)
+    out = []
+    for segment in segments([waveform], GEOMETRY):
+        spectrum = spectral.stft(segment.samples, L, H)
+        out.append(joiner.add(segment.index, spectral.istft(spectrum, L, H)[None], segment.n_samples)[0])
+    assert snr(waveform, np.concatenate(out)) > 100
+
+
+def test_overlap_add_refuses_chunks_out_of_order():
+    joiner = OverlapAdd(GEOMETRY)
+    with pytest.raises(ValueError, match="chunk 1 arrived, chunk 0 expected"):
+        joiner.add(1, np.zeros((2, GEOMETRY.span, 2), np.float32))
+
+
+def test_masks_share_the_mix_and_extend_above_F():
+    rng = np.random.default_rng(2)
+    estimates = rng.random((3, 4, CONFIG.F, 2)).astype(np.float32)
+    masks = spectral.ratio_masks(estimates, CONFIG)
+    assert masks.shape == (3, 4, CONFIG.n_bins, 2)
+    np.testing.assert_allclose(masks[:, :, :CONFIG.F].sum(axis=0), 1.0, rtol=1e-5)
+    assert not masks[:, :, CONFIG.F:].any()
+    average = dataclasses.replace(CONFIG, mask_extension="average")
+    extended = spectral.ratio_masks(estimates, average)
+    np.testing.assert_allclose(extended[:, :, -1], masks[:, :, :CONFIG.F].mean(axis=2), rtol=1e-5)
