@@ -49,6 +49,20 @@ def _export_model(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    if {"-h", "--help"} & set(args.beam_args):
+        from pipeline.options import BeamsplitterOptions
+
+        parser = argparse.ArgumentParser(prog="beamsplitter run", epilog="Any Apache Beam pipeline option is "
+                                         "accepted too: --runner, --direct_num_workers, --flink_master, --project...")
+        BeamsplitterOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    from pipeline.run import run
+
+    return run(args.beam_args)
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--params_filename", default=DEFAULT_MODEL,
                         help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems "
@@ -82,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
     separate.set_defaults(handler=_separate)
 
+    run = commands.add_parser("run", add_help=False,
+                              help="separate a whole catalogue with Apache Beam (see `beamsplitter run --help`)")
+    run.set_defaults(handler=_run)
+
     export = commands.add_parser("export-model", help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
     _model_options(export)
@@ -106,7 +124,12 @@ def _import_tensorflow_quietly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.verbose:
         _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -1,0 +1,57 @@
+"""The catalogue job's options, on top of Beam's own (``--runner``, ``--direct_num_workers``...)."""
+
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from models.errors import InputError
+
+LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
+
+
+class BeamsplitterOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument("--manifest", help="catalogue manifest: .csv, .jsonl or .parquet, local, gs:// or s3://")
+        source.add_argument("--input", help="glob of audio files taken as the catalogue (track_id from the path)")
+        parser.add_argument("--output", help="output prefix: local folder, gs:// or s3://")
+        parser.add_argument("-p", "--params_filename", "--model", dest="model", default="spleeter:2stems",
+                            help="model configuration (default: %(default)s)")
+        parser.add_argument("--checkpoint", default=None,
+                            help="checkpoint folder or URI; on distributed runners give one every worker can read")
+        parser.add_argument("-c", "--codec", default="wav", help="stem codec (default: %(default)s)")
+        parser.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
+        parser.add_argument("--sample_format", default="s16", help="wav/flac sample format: s16, s24, f32")
+        parser.add_argument("--force", action="store_true", help="redo tracks that are already done")
+        parser.add_argument("--inference_batch_size", type=int, default=4, help="model chunks per inference call")
+        parser.add_argument("--inference_accelerator", default=None,
+                            help="resource hint for the inference step only, e.g. "
+                                 "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
+        parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
+
+    def check(self) -> None:
+        if not (self.manifest or self.input):
+            raise InputError("give the catalogue with --manifest URI or --input GLOB")
+        if not self.output:
+            raise InputError("give the output prefix with --output")
+
+
+def pin_local_runner(options: PipelineOptions, argv: list[str]) -> bool:
+    """Run DirectRunner as Beam's portable local runner, on all local cores.
+
+    Beam's DirectRunner would first try to download the Prism runner binary;
+    the FnApiRunner is the same local engine without that step. Its threads
+    share one model per process. Returns whether the run is local.
+    """
+    standard = options.view_as(StandardOptions)
+    if standard.runner not in LOCAL_RUNNERS:
+        return standard.runner in ("FnApiRunner", "BundleBasedDirectRunner")
+    standard.runner = "FnApiRunner"
+    direct = options.view_as(DirectOptions)
+    if not any(arg.startswith(("--direct_num_workers", "--direct_running_mode")) for arg in argv):
+        direct.direct_running_mode = "multi_threading"
+        direct.direct_num_workers = os.cpu_count() or 1
+    return True

@@ -1,0 +1,62 @@
+"""The `beamsplitter` command as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import audio
+
+BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
+
+
+def run(*args):
+    return subprocess.run([BEAMSPLITTER, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
+    notes = tmp_path / "notes.ogg"
+    notes.write_text("not audio")
+    missing = tmp_path / "missing.wav"
+    result = run("separate", str(music_track), str(notes), str(missing), "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(checkpoint_2stems), "-c", "flac", "-d", "7.5",
+                 "-f", "{foldername}/{filename}/{instrument}.{codec}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert errors == [f"error: {notes}: not decodable audio (Invalid data found when processing input)",
+                      f"error: {missing}: no such file"]
+    folder = tmp_path / "out" / music_track.parent.name / music_track.stem
+    assert sorted(p.name for p in folder.iterdir()) == ["accompaniment.flac", "vocals.flac"]
+    stems = [audio.load(str(folder / f"{n}.flac"), 44100) for n in ("vocals", "accompaniment")]
+    assert [len(s) for s in stems] == [int(7.5 * 44100)] * 2
+    mix = audio.load(str(music_track), 44100, duration=7.5)
+    # the two stems add back up to the mix (masks sum to one below F)
+    residual = mix - stems[0] - stems[1]
+    assert 10 * np.log10(np.sum(mix ** 2) / np.sum(residual ** 2)) > 20
+
+
+def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
+    result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
+                 "-s", "1.5")
+    assert result.returncode == 0, result.stderr
+    vocals = audio.load(str(tmp_path / music_track.stem / "vocals.wav"), 44100)
+    assert len(vocals) == len(audio.load(str(music_track), 44100)) - int(1.5 * 44100)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "spleeter:3stems"], "error: unknown model configuration 'spleeter:3stems'"),
+    (["-f", "{filename}.{codec}"], "would overwrite one of"),
+])
+def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
+    result = run("separate", str(music_track), str(music_track), "-o", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_model(tmp_path, checkpoint_2stems):
+    result = run("export-model", str(tmp_path / "saved"), "--checkpoint", str(checkpoint_2stems))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()

@@ -1,0 +1,52 @@
+"""DecodeChunks: source audio to the model chunks of each track, decoded in parallel workers."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from models import audio
+from models.chunking import ChunkGeometry, segments
+from models.config import load_config
+from models.errors import BeamsplitterError
+from transforms import storage
+from transforms.chunks import TrackChunk
+from transforms.manifest import Failure
+
+FAILURES = "failures"
+
+
+class _Decode(beam.DoFn):
+    def __init__(self, model: str):
+        self.model = model
+
+    def setup(self):
+        self.config = load_config(self.model)
+        self.geometry = ChunkGeometry.of(self.config)
+        self.chunks = Metrics.counter("beamsplitter", "chunks")
+
+    def process(self, todo):
+        track, fingerprint = todo
+        try:
+            with storage.local_copy(track.uri) as path:
+                blocks = audio.decode(path, self.config.sample_rate)
+                for segment in segments(blocks, self.geometry):
+                    self.chunks.inc()
+                    yield (track.track_id, segment.index), TrackChunk(
+                        track, fingerprint, segment.index, segment.samples, segment.last, segment.n_samples)
+        except BeamsplitterError as exc:
+            # Chunks already emitted never complete the track: the last one is missing.
+            message = str(exc).replace(path if "path" in locals() else track.uri, track.uri)
+            yield beam.pvalue.TaggedOutput(FAILURES, Failure(
+                track.track_id, track.uri, exc.stage, type(exc).__name__, message))
+
+
+class DecodeChunks(beam.PTransform):
+    """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output."""
+
+    def __init__(self, model: str):
+        super().__init__()
+        self.model = model
+
+    def expand(self, todo):
+        return todo | beam.ParDo(_Decode(self.model)).with_outputs(FAILURES, main="chunks")

@@ -1,0 +1,46 @@
+"""Where a run writes, under the output prefix::
+
+    PREFIX/
+      stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
+      stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
+      metadata/<model>/run-<run_id>-*.parquet         one row per (track, instrument)
+      failures/run-<run_id>-*.parquet                 one row per failed track or row
+
+``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
+so another model, or other weights, never mixes with earlier output. A track is
+done exactly when its completion record exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transforms.storage import join
+
+RECORD = "_SUCCESS.json"
+
+
+def model_folder(config_name: str, checkpoint_sha256: str) -> str:
+    name = config_name.split(":", 1)[-1]
+    return f"{name}-{checkpoint_sha256[:12]}" if checkpoint_sha256 else name
+
+
+@dataclass(frozen=True)
+class Layout:
+    prefix: str
+    model: str  # model_folder(...)
+
+    def track_dir(self, track_id: str) -> str:
+        return join(self.prefix, "stems", self.model, *track_id.split("/"))
+
+    def stem(self, track_id: str, instrument: str, codec: str) -> str:
+        return join(self.track_dir(track_id), f"{instrument}.{codec}")
+
+    def record(self, track_id: str) -> str:
+        return join(self.track_dir(track_id), RECORD)
+
+    def metadata(self, run_id: str) -> str:
+        return join(self.prefix, "metadata", self.model, f"run-{run_id}")
+
+    def failures(self, run_id: str) -> str:
+        return join(self.prefix, "failures", f"run-{run_id}")

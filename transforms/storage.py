@@ -1,0 +1,133 @@
+"""Object storage through Beam's filesystems: local paths, gs:// and s3:// alike.
+
+Every object is published whole: local files are written under a temporary
+name and renamed; on object stores an upload only becomes visible once it is
+complete. Readers therefore never see half a stem or half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from apache_beam.io.filesystems import FileSystems
+
+from models.errors import AudioError, BeamsplitterError
+
+COPY_BLOCK = 8 << 20
+
+
+class StorageError(BeamsplitterError):
+    stage = "write"
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts) if len(parts) > 1 else parts[0]
+
+
+def fingerprint(uri: str) -> dict:
+    """What identifies a version of a source: its size and modification time."""
+    try:
+        metadata = FileSystems.match([uri])[0].metadata_list
+    except Exception as exc:  # Beam raises BeamIOError with per-path causes
+        raise AudioError(f"{uri}: cannot stat ({_cause(exc)})") from None
+    if not metadata:
+        raise AudioError(f"{uri}: no such file")
+    entry = metadata[0]
+    return {"size": int(entry.size_in_bytes), "mtime": float(entry.last_updated_in_seconds or 0.0)}
+
+
+def exists(uri: str) -> bool:
+    return FileSystems.exists(uri)
+
+
+def read_bytes(uri: str) -> bytes:
+    with FileSystems.open(uri, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def read_json(uri: str) -> dict | None:
+    """The JSON object at ``uri``, or None if absent or unreadable (treated as not written)."""
+    try:
+        return json.loads(read_bytes(uri))
+    except Exception:
+        return None
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local path holding ``uri``'s bytes (ffmpeg reads local files only)."""
+    if is_local(uri):
+        yield uri
+        return
+    handle, path = tempfile.mkstemp(prefix="beamsplitter-", suffix=os.path.splitext(uri)[1])
+    try:
+        with os.fdopen(handle, "wb") as out, FileSystems.open(uri, compression_type="uncompressed") as src:
+            shutil.copyfileobj(src, out, COPY_BLOCK)
+    except BeamsplitterError:
+        os.unlink(path)
+        raise
+    except Exception as exc:
+        os.unlink(path)
+        raise AudioError(f"{uri}: cannot read ({_cause(exc)})") from None
+    try:
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def publish_file(local_path: str, uri: str) -> None:
+    """Move a finished local file to ``uri`` in one step."""
+    try:
+        if is_local(uri):
+            os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+            temp = _sibling(uri)
+            shutil.copyfile(local_path, temp)
+            os.replace(temp, uri)
+        else:
+            with open(local_path, "rb") as src, FileSystems.create(uri, mime_type="application/octet-stream") as out:
+                shutil.copyfileobj(src, out, COPY_BLOCK)
+    except Exception as exc:
+        raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
+
+
+def publish_bytes(data: bytes, uri: str) -> None:
+    try:
+        if is_local(uri):
+            os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+            temp = _sibling(uri)
+            with open(temp, "wb") as f:
+                f.write(data)
+            os.replace(temp, uri)
+        else:
+            with FileSystems.create(uri, mime_type="application/json") as out:
+                out.write(data)
+    except Exception as exc:
+        raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
+
+
+def delete(uris: list[str]) -> None:
+    present = [u for u in uris if FileSystems.exists(u)]
+    if present:
+        FileSystems.delete(present)
+
+
+def _sibling(uri: str) -> str:
+    folder, name = os.path.split(os.path.abspath(uri))
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def _cause(exc: Exception) -> str:
+    causes = getattr(exc, "exception_details", None)
+    if isinstance(causes, dict) and causes:
+        exc = next(iter(causes.values()))
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
