@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -38,6 +40,33 @@ class RunPlan:
     model_id: str
     checkpoint_sha256: str
     run_id: str
+    committed_runs: frozenset = frozenset()
+
+
+METADATA_FILE = re.compile(r"run-(?P<run>.+?)(?:-\d{5}-of-\d{5}\.parquet|\.done)$")
+
+
+def settle_earlier_runs(layout: Layout) -> frozenset:
+    """Runs whose metadata landed; partial metadata of runs that died is removed.
+
+    Their tracks' rows are listed again by this run, from the completion records.
+    """
+    try:
+        found = FileSystems.match([FileSystems.join(layout.metadata_folder(), "run-*")])[0].metadata_list
+    except Exception:  # no metadata folder yet
+        return frozenset()
+    by_run: dict[str, list[str]] = {}
+    for entry in found:
+        match = METADATA_FILE.search(entry.path.rsplit("/", 1)[-1])
+        if match:
+            by_run.setdefault(match["run"], []).append(entry.path)
+    committed = frozenset(run for run, paths in by_run.items() if any(p.endswith(".done") for p in paths))
+    orphans = [p for run, paths in by_run.items() if run not in committed for p in paths]
+    if orphans:
+        log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
+                    len(orphans))
+        storage.delete(orphans)
+    return committed
 
 
 def plan_run(options: BeamsplitterOptions) -> RunPlan:
@@ -50,8 +79,8 @@ def plan_run(options: BeamsplitterOptions) -> RunPlan:
             raise manifest.InputError(f"{options.manifest}: no such manifest")
     run_id = options.run_id or (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                                 + "-" + uuid.uuid4().hex[:6])
-    return RunPlan(options, Layout(options.output, model_folder(config.name, sha)),
-                   f"{config.name}@sha256:{sha}", sha, run_id)
+    layout = Layout(options.output, model_folder(config.name, sha))
+    return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, settle_earlier_runs(layout))
 
 
 def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
@@ -61,14 +90,17 @@ def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
     tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
-    todo = tracks | "SkipDone" >> SkipDone(layout, o.force)
+    todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_runs)
     decoded = todo.todo | "DecodeChunks" >> DecodeChunks(o.model)
     separated = (decoded.chunks
                  | "FanOut" >> beam.Reshuffle()
                  | "SeparateChunks" >> SeparateChunks(handler, hints))
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
                                                                   plan.run_id)
-    _ = assembled.metadata | "WriteMetadata" >> WriteParquet(layout.metadata(plan.run_id), METADATA_SCHEMA)
+    _ = ((assembled.metadata, todo.recovered)
+         | "AllMetadata" >> beam.Flatten()
+         | "CountRows" >> beam.Map(_count, "metadata_rows")
+         | "WriteMetadata" >> WriteParquet(layout.metadata(plan.run_id), METADATA_SCHEMA))
     _ = ((row_failures, todo.failures, decoded.failures, assembled.failures)
          | "AllFailures" >> beam.Flatten()
          | "CountFailures" >> beam.Map(_count_failure)
@@ -76,13 +108,25 @@ def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
          | "WriteFailures" >> WriteParquet(layout.failures(plan.run_id), FAILURE_SCHEMA))
 
 
+def _count(element, name):
+    beam.metrics.Metrics.counter("beamsplitter", name).inc()
+    return element
+
+
 def _count_failure(failure):
-    beam.metrics.Metrics.counter("beamsplitter", f"tracks_failed.{failure.stage}").inc()
-    return failure
+    return _count(failure, f"tracks_failed.{failure.stage}")
+
+
+class _QuietBeamNoise(logging.Filter):
+    """Beam 2.77's RunInference warns once per batch when torch is absent (it only wants its memory probe)."""
+
+    def filter(self, record):
+        return "Resource module is not available" not in record.getMessage()
 
 
 def run(argv: list[str]) -> int:
     """Run the catalogue job; returns the exit status (1 when any track failed)."""
+    logging.getLogger().addFilter(_QuietBeamNoise())
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(BeamsplitterOptions)
     pin_local_runner(pipeline_options, argv)
@@ -94,6 +138,8 @@ def run(argv: list[str]) -> int:
     result = pipeline.run()
     result.wait_until_finish()
     summary = Summary.of(result, time.monotonic() - started)
+    if summary.metadata_rows:
+        storage.publish_bytes(b"", plan.layout.run_marker(plan.run_id))
     print(summary.text(plan))
     return 1 if summary.failed else 0
 
@@ -106,6 +152,7 @@ class Summary:
     failed_by_stage: dict
     audio_seconds: float
     wall_seconds: float
+    metadata_rows: int
 
     @classmethod
     def of(cls, result, wall_seconds: float) -> "Summary":
@@ -115,7 +162,7 @@ class Summary:
             counters[entry.key.metric.name] = counters.get(entry.key.metric.name, 0) + (value or 0)
         by_stage = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("tracks_failed.")}
         return cls(counters.get("tracks_done", 0), counters.get("tracks_skipped", 0), sum(by_stage.values()),
-                   by_stage, float(counters.get("audio_seconds", 0)), wall_seconds)
+                   by_stage, float(counters.get("audio_seconds", 0)), wall_seconds, counters.get("metadata_rows", 0))
 
     def text(self, plan: RunPlan) -> str:
         reasons = ", ".join(f"{stage}: {n}" for stage, n in sorted(self.failed_by_stage.items()))
@@ -123,9 +170,10 @@ class Summary:
         lines = [
             f"run {plan.run_id}: {self.done} tracks done, {self.skipped} skipped, {self.failed} failed"
             + (f" ({reasons})" if reasons else ""),
-            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s: {speed:.1f}x realtime",
+            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s: {speed:.1f}x realtime"
+            if self.done else f"nothing to separate ({self.wall_seconds:.1f} s)",
         ]
-        if self.done:
+        if self.metadata_rows:
             lines.append(f"metadata: {plan.layout.metadata(plan.run_id)}-*.parquet")
         if self.failed:
             lines.append(f"failures: {plan.layout.failures(plan.run_id)}-*.parquet")

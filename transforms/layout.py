@@ -4,11 +4,15 @@
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<run_id>-*.parquet         one row per (track, instrument)
+      metadata/<model>/run-<run_id>.done              written once the run's metadata has landed
       failures/run-<run_id>-*.parquet                 one row per failed track or row
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
-done exactly when its completion record exists.
+done exactly when its completion record exists. The record also carries the
+track's metadata rows: a run killed before its metadata landed leaves no
+``.done`` marker, and the next run lists those tracks' rows again (and removes
+any partial metadata files the dead run left).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class Layout:
 
     def metadata(self, run_id: str) -> str:
         return join(self.prefix, "metadata", self.model, f"run-{run_id}")
+
+    def run_marker(self, run_id: str) -> str:
+        return self.metadata(run_id) + ".done"
+
+    def metadata_folder(self) -> str:
+        return join(self.prefix, "metadata", self.model)
 
     def failures(self, run_id: str) -> str:
         return join(self.prefix, "failures", f"run-{run_id}")

@@ -39,17 +39,18 @@ class _Assemble(beam.DoFn):
         # The group holds the whole separated track: memory grows with the
         # longest track, about 21 MB per instrument and minute.
         chunks = sorted(chunks, key=lambda c: c.index)
-        if not chunks[-1].last or [c.index for c in chunks] != list(range(len(chunks))):
-            return  # decoding failed part-way: DecodeChunks reported it, nothing is published
-        track = chunks[0].track
-        try:
-            rows = self._write_track(track, chunks)
-        except BeamsplitterError as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track_id, track.uri, exc))
-            return
-        self.done.inc()
-        self.seconds.inc(int(round(rows[0]["duration_s"])))
-        yield from rows
+        # A track whose decoding failed part-way lacks its last chunk: DecodeChunks
+        # reported it, and nothing of it is published.
+        if chunks[-1].last and [c.index for c in chunks] == list(range(len(chunks))):
+            track = chunks[0].track
+            try:
+                rows = self._write_track(track, chunks)
+            except BeamsplitterError as exc:
+                yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track_id, track.uri, exc))
+            else:
+                self.done.inc()
+                self.seconds.inc(int(round(rows[0]["duration_s"])))
+                yield from rows
 
     def _write_track(self, track, chunks):
         config, codec = self.config, self.encoding.codec
@@ -80,13 +81,6 @@ class _Assemble(beam.DoFn):
                 storage.publish_file(encoders[name].path, uri)
         processed_at = datetime.datetime.now(datetime.timezone.utc)
         duration = n_samples / config.sample_rate
-        record = {
-            "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": chunks[0].fingerprint,
-            "model": self.model_id, "stems": uris, "duration_s": duration, "run_id": self.run_id,
-            "processed_at": processed_at.isoformat(),
-        }
-        # Written last: its presence is what makes the track count as done.
-        storage.publish_bytes(json.dumps(record, indent=1).encode(), self.layout.record(track.track_id))
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
             "duration_s": duration, "sample_rate": config.sample_rate, "channels": config.n_channels,
@@ -96,6 +90,13 @@ class _Assemble(beam.DoFn):
         } for name, uri in uris.items()]
         for row in rows:  # the manifest's own columns, renamed where they clash with ours
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
+        record = {
+            "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": chunks[0].fingerprint,
+            "model": self.model_id, "stems": uris, "run_id": self.run_id,
+            "metadata": [dict(row, processed_at=processed_at.isoformat()) for row in rows],
+        }
+        # Written last: its presence is what makes the track count as done.
+        storage.publish_bytes(json.dumps(record, indent=1).encode(), self.layout.record(track.track_id))
         return rows
 
 

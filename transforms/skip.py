@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -10,7 +12,7 @@ from transforms import storage
 from transforms.layout import Layout
 from transforms.manifest import Failure
 
-FAILURES, SKIPPED = "failures", "skipped"
+FAILURES, SKIPPED, RECOVERED = "failures", "skipped", "recovered"
 
 
 def is_done(record: dict | None, uri: str, fingerprint: dict) -> bool:
@@ -18,9 +20,19 @@ def is_done(record: dict | None, uri: str, fingerprint: dict) -> bool:
     return bool(record) and record.get("source_uri") == uri and record.get("source_fingerprint") == fingerprint
 
 
+def metadata_rows(record: dict) -> list[dict]:
+    """The metadata rows a completion record carries, as they were first written."""
+    rows = []
+    for row in record.get("metadata", []):
+        row = dict(row)
+        row["processed_at"] = datetime.datetime.fromisoformat(row["processed_at"])
+        rows.append(row)
+    return rows
+
+
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, force: bool):
-        self.layout, self.force = layout, force
+    def __init__(self, layout: Layout, force: bool, committed_runs: frozenset):
+        self.layout, self.force, self.committed_runs = layout, force, committed_runs
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
@@ -28,24 +40,31 @@ class _Check(beam.DoFn):
             fingerprint = storage.fingerprint(track.uri)
         except BeamsplitterError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
-            return
-        if not self.force and is_done(storage.read_json(self.layout.record(track.track_id)), track.uri, fingerprint):
-            self.skipped.inc()
-            yield beam.pvalue.TaggedOutput(SKIPPED, track)
-            return
-        yield track, fingerprint
+        else:
+            record = None if self.force else storage.read_json(self.layout.record(track.track_id))
+            if is_done(record, track.uri, fingerprint):
+                self.skipped.inc()
+                yield beam.pvalue.TaggedOutput(SKIPPED, track)
+                if record.get("run_id") not in self.committed_runs:
+                    # Done by a run that was killed before its metadata landed: list it now.
+                    for row in metadata_rows(record):
+                        yield beam.pvalue.TaggedOutput(RECOVERED, row)
+            else:
+                yield track, fingerprint
 
 
 class SkipDone(beam.PTransform):
-    """``Track`` -> ``(track, fingerprint)`` still to do; plus ``skipped`` and ``failures`` outputs.
+    """``Track`` -> ``(track, fingerprint)`` still to do; plus ``skipped``, ``recovered`` and ``failures``.
 
     A track is redone when it has no completion record, when its source changed
-    (size or modification time), or with ``force``.
+    (size or modification time), or with ``force``. ``recovered`` holds the
+    metadata rows of done tracks whose run never committed its metadata
+    (``committed_runs`` are the runs that did).
     """
 
-    def __init__(self, layout: Layout, force: bool = False):
+    def __init__(self, layout: Layout, force: bool = False, committed_runs: frozenset = frozenset()):
         super().__init__()
-        self.layout, self.force = layout, force
+        self.check = _Check(layout, force, committed_runs)
 
     def expand(self, tracks):
-        return tracks | beam.ParDo(_Check(self.layout, self.force)).with_outputs(FAILURES, SKIPPED, main="todo")
+        return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

@@ -26,8 +26,9 @@ def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
-    assert errors == [f"error: {notes}: not decodable audio (Invalid data found when processing input)",
-                      f"error: {missing}: no such file"]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"error: {notes}: not decodable audio (")
+    assert errors[1] == f"error: {missing}: no such file"
     folder = tmp_path / "out" / music_track.parent.name / music_track.stem
     assert sorted(p.name for p in folder.iterdir()) == ["accompaniment.flac", "vocals.flac"]
     stems = [audio.load(str(folder / f"{n}.flac"), 44100) for n in ("vocals", "accompaniment")]
@@ -53,7 +54,8 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
 def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
     result = run("separate", str(music_track), str(music_track), "-o", str(tmp_path), *args)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_export_model(tmp_path, checkpoint_2stems):

@@ -78,7 +78,7 @@ def test_softmax_masks_share_the_input():
     magnitude = np.random.default_rng(0).random((1, config.T, config.F, 2)).astype(np.float32)
     estimates = separator.estimate(magnitude)
     assert estimates.shape == (5, 1, config.T, config.F, 2)
-    np.testing.assert_allclose(estimates.sum(axis=0), magnitude[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(estimates.sum(axis=0), magnitude, rtol=1e-4, atol=1e-6)
     # and the random model is not degenerate: the instruments get different shares
     assert np.std(estimates.mean(axis=(1, 2, 3, 4))) > 1e-3
 
