@@ -43,7 +43,7 @@ class RunPlan:
     committed_runs: frozenset = frozenset()
 
 
-METADATA_FILE = re.compile(r"run-(?P<run>.+?)(?:-\d{5}-of-\d{5}\.parquet|\.done)$")
+METADATA_FILE = re.compile(r"^run-(?P<run>.+?)-\d{5}-of-\d{5}\.parquet$")
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
@@ -51,17 +51,14 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
 
     Their tracks' rows are listed again by this run, from the completion records.
     """
-    try:
-        found = FileSystems.match([FileSystems.join(layout.metadata_folder(), "run-*")])[0].metadata_list
-    except Exception:  # no metadata folder yet
-        return frozenset()
-    by_run: dict[str, list[str]] = {}
-    for entry in found:
-        match = METADATA_FILE.search(entry.path.rsplit("/", 1)[-1])
-        if match:
-            by_run.setdefault(match["run"], []).append(entry.path)
-    committed = frozenset(run for run, paths in by_run.items() if any(p.endswith(".done") for p in paths))
-    orphans = [p for run, paths in by_run.items() if run not in committed for p in paths]
+    files, markers = FileSystems.match([FileSystems.join(layout.metadata_folder(), "run-*"),
+                                        layout.run_marker("*")])
+    committed = frozenset(m.path.rsplit("/run-", 1)[1] for m in markers.metadata_list)
+    orphans = []
+    for entry in files.metadata_list:
+        match = METADATA_FILE.match(entry.path.rsplit("/", 1)[-1])
+        if match and match["run"] not in committed:
+            orphans.append(entry.path)
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
                     len(orphans))

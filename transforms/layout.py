@@ -4,14 +4,14 @@
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<run_id>-*.parquet         one row per (track, instrument)
-      metadata/<model>/run-<run_id>.done              written once the run's metadata has landed
+      metadata/<model>/_committed/run-<run_id>        written once the run's metadata has landed
       failures/run-<run_id>-*.parquet                 one row per failed track or row
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
 done exactly when its completion record exists. The record also carries the
 track's metadata rows: a run killed before its metadata landed leaves no
-``.done`` marker, and the next run lists those tracks' rows again (and removes
+``_committed`` marker, and the next run lists those tracks' rows again (and removes
 any partial metadata files the dead run left).
 """
 
@@ -47,7 +47,8 @@ class Layout:
         return join(self.prefix, "metadata", self.model, f"run-{run_id}")
 
     def run_marker(self, run_id: str) -> str:
-        return self.metadata(run_id) + ".done"
+        # Under a "_" folder: dataset readers (pyarrow, Spark) skip it when reading metadata/.
+        return join(self.metadata_folder(), "_committed", f"run-{run_id}")
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)

@@ -1,0 +1,63 @@
+"""A test catalogue: good tracks in several formats, and one bad row of every kind."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from models import audio
+from tests import synth
+
+GOOD = {  # track_id -> file under the catalogue folder
+    "pop/one": "one.wav",
+    "pop/two": "two.flac",
+    "rock/three": "three.mp3",
+    "four": "four.ogg",
+}
+BAD = [  # (track_id, uri, stage, message fragment)
+    ("", "one.wav", "validate", "missing track_id"),
+    ("no-uri", "", "validate", "missing uri"),
+    ("pop/one", "two.flac", "validate", "duplicate track_id 'pop/one' (first at row 1)"),
+    ("../escape", "one.wav", "validate", "'..' path component"),
+    ("/etc/passwd", "one.wav", "validate", "absolute path"),
+    ("bell\x07", "one.wav", "validate", "control characters"),
+    ("web", "https://example.invalid/a.mp3", "validate", "unsupported scheme https://"),
+    ("gone", "missing.wav", "decode", "no such file"),
+    ("text", "notes.mp3", "decode", "not decodable audio"),
+    ("empty", "empty.flac", "decode", "empty file"),
+    ("cut", "cut.wav", "decode", "truncated WAV file"),
+]
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["track_id", "uri", "artist"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory) -> Path:
+    """``<folder>/manifest.csv`` over 14 s tracks (two model chunks) and broken files."""
+    folder = tmp_path_factory.mktemp("catalogue")
+    master = synth.make_track(folder / "master.wav", seconds=14.0, seed=3)
+    for seed, name in enumerate(GOOD.values()):
+        source = synth.make_track(folder / f"src{seed}.wav", seconds=14.0, seed=10 + seed)
+        if name.endswith(".wav"):
+            source.rename(folder / name)
+        else:
+            subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", str(source), str(folder / name)], check=True)
+            source.unlink()
+    (folder / "notes.mp3").write_text("no music here\n" * 40)
+    (folder / "empty.flac").write_bytes(b"")
+    (folder / "cut.wav").write_bytes(master.read_bytes()[: master.stat().st_size // 3])
+    master.unlink()
+    rows = [(track_id, uri, f"artist {i}") for i, (track_id, uri) in enumerate(GOOD.items())]
+    rows.insert(2, BAD[2][:2] + ("dup",))  # the duplicate comes after the original row
+    rows += [(t, u, "bad") for t, u, _, _ in BAD if t != "pop/one"]
+    write_manifest(folder / "manifest.csv", rows)
+    return folder

@@ -1,0 +1,180 @@
+"""`beamsplitter run` on DirectRunner: outputs, failures, idempotence, resumption, model folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from models import audio
+from models.provider import load_separator
+from pipeline.run import run
+from tests import synth
+from tests.pipeline.conftest import BAD, GOOD, write_manifest
+
+INSTRUMENTS = ("vocals", "accompaniment")
+
+
+def run_job(capsys, *args):
+    status = run(list(args))
+    return status, capsys.readouterr().out
+
+
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file, with (inode, mtime_ns): a rewritten file changes both."""
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def stem_folder(prefix: Path) -> Path:
+    (model,) = (prefix / "stems").iterdir()
+    return model
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, catalogue, checkpoint_2stems):
+    prefix = tmp_path_factory.mktemp("out") / "prefix"
+    before = files_under(catalogue)
+    status = run(["--manifest", str(catalogue / "manifest.csv"), "--output", str(prefix),
+                  "--checkpoint", str(checkpoint_2stems)])
+    assert files_under(catalogue) == before  # nothing written beside the sources
+    return status, prefix
+
+
+def test_every_good_track_has_stems_and_metadata(first_run, catalogue):
+    status, prefix = first_run
+    assert status == 1  # some rows failed
+    model = stem_folder(prefix)
+    for track_id in GOOD:
+        folder = model / track_id
+        assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS.json", "accompaniment.wav", "vocals.wav"]
+        record = json.loads((folder / "_SUCCESS.json").read_text())
+        assert record["source_uri"] == str(catalogue / GOOD[track_id])
+    table = pq.read_table(prefix / "metadata").to_pandas()  # pyarrow reads the folder as a dataset
+    assert len(table) == len(GOOD) * 2
+    assert set(zip(table.track_id, table.instrument)) == {(t, i) for t in GOOD for i in INSTRUMENTS}
+    row = table[(table.track_id == "rock/three") & (table.instrument == "vocals")].iloc[0]
+    assert row.uri == str(model / "rock/three/vocals.wav") and row.source_uri == str(catalogue / "three.mp3")
+    assert row.duration_s == pytest.approx(14.0, abs=0.06) and (row.sample_rate, row.channels) == (44100, 2)
+    assert row.codec == "wav" and row.model.startswith("spleeter:2stems@sha256:") and row.artist == "artist 2"
+    assert 0 < row.rms < row.peak <= 1.0
+    files = sorted(str(p) for p in (prefix / "metadata").rglob("*.parquet"))
+    assert len(pd.concat(pd.read_parquet(f) for f in files)) == len(GOOD) * 2
+    query = f"select count(distinct track_id) from read_parquet('{prefix}/metadata/*/*.parquet')"
+    assert duckdb.connect().execute(query).fetchall() == [(len(GOOD),)]
+
+
+def test_every_bad_row_is_one_failure(first_run):
+    _, prefix = first_run
+    failures = pq.read_table(prefix / "failures").to_pandas()
+    assert len(failures) == len(BAD)
+    for track_id, uri, stage, fragment in BAD:
+        matches = failures[(failures.stage == stage) & failures.message.str.contains(fragment, regex=False)]
+        assert len(matches) == 1, (track_id, fragment, failures.to_dict("records"))
+    assert set(failures.error_type) == {"InputError", "AudioError"}
+    model = stem_folder(prefix)
+    written = {str(p.relative_to(model).parent) for p in model.rglob("_SUCCESS.json")}
+    assert written == set(GOOD)
+
+
+def test_output_equals_separate(first_run, catalogue, checkpoint_2stems):
+    _, prefix = first_run
+    separator = load_separator("spleeter:2stems", str(checkpoint_2stems))
+    expected = separator.separate(audio.load(str(catalogue / "two.flac"), 44100))
+    for name in INSTRUMENTS:
+        ours = audio.load(str(stem_folder(prefix) / "pop/two" / f"{name}.wav"), 44100)
+        reference = np.round(np.clip(expected[name], -1, 1) * 32768) / 32768
+        error = np.sum((ours - reference) ** 2)
+        assert error == 0 or 10 * np.log10(np.sum(reference ** 2) / error) >= 90
+
+
+def test_second_run_rewrites_nothing(first_run, catalogue, checkpoint_2stems, capsys):
+    _, prefix = first_run
+    stems_before = files_under(prefix / "stems")
+    metadata_before = files_under(prefix / "metadata")
+    status, out = run_job(capsys, "--manifest", str(catalogue / "manifest.csv"), "--output", str(prefix),
+                          "--checkpoint", str(checkpoint_2stems))
+    assert status == 1
+    assert f"0 tracks done, {len(GOOD)} skipped, {len(BAD)} failed" in out
+    assert files_under(prefix / "stems") == stems_before
+    assert files_under(prefix / "metadata") == metadata_before
+
+
+def test_grown_manifest_and_changed_source(tmp_path, catalogue, checkpoint_2stems, capsys):
+    folder = tmp_path / "cat"
+    shutil.copytree(catalogue, folder)
+    prefix = tmp_path / "prefix"
+    good = [(t, u, "a") for t, u in GOOD.items()]
+    write_manifest(folder / "m.csv", good)
+    assert run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
+                   "--checkpoint", str(checkpoint_2stems))[0] == 0
+    synth.make_track(folder / "five.wav", seconds=5.0, seed=42)
+    synth.make_track(folder / "one.wav", seconds=6.0, seed=43)  # the source of pop/one changed
+    write_manifest(folder / "m.csv", good + [("five", "five.wav", "new")])
+    status, out = run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
+                          "--checkpoint", str(checkpoint_2stems))
+    assert status == 0 and f"2 tracks done, {len(GOOD) - 1} skipped, 0 failed" in out
+    vocals = audio.load(str(stem_folder(prefix) / "pop/one/vocals.wav"), 44100)
+    assert len(vocals) == 6 * 44100
+
+    status, out = run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
+                          "--checkpoint", str(checkpoint_2stems), "--force")
+    assert f"{len(GOOD) + 1} tracks done, 0 skipped" in out
+
+
+def test_input_glob_and_another_model(tmp_path, catalogue, random_checkpoint, checkpoint_2stems, capsys):
+    prefix = tmp_path / "prefix"
+    args = ["--input", str(catalogue / "*.flac"), "--output", str(prefix)]  # two.flac and the empty one
+    status, out = run_job(capsys, *args, "--checkpoint", str(checkpoint_2stems), "-c", "flac")
+    assert status == 1 and "1 tracks done, 0 skipped, 1 failed (decode: 1)" in out
+    status, out = run_job(capsys, *args, "-p", "spleeter:4stems", "--checkpoint",
+                          str(random_checkpoint("spleeter:4stems")), "-c", "mp3", "-b", "96k")
+    assert "1 tracks done, 0 skipped, 1 failed" in out
+    folders = sorted(p.name for p in (prefix / "stems").iterdir())
+    assert [f.split("-")[0] for f in folders] == ["2stems", "4stems"]
+    four = next(p for p in (prefix / "stems").iterdir() if p.name.startswith("4stems"))
+    assert sorted(p.name for p in (four / "two.flac").iterdir()) == [
+        "_SUCCESS.json", "bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"]
+
+
+def test_killed_run_resumes_without_loss_or_repeats(tmp_path, catalogue, checkpoint_2stems):
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    rows = []
+    for i in range(6):
+        synth.make_track(folder / f"t{i}.wav", seconds=12.0, seed=100 + i)
+        rows.append((f"t{i}", f"t{i}.wav", str(i)))
+    write_manifest(folder / "m.csv", rows)
+    prefix = tmp_path / "prefix"
+    command = [str(Path(sys.executable).parent / "beamsplitter"), "run", "--manifest", str(folder / "m.csv"),
+               "--output", str(prefix), "--checkpoint", str(checkpoint_2stems), "--direct_num_workers=1",
+               "--direct_running_mode=in_memory"]
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(prefix.rglob("_SUCCESS.json")) and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    first = {p.parent.name: json.loads(p.read_text())["run_id"] for p in prefix.rglob("_SUCCESS.json")}
+    assert 0 < len(first) < 6, "the run should have been killed part-way"
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{6 - len(first)} tracks done, {len(first)} skipped, 0 failed" in again.stdout
+    records = {p.parent.name: json.loads(p.read_text())["run_id"] for p in prefix.rglob("_SUCCESS.json")}
+    assert set(records) == {f"t{i}" for i in range(6)}
+    assert all(records[t] == run_id for t, run_id in first.items())  # not done twice
+    table = pq.read_table(prefix / "metadata").to_pandas()
+    assert sorted(table.track_id) == sorted(f"t{i}" for i in range(6) for _ in INSTRUMENTS)
+    assert not [p for p in prefix.rglob("*") if p.name.endswith(".part")]
