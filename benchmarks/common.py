@@ -1,0 +1,78 @@
+"""Shared by the benchmarks: synthetic catalogue tracks and whole-process measurements."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.audio import ffmpeg_binary  # noqa: E402
+from tests import synth  # noqa: E402
+
+BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
+
+
+def track(folder: Path, name: str, seconds: float, seed: int) -> Path:
+    """A synthetic track of any length: one minute of music, looped by ffmpeg into a FLAC file."""
+    path = folder / f"{name}.flac"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    unit = synth.make_track(folder / f".{name}-unit.wav", seconds=min(60.0, seconds), seed=seed)
+    loops = max(0, int(-(-seconds // 60)) - 1)
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(unit),
+                    "-t", f"{seconds}", "-c:a", "flac", str(path)], check=True)
+    unit.unlink()
+    return path
+
+
+@dataclass
+class Measure:
+    wall_s: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def measure(command: list[str], env: dict | None = None) -> Measure:
+    """Wall time and the largest resident set of the command or any process it waited for."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    stderr = process.stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"command failed ({code}): {' '.join(command)}\n{stderr[-2000:]}", file=sys.stderr)
+    return Measure(wall, usage.ru_maxrss / 1024, code)
+
+
+def reference_spleeter() -> Path:
+    venv = subprocess.run([str(REPO / "scripts" / "reference-venv")], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+    return Path(venv) / "bin" / "spleeter"
+
+
+def model_path_for_spleeter(cache: Path) -> dict:
+    """Spleeter finds the 2stems checkpoint in beamsplitter's cache through MODEL_PATH."""
+    return {"MODEL_PATH": str(cache)}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB"
+
+
