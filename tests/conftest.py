@@ -37,7 +37,8 @@ def random_weight_seed(model_dir: str) -> int:
 @pytest.fixture(scope="session")
 def models_cache() -> Path:
     """The model cache; sets ``BEAMSPLITTER_CACHE`` (to the repository's .cache/models unless already set)."""
-    cache = Path(os.environ.setdefault("BEAMSPLITTER_CACHE", str(DEFAULT_CACHE)))
+    cache = Path(os.environ.get("BEAMSPLITTER_CACHE") or DEFAULT_CACHE)
+    os.environ["BEAMSPLITTER_CACHE"] = str(cache)
     cache.mkdir(parents=True, exist_ok=True)
     return cache
 

@@ -133,7 +133,7 @@ def _espeak(text: str, pitch: int, speed: int, voice: str) -> np.ndarray | None:
 def _sung_vowels(rng: np.random.Generator, seconds: float, rate: int, root: int) -> np.ndarray:
     """Fallback voice: glottal-like harmonic series shaped by vowel formants, with vibrato."""
     formants = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
-    n = int(seconds * rate)
+    n = int(round(seconds * rate))
     out = np.zeros(n)
     pos = int(0.3 * rate)
     scale = (0, 2, 4, 5, 7, 9, 11, 12)

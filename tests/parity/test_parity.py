@@ -1,6 +1,7 @@
 """Parity with the reference implementation, spleeter==2.4.2, on the same inputs and checkpoints.
 
-Every stem must match Spleeter's at >= 60 dB SNR, where
+Every stem must match Spleeter's at >= 60 dB SNR (float stems from the Python
+APIs at >= 85 dB, see MIN_SNR_FLOAT_DB), where
 ``SNR = 10 log10(sum ref^2 / sum (ours - ref)^2)`` over both channels, and the
 stems must differ from each other (a saturated model, every mask 1/n, would
 otherwise match trivially).
@@ -41,6 +42,13 @@ from tests import synth
 pytestmark = pytest.mark.parity
 
 MIN_SNR_DB = 60.0
+# Float stems (Python API, no 16-bit quantization) measure about 100 dB. The
+# 60 dB bar alone lets through real bugs: batch-norm epsilon 1e-5 instead of
+# 1e-3 measures 61-80 dB, ELU outputs 0.1 % off 64-77 dB. So float comparisons
+# must also clear this bar, which leaves some 15 dB for float32 round-off
+# differences across CPUs and TensorFlow builds (CPU inference only: TF32 on a
+# GPU would cost far more).
+MIN_SNR_FLOAT_DB = 85.0
 # Two stems count as distinct when their difference holds at least 1 % of the
 # smaller one's energy (similarity below 20 dB).
 MAX_SIMILARITY_DB = 20.0
@@ -67,8 +75,9 @@ def similarity_db(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if difference == 0 else 10 * math.log10(smaller / difference)
 
 
-def check_parity(case: str, reference: dict[str, np.ndarray], ours: dict[str, np.ndarray]) -> None:
-    """Assert every stem of ``ours`` matches ``reference`` at MIN_SNR_DB, and the stems are distinct."""
+def check_parity(case: str, reference: dict[str, np.ndarray], ours: dict[str, np.ndarray],
+                 min_snr: float = MIN_SNR_DB) -> None:
+    """Assert every stem of ``ours`` matches ``reference`` at ``min_snr`` dB, and the stems are distinct."""
     assert sorted(ours) == sorted(reference), f"{case}: instruments {sorted(ours)}, Spleeter has {sorted(reference)}"
     for name in reference:
         assert ours[name].shape == reference[name].shape, (
@@ -78,15 +87,14 @@ def check_parity(case: str, reference: dict[str, np.ndarray], ours: dict[str, np
     for name, value in snrs.items():
         RESULTS.append((case, name, value))
     summary = ", ".join(f"{name} {value:.1f} dB" for name, value in snrs.items())
-    print(f"\n[parity] {case}: {summary}")
-    bad = {name: value for name, value in snrs.items() if not value >= MIN_SNR_DB}
-    assert not bad, f"{case}: SNR against Spleeter below {MIN_SNR_DB} dB for {sorted(bad)} ({summary})"
     names = list(reference)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    closest = max(similarity_db(reference[a], reference[b]) for a, b in pairs)
+    print(f"\n[parity] {case}: {summary} (closest two stems: {closest:.1f} dB similar)")
+    bad = {name: value for name, value in snrs.items() if not value >= min_snr}
+    assert not bad, f"{case}: SNR against Spleeter below {min_snr} dB for {sorted(bad)} ({summary})"
     for stems, whose in ((reference, "Spleeter's"), (ours, "our")):
-        similar = {
-            (a, b): similarity_db(stems[a], stems[b])
-            for i, a in enumerate(names) for b in names[i + 1:]
-        }
+        similar = {(a, b): similarity_db(stems[a], stems[b]) for a, b in pairs}
         close = {pair: value for pair, value in similar.items() if not value < MAX_SIMILARITY_DB}
         assert not close, (
             f"{case}: {whose} stems are (nearly) identical, the model is degenerate: "
@@ -127,7 +135,7 @@ def summary_table():
     begin = time.perf_counter()
     yield
     if RESULTS:
-        lines = [f"{case:<32} {stem:<14} {value:7.1f} dB" for case, stem, value in RESULTS]
+        lines = [f"{case:<36} {stem:<14} {value:7.1f} dB" for case, stem, value in RESULTS]
         print("\n[parity] SNR against spleeter 2.4.2 (module took %.0f s)\n" % (time.perf_counter() - begin)
               + "\n".join(lines))
 
@@ -249,4 +257,4 @@ def test_api(case, model, source, api_reference, api_checkpoints, decoded_music)
     assert np.array_equal(decoded_music, to_stereo(spleeter_input)), "decoded input differs from Spleeter's"
     separator = load_separator(model, str(api_checkpoints[case]))
     ours = separator.separate(to_stereo(spleeter_input))
-    check_parity(f"api {case} ({source} weights)", reference, ours)
+    check_parity(f"api {case} ({source} weights)", reference, ours, min_snr=max(MIN_SNR_DB, MIN_SNR_FLOAT_DB))
