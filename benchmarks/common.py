@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.audio import ffmpeg_binary  # noqa: E402
-from tests import synth  # noqa: E402
+from pipeline import demo  # noqa: E402
 
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 
@@ -24,7 +24,7 @@ def track(folder: Path, name: str, seconds: float, seed: int) -> Path:
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    unit = synth.make_track(folder / f".{name}-unit.wav", seconds=min(60.0, seconds), seed=seed)
+    unit = demo.make_track(folder / f".{name}-unit.wav", seconds=min(60.0, seconds), seed=seed)
     loops = max(0, int(-(-seconds // 60)) - 1)
     subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(unit),
                     "-t", f"{seconds}", "-c:a", "flac", str(path)], check=True)

@@ -49,18 +49,29 @@ def _export_model(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    if {"-h", "--help"} & set(args.beam_args):
-        from pipeline.options import BeamsplitterOptions
-
-        parser = argparse.ArgumentParser(prog="beamsplitter run", epilog="Any Apache Beam pipeline option is "
-                                         "accepted too: --runner, --direct_num_workers, --flink_master, --project...")
-        BeamsplitterOptions._add_argparse_args(parser)
-        parser.print_help()
-        return 0
+def _job(args) -> int:
+    """`run` and `plan`: their options are Beam pipeline options, parsed by Beam."""
+    from pipeline.options import BeamsplitterOptions
+    from pipeline.plan import PlanOptions, plan
     from pipeline.run import run
 
-    return run(args.beam_args)
+    if {"-h", "--help"} & set(args.beam_args):
+        parser = argparse.ArgumentParser(prog=f"beamsplitter {args.command}", epilog="Any Apache Beam pipeline "
+                                         "option is accepted too: --runner, --direct_num_workers, --flink_master...")
+        BeamsplitterOptions._add_argparse_args(parser)
+        if args.command == "plan":
+            PlanOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    return (run if args.command == "run" else plan)(args.beam_args)
+
+
+def _demo_catalogue(args) -> int:
+    from pipeline.demo import make_catalogue
+
+    manifest = make_catalogue(args.directory, args.tracks, args.seconds)
+    print(f"demo catalogue: {manifest} ({args.tracks} tracks of {args.seconds:g} s)")
+    return 0
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", add_help=False,
                               help="separate a whole catalogue with Apache Beam (see `beamsplitter run --help`)")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_job)
+    plan = commands.add_parser("plan", add_help=False,
+                               help="write the manifest of what `run` would do (new, changed, new model) and count it")
+    plan.set_defaults(handler=_job)
+
+    demo = commands.add_parser("demo-catalogue", help="make a small synthetic catalogue to try `run` on")
+    demo.add_argument("directory", metavar="DIR")
+    demo.add_argument("--tracks", type=int, default=4)
+    demo.add_argument("--seconds", type=float, default=20.0)
+    demo.set_defaults(handler=_demo_catalogue)
 
     export = commands.add_parser("export-model", help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
@@ -126,11 +146,11 @@ def _import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "plan"):
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not args.verbose:
+    if not args.verbose and args.command != "demo-catalogue":
         _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 import time
@@ -66,7 +67,7 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
     return committed
 
 
-def plan_run(options: BeamsplitterOptions) -> RunPlan:
+def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     options.check()
     config = load_config(options.model)
     sha = checkpoint_digest(resolve_checkpoint(config, options.checkpoint))
@@ -77,7 +78,11 @@ def plan_run(options: BeamsplitterOptions) -> RunPlan:
     run_id = options.run_id or (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                                 + "-" + uuid.uuid4().hex[:6])
     layout = Layout(options.output, model_folder(config.name, sha))
-    return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, settle_earlier_runs(layout))
+    if settle and not storage.exists(layout.model_card()):
+        card = {"model": config.name, "checkpoint_sha256": sha, "config": config.raw}
+        storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
+    committed = settle_earlier_runs(layout) if settle else frozenset()
+    return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, committed)
 
 
 def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
@@ -141,6 +146,15 @@ def run(argv: list[str]) -> int:
     return 1 if summary.failed else 0
 
 
+def counters(result) -> dict[str, int]:
+    """The job's counters by name, summed over steps (committed values where the runner has them)."""
+    found: dict[str, int] = {}
+    for entry in result.metrics().query(MetricsFilter().with_namespace("beamsplitter"))["counters"]:
+        value = entry.committed if entry.committed is not None else entry.attempted
+        found[entry.key.metric.name] = found.get(entry.key.metric.name, 0) + (value or 0)
+    return found
+
+
 @dataclass
 class Summary:
     done: int
@@ -153,13 +167,10 @@ class Summary:
 
     @classmethod
     def of(cls, result, wall_seconds: float) -> "Summary":
-        counters = {}
-        for entry in result.metrics().query(MetricsFilter().with_namespace("beamsplitter"))["counters"]:
-            value = entry.committed if entry.committed is not None else entry.attempted
-            counters[entry.key.metric.name] = counters.get(entry.key.metric.name, 0) + (value or 0)
-        by_stage = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("tracks_failed.")}
-        return cls(counters.get("tracks_done", 0), counters.get("tracks_skipped", 0), sum(by_stage.values()),
-                   by_stage, float(counters.get("audio_seconds", 0)), wall_seconds, counters.get("metadata_rows", 0))
+        found = counters(result)
+        by_stage = {k.split(".", 1)[1]: v for k, v in found.items() if k.startswith("tracks_failed.")}
+        return cls(found.get("tracks_done", 0), found.get("tracks_skipped", 0), sum(by_stage.values()),
+                   by_stage, float(found.get("audio_seconds", 0)), wall_seconds, found.get("metadata_rows", 0))
 
     def text(self, plan: RunPlan) -> str:
         reasons = ", ".join(f"{stage}: {n}" for stage, n in sorted(self.failed_by_stage.items()))

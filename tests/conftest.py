@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import synth
+from pipeline import demo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "models"
@@ -81,7 +81,7 @@ def random_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def music_track(tmp_path_factory) -> Path:
     """30 s of synthetic stereo music, 16-bit 44.1 kHz WAV (spans three 11.9 s model chunks)."""
-    return synth.make_track(tmp_path_factory.mktemp("audio") / "music.wav", seconds=30.0, seed=0)
+    return demo.make_track(tmp_path_factory.mktemp("audio") / "music.wav", seconds=30.0, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Where a run writes, under the output prefix::
 
     PREFIX/
+      stems/<model>/_MODEL.json                      the configuration and checkpoint digest
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<run_id>-*.parquet         one row per (track, instrument)
@@ -39,6 +40,13 @@ class Layout:
 
     def stem(self, track_id: str, instrument: str, codec: str) -> str:
         return join(self.track_dir(track_id), f"{instrument}.{codec}")
+
+    def model_card(self) -> str:
+        return join(self.prefix, "stems", self.model, "_MODEL.json")
+
+    def model_cards(self) -> str:
+        """Glob of every model's card under this prefix."""
+        return join(self.prefix, "stems", "*", "_MODEL.json")
 
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)

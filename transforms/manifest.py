@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import posixpath
 import unicodedata
 from dataclasses import dataclass, field
@@ -138,8 +139,9 @@ def resolve_uri(uri: str, manifest_uri: str) -> str:
         return uri[len("file://"):] if scheme == "file" else uri
     if uri.startswith("/"):
         return uri
-    base = posixpath.dirname(manifest_uri)
-    return posixpath.join(base, uri) if base else uri
+    resolved = posixpath.join(posixpath.dirname(manifest_uri), uri)
+    # Absolute, so the URI means the same wherever it is read again (metadata, plans).
+    return resolved if "://" in resolved else os.path.abspath(resolved)
 
 
 def to_track(number: int, fields: dict, manifest_uri: str) -> Track:

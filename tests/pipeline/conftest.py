@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models import audio
-from tests import synth
+from pipeline import demo
 
 GOOD = {  # track_id -> file under the catalogue folder
     "pop/one": "one.wav",
@@ -44,9 +44,9 @@ def write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 def catalogue(tmp_path_factory) -> Path:
     """``<folder>/manifest.csv`` over 14 s tracks (two model chunks) and broken files."""
     folder = tmp_path_factory.mktemp("catalogue")
-    master = synth.make_track(folder / "master.wav", seconds=14.0, seed=3)
+    master = demo.make_track(folder / "master.wav", seconds=14.0, seed=3)
     for seed, name in enumerate(GOOD.values()):
-        source = synth.make_track(folder / f"src{seed}.wav", seconds=14.0, seed=10 + seed)
+        source = demo.make_track(folder / f"src{seed}.wav", seconds=14.0, seed=10 + seed)
         if name.endswith(".wav"):
             source.rename(folder / name)
         else:

@@ -20,7 +20,7 @@ import pytest
 from models import audio
 from models.provider import load_separator
 from pipeline.run import run
-from tests import synth
+from pipeline import demo
 from tests.pipeline.conftest import BAD, GOOD, write_manifest
 
 INSTRUMENTS = ("vocals", "accompaniment")
@@ -119,8 +119,8 @@ def test_grown_manifest_and_changed_source(tmp_path, catalogue, checkpoint_2stem
     write_manifest(folder / "m.csv", good)
     assert run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
                    "--checkpoint", str(checkpoint_2stems))[0] == 0
-    synth.make_track(folder / "five.wav", seconds=5.0, seed=42)
-    synth.make_track(folder / "one.wav", seconds=6.0, seed=43)  # the source of pop/one changed
+    demo.make_track(folder / "five.wav", seconds=5.0, seed=42)
+    demo.make_track(folder / "one.wav", seconds=6.0, seed=43)  # the source of pop/one changed
     write_manifest(folder / "m.csv", good + [("five", "five.wav", "new")])
     status, out = run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
                           "--checkpoint", str(checkpoint_2stems))
@@ -153,7 +153,7 @@ def test_killed_run_resumes_without_loss_or_repeats(tmp_path, catalogue, checkpo
     folder.mkdir()
     rows = []
     for i in range(6):
-        synth.make_track(folder / f"t{i}.wav", seconds=12.0, seed=100 + i)
+        demo.make_track(folder / f"t{i}.wav", seconds=12.0, seed=100 + i)
         rows.append((f"t{i}", f"t{i}.wav", str(i)))
     write_manifest(folder / "m.csv", rows)
     prefix = tmp_path / "prefix"

@@ -1,4 +1,6 @@
-"""Deterministic synthetic music for tests: no third-party audio in the repository.
+"""Deterministic synthetic music: the demo catalogue, the tests' and benchmarks' audio.
+
+No third-party audio is in the repository; everything is made here.
 
 A track is a mix of four parts, each panned to its own place in the stereo field:
 
@@ -290,12 +292,15 @@ def make_mono_22k(path: str | Path, seconds: float = 20.0, seed: int = 1) -> Pat
     return make_track(path, seconds, seed, sample_rate=22050, channels=1)
 
 
-if __name__ == "__main__":  # python -m tests.synth out.wav [seconds] [seed]
-    import sys
-    import time
-
-    begin = time.perf_counter()
-    out = make_track(sys.argv[1] if len(sys.argv) > 1 else "synth.wav",
-                     float(sys.argv[2]) if len(sys.argv) > 2 else 30.0,
-                     int(sys.argv[3]) if len(sys.argv) > 3 else 0)
-    print(f"{out}: {time.perf_counter() - begin:.2f} s")
+def make_catalogue(folder: str | Path, tracks: int = 4, seconds: float = 20.0) -> Path:
+    """A small catalogue: ``tracks`` WAV files and ``manifest.csv`` over them; returns the manifest."""
+    folder = Path(folder)
+    rows = ["track_id,uri,title"]
+    for i in range(tracks):
+        name = f"demo-{i + 1:02d}"
+        if not (folder / f"{name}.wav").exists():
+            make_track(folder / f"{name}.wav", seconds=seconds, seed=i)
+        rows.append(f"{name},{name}.wav,Demo song {i + 1}")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
