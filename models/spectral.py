@@ -39,23 +39,33 @@ def stft(segment: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
 
 
 def istft(spectrum: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
-    """Windowed overlap-add of the inverse frames of ``spectrum`` [frames, bins, 2].
+    """Windowed overlap-add of the inverse frames of ``spectrum`` [..., frames, bins, 2].
 
-    Returns float32 ``[(frames - 1) * frame_step + frame_length, 2]``, scaled by
-    ``WINDOW_COMPENSATION``; samples near either end lack some of their
-    overlapping frames and are completed by the neighbouring chunks.
+    Returns float32 ``[..., (frames - 1) * frame_step + frame_length, 2]``, scaled
+    by ``WINDOW_COMPENSATION``; samples near either end lack some of their
+    overlapping frames and are completed by the neighbouring chunks. Leading
+    axes (instruments) are transformed together.
     """
-    n_frames, _, channels = spectrum.shape
-    frames = np.fft.irfft(spectrum, n=frame_length, axis=1).astype(np.float32)
-    frames *= (hann(frame_length) * np.float32(WINDOW_COMPENSATION))[None, :, None]
+    *lead, n_frames, _, channels = spectrum.shape
+    # Transform along the last axis of a [..., frames, 2, bins] layout: stft()
+    # returns its spectra laid out that way, so this view is contiguous and fast.
+    frames = np.fft.irfft(spectrum.swapaxes(-1, -2), n=frame_length, axis=-1).astype(np.float32, copy=False)
+    frames *= hann(frame_length) * np.float32(WINDOW_COMPENSATION)
     overlap = frame_length // frame_step
     # Split every frame into `overlap` hop-sized pieces: piece q of frame j lands
     # on hop j + q, so the overlap-add is `overlap` shifted slice additions.
-    pieces = frames.reshape(n_frames, overlap, frame_step, channels)
-    out = np.zeros((n_frames + overlap - 1, frame_step, channels), np.float32)
+    pieces = frames.reshape(*lead, n_frames, channels, overlap, frame_step)
+    out = np.zeros((*lead, n_frames + overlap - 1, channels, frame_step), np.float32)
     for q in range(overlap):
-        out[q:q + n_frames] += pieces[:, q]
-    return out.reshape(-1, channels)
+        out[..., q:q + n_frames, :, :] += pieces[..., q, :]
+    return out.swapaxes(-1, -2).reshape(*lead, -1, channels)
+
+
+def apply_masks(spectrum: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``spectrum`` [frames, bins, 2] times ``masks`` [n, frames, bins, 2], laid out for ``istft``."""
+    out = np.empty(masks.shape[:-2] + masks.shape[-1:] + masks.shape[-2:-1], np.complex64)
+    np.multiply(spectrum.swapaxes(-1, -2), masks.swapaxes(-1, -2), out=out)
+    return out.swapaxes(-1, -2)
 
 
 def ratio_masks(estimates: np.ndarray, config: SeparationConfig) -> np.ndarray:
