@@ -9,22 +9,30 @@ whatever the tracks' lengths:
 
 A failing track (bad input, unwritable output) is reported and its partial
 stems removed; the others go on.
+
+With Wiener filtering (``mwf``) every track is read twice: the first pass runs
+the network and gathers the filter's whole-track statistics (keeping the
+network's estimates in a scratch folder), the second filters each chunk.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import queue
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 
-from models import audio
+from models import audio, spectral
 from models.chunking import OverlapAdd, segments
 from models.errors import BeamsplitterError, InputError
 from models.separator import Separator
+from models.wiener import WienerStatistics, filter_chunk, softmask
 
 
 @dataclass
@@ -55,6 +63,9 @@ class EncodeOptions:
     sample_format: str = "s16"
 
 
+SEPARATE, MWF_STATISTICS, MWF_FILTER = 0, 1, 2  # what a chunk is read for
+
+
 @dataclass
 class _Chunk:
     track: "_Track"
@@ -63,7 +74,12 @@ class _Chunk:
     magnitude: np.ndarray
     last: bool
     n_samples: int | None
+    purpose: int = SEPARATE
     estimates: np.ndarray | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        return self.purpose != MWF_FILTER  # the second pass reuses the first pass's estimates
 
 
 @dataclass
@@ -73,6 +89,8 @@ class _Track:
     joiner: OverlapAdd | None = None
     encoders: dict[str, audio.Encoder] = field(default_factory=dict)
     failed: bool = False
+    scratch: str | None = None  # mwf: the network's estimates from the first pass
+    statistics: WienerStatistics | None = None
 
 
 class _Failure:
@@ -91,6 +109,7 @@ def separate_files(
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
     queue_chunks: int = 8,
+    mwf: bool = False,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order."""
     config = separator.config
@@ -103,10 +122,13 @@ def separate_files(
         try:
             for track in tracks:
                 try:
-                    blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration)
-                    for segment in segments(blocks, separator.geometry):
-                        spectrum, magnitude = separator.analyze(segment.samples)
-                        inbox.put(_Chunk(track, segment.index, spectrum, magnitude, segment.last, segment.n_samples))
+                    for purpose in (MWF_STATISTICS, MWF_FILTER) if mwf else (SEPARATE,):
+                        blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset,
+                                              track.job.duration)
+                        for segment in segments(blocks, separator.geometry):
+                            spectrum, magnitude = separator.analyze(segment.samples)
+                            inbox.put(_Chunk(track, segment.index, spectrum, magnitude, segment.last,
+                                             segment.n_samples, purpose))
                 except BeamsplitterError as exc:
                     inbox.put(_Failure(track, exc))
         except BaseException as exc:  # a bug: stop the whole run, keep the traceback
@@ -156,7 +178,7 @@ def _infer(separator, inbox, outbox, batch_size, crashed):
                 pending.append(inbox.get_nowait())
             except queue.Empty:
                 break
-        chunks = [c for c in pending if isinstance(c, _Chunk)]
+        chunks = [c for c in pending if isinstance(c, _Chunk) and c.needs_model]
         for start in range(0, len(chunks), batch_size):
             batch = chunks[start:start + batch_size]
             estimates = separator.estimate(np.stack([c.magnitude for c in batch]))
@@ -173,6 +195,9 @@ def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
     track = chunk.track
     config = separator.config
     try:
+        if chunk.purpose == MWF_STATISTICS:
+            _gather_statistics(separator, chunk)
+            return
         if track.joiner is None:
             track.joiner = OverlapAdd(separator.geometry)
             track.encoders = {
@@ -180,7 +205,10 @@ def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
                                     encoding.bitrate, encoding.sample_format)
                 for name in separator.instruments
             }
-        stems = separator.synthesize(chunk.spectrum, chunk.estimates)
+        if chunk.purpose == MWF_FILTER:
+            stems = _filtered_stems(separator, chunk)
+        else:
+            stems = separator.synthesize(chunk.spectrum, chunk.estimates)
         final = track.joiner.add(chunk.index, stems, chunk.n_samples)
         for name, samples in zip(separator.instruments, final):
             track.encoders[name].write(samples)
@@ -191,13 +219,39 @@ def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
             for encoder in track.encoders.values():
                 encoder.close()
             track.encoders = {}
+            _drop_scratch(track)
             on_result(track.result)
     except BeamsplitterError as exc:
         _fail(track, exc, on_result)
 
 
+def _gather_statistics(separator: Separator, chunk: _Chunk) -> None:
+    track = chunk.track
+    if track.scratch is None:
+        track.scratch = tempfile.mkdtemp(prefix="beamsplitter-mwf-")
+        track.statistics = WienerStatistics(len(separator.instruments), separator.config.n_bins)
+    np.save(os.path.join(track.scratch, f"{chunk.index}.npy"), chunk.estimates)
+    estimates = separator.full_band(chunk.estimates)
+    track.statistics.add(softmask(estimates, chunk.spectrum), chunk.spectrum)
+
+
+def _filtered_stems(separator: Separator, chunk: _Chunk) -> np.ndarray:
+    track = chunk.track
+    estimates = separator.full_band(np.load(os.path.join(track.scratch, f"{chunk.index}.npy")))
+    filtered = filter_chunk(estimates, chunk.spectrum, track.statistics.spatial_covariances(),
+                            track.statistics.scale)
+    return spectral.istft(filtered, separator.config.frame_length, separator.config.frame_step)
+
+
+def _drop_scratch(track: _Track) -> None:
+    if track.scratch:
+        shutil.rmtree(track.scratch, ignore_errors=True)
+        track.scratch = None
+
+
 def _fail(track: _Track, error: BeamsplitterError, on_result):
     track.failed = True
+    _drop_scratch(track)
     for encoder in track.encoders.values():
         encoder.abort()  # also withdraws stems of this track already published
     track.encoders = {}

@@ -42,6 +42,12 @@ class Separator:
         """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
         return self.network(magnitudes).numpy()
 
+    def full_band(self, estimates: np.ndarray) -> np.ndarray:
+        """Estimates ``[n, T, F, 2]`` zero-padded to all STFT bins, as Spleeter feeds its Wiener filter."""
+        pad = [(0, 0)] * estimates.ndim
+        pad[-2] = (0, self.config.n_bins - self.config.F)
+        return np.pad(estimates, pad)
+
     def synthesize(self, spectrum: np.ndarray, estimates: np.ndarray) -> np.ndarray:
         """One chunk's stems ``[n_instruments, span, 2]`` from its STFT and its estimates ``[n, T, F, 2]``."""
         masks = spectral.ratio_masks(estimates, self.config)

@@ -35,7 +35,7 @@ def _separate(args) -> int:
                 bar.write(f"error: {result.error}", file=sys.stderr)
 
         separate_files(separator, jobs, EncodeOptions(args.codec, args.bitrate, args.sample_format),
-                       batch_size=args.batch_size, on_progress=bar.update, on_result=report)
+                       batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf)
     return 1 if failures else 0
 
 
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("-s", "--offset", type=float, default=0.0, help="start, in seconds (default: 0)")
     separate.add_argument("-d", "--duration", type=float, default=None,
                           help="seconds to separate from the offset (default: the whole track)")
+    separate.add_argument("--mwf", action="store_true",
+                          help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
     separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
     separate.set_defaults(handler=_separate)
 

@@ -12,13 +12,13 @@ Cases:
   ``beamsplitter separate`` (16-bit WAV stems compared after decoding) on a
   30 s stereo 44.1 kHz track, a 30.3 s one (longer than a chunk, a length that
   is a multiple of nothing), a mono 22.05 kHz one (both resample with ffmpeg),
-  and with ``-s 3 -d 14``;
+  with ``-s 3 -d 14``, and with ``--mwf``;
 * Python API (float stems, no quantization) on the 30 s track: the official
   2stems and 2stems-16kHz, random-weight 4stems, 5stems and 4stems-16kHz
   (sharing the 4stems weights); the decoded input is checked to be identical
   too.
 
-Spleeter is launched three times in all (two CLI runs, one API driver) since
+Spleeter is launched four times in all (three CLI runs, one API driver) since
 each launch costs seconds of TensorFlow start-up. Run with ``-s`` to see the
 SNR table.
 """
@@ -166,11 +166,15 @@ def cli_outputs(inputs, checkpoint_2stems, reference_venv, tmp_path_factory) -> 
     run(ours + ["-o", str(out / "beamsplitter")] + files, env, "beamsplitter separate (3 files)")
     run(spleeter + window + ["-o", str(out / "spleeter-window"), files[0]], env, "spleeter separate -s -d")
     run(ours + window + ["-o", str(out / "beamsplitter-window"), files[0]], env, "beamsplitter separate -s -d")
+    run(spleeter + ["--mwf", "-o", str(out / "spleeter-mwf"), files[0]], env, "spleeter separate --mwf")
+    run(ours + ["--mwf", "-o", str(out / "beamsplitter-mwf"), files[0]], env, "beamsplitter separate --mwf")
     return {
         "spleeter": out / "spleeter",
         "beamsplitter": out / "beamsplitter",
         "spleeter-window": out / "spleeter-window",
         "beamsplitter-window": out / "beamsplitter-window",
+        "spleeter-mwf": out / "spleeter-mwf",
+        "beamsplitter-mwf": out / "beamsplitter-mwf",
     }
 
 
@@ -235,6 +239,18 @@ def test_cli_2stems_offset_duration(cli_outputs):
     assert sorted(reference) == ["accompaniment", "vocals"]
     assert len(reference["vocals"]) == round(DURATION * 44100), "Spleeter's -d did not give the expected length"
     check_parity(f"cli 2stems music -s {OFFSET:g} -d {DURATION:g}", reference, ours)
+
+
+def test_cli_2stems_wiener_filter(cli_outputs):
+    """--mwf: norbert's whole-track Wiener filter, which beamsplitter computes in two streaming passes."""
+    reference_dir = cli_outputs["spleeter-mwf"] / "music"
+    ours_dir = cli_outputs["beamsplitter-mwf"] / "music"
+    reference = {p.stem: read_wav16(p) for p in sorted(reference_dir.glob("*.wav"))}
+    ours = {p.stem: read_wav16(ours_dir / p.name) for p in sorted(reference_dir.glob("*.wav"))}
+    assert sorted(reference) == ["accompaniment", "vocals"]
+    plain = read_wav16(cli_outputs["spleeter"] / "music" / "vocals.wav")
+    assert snr_db(plain, reference["vocals"]) < 40, "Spleeter's --mwf output is the plain mask output"
+    check_parity("cli 2stems music --mwf", reference, ours)
 
 
 @pytest.fixture(scope="module")
