@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models.errors import InputError
 
@@ -31,6 +29,8 @@ class BeamsplitterOptions(PipelineOptions):
                             help="resource hint for the inference step only, e.g. "
                                  "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
+        parser.add_argument("--local_wave_tracks", type=int, default=8,
+                            help="local runner: tracks per wave (the local runner holds a wave's audio in memory)")
 
     def check(self) -> None:
         if not (self.manifest or self.input):
@@ -39,19 +39,17 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError("give the output prefix with --output")
 
 
-def pin_local_runner(options: PipelineOptions, argv: list[str]) -> bool:
-    """Run DirectRunner as Beam's portable local runner, on all local cores.
+def pin_local_runner(options: PipelineOptions) -> bool:
+    """Run DirectRunner as Beam's portable local runner, the FnApiRunner; returns whether the run is local.
 
     Beam's DirectRunner would first try to download the Prism runner binary;
-    the FnApiRunner is the same local engine without that step. Its threads
-    share one model per process. Returns whether the run is local.
+    the FnApiRunner is the same local engine without that step. Its default
+    mode runs bundles in this process: one model, which TensorFlow runs on all
+    cores. (Beam's multi_threading mode can corrupt large elements between its
+    workers, seen as "Invalid PaneInfoEncoding"; multi_processing is sound and
+    loads one model per worker process.)
     """
     standard = options.view_as(StandardOptions)
-    if standard.runner not in LOCAL_RUNNERS:
-        return standard.runner in ("FnApiRunner", "BundleBasedDirectRunner")
-    standard.runner = "FnApiRunner"
-    direct = options.view_as(DirectOptions)
-    if not any(arg.startswith(("--direct_num_workers", "--direct_running_mode")) for arg in argv):
-        direct.direct_running_mode = "multi_threading"
-        direct.direct_num_workers = os.cpu_count() or 1
-    return True
+    if standard.runner in LOCAL_RUNNERS:
+        standard.runner = "FnApiRunner"
+    return standard.runner in ("FnApiRunner", "BundleBasedDirectRunner")

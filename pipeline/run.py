@@ -6,6 +6,7 @@ import datetime
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
@@ -44,7 +46,7 @@ class RunPlan:
     committed_runs: frozenset = frozenset()
 
 
-METADATA_FILE = re.compile(r"^run-(?P<run>.+?)-\d{5}-of-\d{5}\.parquet$")
+METADATA_FILE = re.compile(r"^run-(?P<run>.+?)(?:-w\d{4})?-\d{5}-of-\d{5}\.parquet$")
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
@@ -85,13 +87,15 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, committed)
 
 
-def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
+def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)) -> None:
+    """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue."""
     o, layout = plan.options, plan.layout
+    suffix = f"-w{wave[0]:04d}" if wave[1] > 1 else ""
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
-    tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
+    tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, wave)
     todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_runs)
     decoded = todo.todo | "DecodeChunks" >> DecodeChunks(o.model)
     separated = (decoded.chunks
@@ -102,12 +106,12 @@ def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
     _ = ((assembled.metadata, todo.recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")
-         | "WriteMetadata" >> WriteParquet(layout.metadata(plan.run_id), METADATA_SCHEMA))
+         | "WriteMetadata" >> WriteParquet(layout.metadata(plan.run_id) + suffix, METADATA_SCHEMA))
     _ = ((row_failures, todo.failures, decoded.failures, assembled.failures)
          | "AllFailures" >> beam.Flatten()
          | "CountFailures" >> beam.Map(_count_failure)
          | "FailureRows" >> beam.Map(failure_record, plan.run_id)
-         | "WriteFailures" >> WriteParquet(layout.failures(plan.run_id), FAILURE_SCHEMA))
+         | "WriteFailures" >> WriteParquet(layout.failures(plan.run_id) + suffix, FAILURE_SCHEMA))
 
 
 def _count(element, name):
@@ -126,20 +130,45 @@ class _QuietBeamNoise(logging.Filter):
         return "Resource module is not available" not in record.getMessage()
 
 
+def catalogue_size(options: BeamsplitterOptions) -> int:
+    """Rows of the manifest, or files matching the glob; reading the manifest here also
+    refuses one without the required columns before anything starts."""
+    if options.input:
+        return len(FileSystems.match([options.input])[0].metadata_list)
+    with FileSystems.open(options.manifest, compression_type="uncompressed") as stream:
+        return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest))
+
+
 def run(argv: list[str]) -> int:
-    """Run the catalogue job; returns the exit status (1 when any track failed)."""
+    """Run the catalogue job; returns the exit status (1 when any track failed).
+
+    The local runner keeps every step's output in memory until the next step
+    has run, so a local run goes in waves of ``--local_wave_tracks`` tracks,
+    one pipeline each; distributed runners take the catalogue in one go.
+    """
     logging.getLogger().addFilter(_QuietBeamNoise())
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(BeamsplitterOptions)
-    pin_local_runner(pipeline_options, argv)
+    local = pin_local_runner(pipeline_options)
     plan = plan_run(options)
-    started = time.monotonic()
+    size = catalogue_size(options)
+    waves = max(1, -(-size // max(1, options.local_wave_tracks))) if local else 1
     print(f"run {plan.run_id}: {plan.model_id}, stems under {plan.layout.track_dir('').rstrip('/')}/")
-    pipeline = beam.Pipeline(options=pipeline_options)
-    build(pipeline, plan)
-    result = pipeline.run()
-    result.wait_until_finish()
-    summary = Summary.of(result, time.monotonic() - started)
+    started = time.monotonic()
+    totals: dict[str, int] = {}
+    with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
+              file=sys.stderr) as progress:
+        for wave in range(waves):
+            pipeline = beam.Pipeline(options=pipeline_options)
+            build(pipeline, plan, (wave, waves))
+            result = pipeline.run()
+            result.wait_until_finish()
+            found = counters(result)
+            for name, value in found.items():
+                totals[name] = totals.get(name, 0) + value
+            progress.update(sum(v for k, v in found.items()
+                                if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
+    summary = Summary.of(totals, time.monotonic() - started)
     if summary.metadata_rows:
         storage.publish_bytes(b"", plan.layout.run_marker(plan.run_id))
     print(summary.text(plan))
@@ -166,8 +195,7 @@ class Summary:
     metadata_rows: int
 
     @classmethod
-    def of(cls, result, wall_seconds: float) -> "Summary":
-        found = counters(result)
+    def of(cls, found: dict[str, int], wall_seconds: float) -> "Summary":
         by_stage = {k.split(".", 1)[1]: v for k, v in found.items() if k.startswith("tracks_failed.")}
         return cls(found.get("tracks_done", 0), found.get("tracks_skipped", 0), sum(by_stage.values()),
                    by_stage, float(found.get("audio_seconds", 0)), wall_seconds, found.get("metadata_rows", 0))

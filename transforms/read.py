@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
@@ -52,28 +54,39 @@ def _first_wins(keyed):
         yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track_id, duplicate.uri, error))
 
 
+def in_wave(track_id: str, wave: tuple[int, int]) -> bool:
+    """Whether ``track_id`` belongs to wave ``wave[0]`` of ``wave[1]``: all rows of one id share a wave."""
+    index, count = wave
+    return count == 1 or zlib.crc32(track_id.encode()) % count == index
+
+
 class ReadCatalogue(beam.PTransform):
     """Tracks to separate from ``manifest`` (CSV, JSON Lines, Parquet) or an ``input_glob``.
 
     Returns ``(tracks, failures)``: ``Track`` elements, and a ``Failure`` for every
     unusable row (missing fields, unsafe track_id, unsupported scheme, duplicate).
+    ``wave=(k, n)`` keeps only the k-th of n disjoint parts of the catalogue.
     """
 
-    def __init__(self, manifest_uri: str | None = None, input_glob: str | None = None):
+    def __init__(self, manifest_uri: str | None = None, input_glob: str | None = None,
+                 wave: tuple[int, int] = (0, 1)):
         super().__init__()
-        self.manifest_uri, self.input_glob = manifest_uri, input_glob
+        self.manifest_uri, self.input_glob, self.wave = manifest_uri, input_glob, wave
 
     def expand(self, pbegin):
         if self.manifest_uri:
             source, reader = self.manifest_uri, _ReadManifest()
         else:
             source, reader = self.input_glob, _MatchInput()
+        wave = self.wave
         rows = (pbegin
                 | "Source" >> beam.Create([source])
                 | "Rows" >> beam.ParDo(reader).with_outputs(FAILURES, main="tracks"))
         unique = (rows.tracks
+                  | "InWave" >> beam.Filter(lambda t: in_wave(t.track_id, wave))
                   | "ByTrackId" >> beam.Map(lambda t: (t.track_id, t))
                   | "GroupDuplicates" >> beam.GroupByKey()
                   | "FirstWins" >> beam.FlatMap(_first_wins).with_outputs(FAILURES, main="tracks"))
-        failures = (rows.failures, unique.failures) | "AllRowFailures" >> beam.Flatten()
+        row_failures = rows.failures | "FailuresInWave" >> beam.Filter(lambda f: in_wave(f.track_id, wave))
+        failures = (row_failures, unique.failures) | "AllRowFailures" >> beam.Flatten()
         return unique.tracks, failures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models import audio
+from models.errors import InputError
 from models.provider import load_separator
 from pipeline.run import run
 from pipeline import demo
@@ -158,8 +160,7 @@ def test_killed_run_resumes_without_loss_or_repeats(tmp_path, catalogue, checkpo
     write_manifest(folder / "m.csv", rows)
     prefix = tmp_path / "prefix"
     command = [str(Path(sys.executable).parent / "beamsplitter"), "run", "--manifest", str(folder / "m.csv"),
-               "--output", str(prefix), "--checkpoint", str(checkpoint_2stems), "--direct_num_workers=1",
-               "--direct_running_mode=in_memory"]
+               "--output", str(prefix), "--checkpoint", str(checkpoint_2stems), "--local_wave_tracks=2"]
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not list(prefix.rglob("_SUCCESS.json")) and time.monotonic() < deadline and victim.poll() is None:
@@ -178,3 +179,16 @@ def test_killed_run_resumes_without_loss_or_repeats(tmp_path, catalogue, checkpo
     table = pq.read_table(prefix / "metadata").to_pandas()
     assert sorted(table.track_id) == sorted(f"t{i}" for i in range(6) for _ in INSTRUMENTS)
     assert not [p for p in prefix.rglob("*") if p.name.endswith(".part")]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("m.csv", "track,uri\nx,a.wav\n", "manifest lacks the column(s) track_id (has: track, uri)"),
+    ("m.txt", "track_id,uri\n", "unknown manifest format"),
+    ("m.parquet", "not parquet", "not a Parquet file"),
+])
+def test_unusable_manifest_stops_before_anything_runs(tmp_path, checkpoint_2stems, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=re.escape(message)):
+        run(["--manifest", str(tmp_path / name), "--output", str(tmp_path / "out"),
+             "--checkpoint", str(checkpoint_2stems)])
+    assert not (tmp_path / "out" / "metadata").exists()

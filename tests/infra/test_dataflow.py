@@ -1,0 +1,406 @@
+"""Dataflow: the Flex Template (metadata, entry file, build and launch commands), the Airflow DAG, the cost model."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import jsonschema
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from infra.dataflow import beamsplitter_job as job
+from infra.dataflow import cost_model
+from infra.dataflow import main as flex_main
+from models.audio import CODECS, SAMPLE_FORMATS
+from models.config import embedded_names
+from pipeline.options import BeamsplitterOptions
+from tests.infra.conftest import INFRA, REPO, assert_separated, dry_run, flag, flags, rejects
+
+DATAFLOW = INFRA / "dataflow"
+IMAGE = "us-central1-docker.pkg.dev/proj/beamsplitter/beamsplitter:0.1.0-gpu"
+T4 = "type:nvidia-tesla-t4;count:1;machine_type:n1-standard-8;install-nvidia-driver"
+LAUNCH = ["launch", "--project", "proj", "--region", "us-central1", "--work", "gs://proj-beamsplitter-work",
+          "--image", IMAGE, "--service-account", "beamsplitter-worker@proj.iam.gserviceaccount.com",
+          "--manifest", "gs://catalogue/manifest.csv", "--output", "gs://proj-beamsplitter-stems/catalogue",
+          "-p", "spleeter:4stems"]
+JOB_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Dataflow job names
+
+# The parts of Dataflow's template metadata (TemplateMetadata / ParameterMetadata) this template uses.
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": ["name", "description", "parameters"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string", "minLength": 1},
+        "streaming": {"type": "boolean"},
+        "parameters": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "label", "helpText"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                    "label": {"type": "string", "minLength": 1},
+                    "helpText": {"type": "string", "minLength": 1},
+                    "isOptional": {"type": "boolean"},
+                    "regexes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "paramType": {"enum": ["TEXT", "GCS_READ_FILE", "GCS_WRITE_FOLDER", "GCS_READ_FOLDER"]},
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def metadata() -> dict:
+    return json.loads((DATAFLOW / "metadata.json").read_text())
+
+
+def parameter(metadata, name) -> dict:
+    (found,) = [p for p in metadata["parameters"] if p["name"] == name]
+    return found
+
+
+def matches(param: dict, value: str) -> bool:
+    return all(re.search(regex, value) for regex in param["regexes"])
+
+
+def job_options() -> dict[str, str]:
+    """The job's own options: ``--option`` string -> dest."""
+    parser = argparse.ArgumentParser()
+    BeamsplitterOptions._add_argparse_args(parser)
+    return {s: a.dest for a in parser._actions for s in a.option_strings}
+
+
+def test_metadata_is_valid_template_metadata(metadata):
+    jsonschema.validate(metadata, METADATA_SCHEMA)
+    names = [p["name"] for p in metadata["parameters"]]
+    assert len(names) == len(set(names))
+    assert {p["name"] for p in metadata["parameters"] if not p.get("isOptional")} == {"manifest", "output"}
+    for p in metadata["parameters"]:
+        for regex in p["regexes"]:
+            re.compile(regex)
+
+
+def test_every_parameter_is_an_option_of_the_job(metadata):
+    options = job_options()
+    for p in metadata["parameters"]:
+        assert f"--{p['name']}" in options, p["name"]
+
+
+def test_parameter_regexes_accept_what_the_job_accepts(metadata):
+    assert all(matches(parameter(metadata, "model"), name) for name in embedded_names())
+    assert not matches(parameter(metadata, "model"), "spleeter:3stems")
+    assert {c for c in ("wav", "flac", "mp3", "ogg", "m4a", "wma", "aiff") if matches(parameter(metadata, "codec"), c)} \
+        == set(CODECS)
+    assert {f for f in ("s16", "s24", "f32", "u8") if matches(parameter(metadata, "sample_format"), f)} \
+        == set(SAMPLE_FORMATS)
+    accelerator = parameter(metadata, "inference_accelerator")
+    for good in (job.GPU_ACCELERATOR, T4, "type:nvidia-l4;count:1;install-nvidia-driver", ""):
+        assert matches(accelerator, good), good
+    for bad in ("nvidia-l4", "type:nvidia-l4;count:0", "type:nvidia-l4,count:1"):
+        assert not matches(accelerator, bad), bad
+    assert matches(parameter(metadata, "manifest"), "gs://catalogue/2026/manifest.parquet")
+    assert not matches(parameter(metadata, "manifest"), "/local/manifest.csv")
+    assert not matches(parameter(metadata, "manifest"), "gs://catalogue/manifest.txt")
+    assert matches(parameter(metadata, "output"), "gs://stems/catalogue")
+    assert matches(parameter(metadata, "bitrate"), "192k") and not matches(parameter(metadata, "bitrate"), "192")
+
+
+def test_build_writes_the_spec_to_the_work_bucket_from_the_image():
+    (build,) = dry_run("dataflow/template.py", "build", "--project", "proj", "--work", "gs://proj-beamsplitter-work",
+                       "--image", IMAGE)
+    assert build[:5] == ["gcloud", "dataflow", "flex-template", "build",
+                         "gs://proj-beamsplitter-work/templates/beamsplitter.json"]
+    assert flag(build, "--image") == IMAGE
+    assert flag(build, "--sdk-language") == "PYTHON"
+    assert flag(build, "--project") == "proj"
+    assert (REPO / flag(build, "--metadata-file")).is_file()
+
+
+def launch_parameters(command: list[str]) -> dict[str, str]:
+    items = [v[3:] if v.startswith("^|^") else v for v in flags(command, "--parameters")]
+    return dict(item.split("=", 1) for item in items)
+
+
+def test_launch_puts_only_inference_on_gpus(metadata):
+    (launch,) = dry_run("dataflow/template.py", *LAUNCH)
+    assert launch[:4] == ["gcloud", "dataflow", "flex-template", "run"]
+    assert JOB_NAME.match(launch[4]) and launch[4].startswith("beamsplitter-4stems-")
+    assert flag(launch, "--project") == "proj" and flag(launch, "--region") == "us-central1"
+    assert flag(launch, "--template-file-gcs-location") == "gs://proj-beamsplitter-work/templates/beamsplitter.json"
+    assert flag(launch, "--temp-location") == "gs://proj-beamsplitter-work/temp"
+    assert flag(launch, "--staging-location") == "gs://proj-beamsplitter-work/staging"
+    assert flag(launch, "--service-account-email") == "beamsplitter-worker@proj.iam.gserviceaccount.com"
+    assert flag(launch, "--worker-machine-type") == "n2-standard-8"
+    assert flag(launch, "--max-workers") == "50"
+    assert flag(launch, "--additional-experiments") == "use_runner_v2"
+    params = launch_parameters(launch)
+    assert params == {"manifest": "gs://catalogue/manifest.csv", "output": "gs://proj-beamsplitter-stems/catalogue",
+                      "model": "spleeter:4stems", "sdk_container_image": IMAGE, "disk_size_gb": "50",
+                      "inference_accelerator": job.GPU_ACCELERATOR}
+    accelerator = dict(part.partition(":")[::2] for part in params["inference_accelerator"].split(";"))
+    assert accelerator == {"type": "nvidia-l4", "count": "1", "machine_type": "g2-standard-8",
+                           "install-nvidia-driver": ""}
+    # right fitting: no GPU on every worker, no FlexRS
+    assert not any("worker_accelerator" in arg or "flexrs" in arg.lower() for arg in launch)
+    declared = {p["name"] for p in metadata["parameters"]}
+    for name, value in params.items():
+        if name in declared:
+            assert matches(parameter(metadata, name), value), name
+    # every parameter is a pipeline option the launched program understands, with that value
+    parsed = PipelineOptions([f"--{k}={v}" for k, v in params.items()]).get_all_options()
+    dests = job_options()
+    for name, value in params.items():
+        assert str(parsed[dests.get(f"--{name}", name)]) == value, name
+
+
+def test_launch_options():
+    (cpu,) = dry_run("dataflow/template.py", *LAUNCH, "--cpu-only", "--machine-type", "n2-highcpu-16",
+                     "--job-name", "nightly", "--max-workers", "10")
+    params = launch_parameters(cpu)
+    assert "inference_accelerator" not in params
+    assert cpu[4] == "nightly" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
+    assert flag(cpu, "--max-workers") == "10"
+    (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
+                    "--codec", "flac")
+    params = launch_parameters(t4)
+    assert params["inference_accelerator"] == T4
+    assert params["checkpoint"] == "gs://models/4stems" and params["codec"] == "flac"
+
+
+def test_launch_escapes_commas_for_gcloud():
+    args = [a if a != "gs://catalogue/manifest.csv" else "gs://catalogue/a,b.csv" for a in LAUNCH]
+    (launch,) = dry_run("dataflow/template.py", *args)
+    assert "^|^manifest=gs://catalogue/a,b.csv" in flags(launch, "--parameters")
+
+
+def test_launch_refuses_bad_arguments():
+    assert "not latest" in rejects("dataflow/template.py", *[a if a != IMAGE else "beamsplitter:latest" for a in LAUNCH])
+    assert "gs://" in rejects("dataflow/template.py", *[a if a != "gs://catalogue/manifest.csv" else "manifest.csv"
+                                                         for a in LAUNCH])
+    assert "--service-account" in rejects("dataflow/template.py", *LAUNCH[:LAUNCH.index("--service-account")],
+                                          *LAUNCH[LAUNCH.index("--service-account") + 2:])
+
+
+def test_launch_body_is_the_gcloud_launch():
+    params = job.parameters(manifest="gs://c/m.csv", output="gs://s/p", model="spleeter:2stems", image=IMAGE)
+    env = job.environment(service_account="w@p.iam.gserviceaccount.com", temp_location="gs://w/temp",
+                          staging_location="gs://w/staging")
+    body = job.launch_body(job_name="beamsplitter-x", template="gs://w/templates/beamsplitter.json",
+                           parameters=params, environment=env)
+    command = job.gcloud_run(project="p", region="r", job_name="beamsplitter-x",
+                             template="gs://w/templates/beamsplitter.json", parameters=params, environment=env)
+    launch = body["launchParameter"]
+    assert command[4] == launch["jobName"]
+    assert flag(command, "--template-file-gcs-location") == launch["containerSpecGcsPath"]
+    assert launch_parameters(command) == launch["parameters"]
+    gcloud_flags = {"serviceAccountEmail": "--service-account-email", "tempLocation": "--temp-location",
+                    "stagingLocation": "--staging-location", "machineType": "--worker-machine-type",
+                    "maxWorkers": "--max-workers", "additionalExperiments": "--additional-experiments"}
+    assert set(launch["environment"]) == set(gcloud_flags)
+    for field, name in gcloud_flags.items():
+        value = launch["environment"][field]
+        assert flag(command, name) == (",".join(value) if isinstance(value, list) else str(value))
+    json.dumps(body)  # the request is plain JSON
+
+
+def test_plan_arguments_and_dataflow_options():
+    args = job.plan_arguments(manifest="gs://c/m.csv", output="gs://s/p", model="spleeter:4stems")
+    assert args == ["plan", "--manifest", "gs://c/m.csv", "--output", "gs://s/p", "-p", "spleeter:4stems"]
+    options = job.dataflow_options(project="p", region="r", work="gs://w", image=IMAGE, service_account="w@p")
+    parsed = PipelineOptions(options).get_all_options()
+    assert parsed["runner"] == "DataflowRunner" and parsed["sdk_container_image"] == IMAGE
+    assert parsed["temp_location"] == "gs://w/temp" and parsed["sdk_location"] == "container"
+    assert parsed["machine_type"] == job.CPU_MACHINE_TYPE and parsed["experiments"] == list(job.EXPERIMENTS)
+
+
+def test_entry_file_adds_launch_defaults():
+    env = {"BEAMSPLITTER_IMAGE": IMAGE}
+    assert flex_main.with_defaults(["--manifest=gs://c/m.csv"], env) == [
+        "--manifest=gs://c/m.csv", "--runner=DataflowRunner", "--sdk_location=container",
+        f"--sdk_container_image={IMAGE}"]
+    given = ["--runner=DirectRunner", "--sdk_location=default", "--sdk_container_image=other:1"]
+    assert flex_main.with_defaults(given, env) == given
+    assert flex_main.with_defaults(["--runner", "FlinkRunner"], {}) == ["--runner", "FlinkRunner",
+                                                                        "--sdk_location=container"]
+
+
+def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, capsys):
+    """The Flex Template's program, on the local runner instead of Dataflow."""
+    prefix = tmp_path / "out"
+    job_id = flex_main.launch(["--runner=DirectRunner", "--manifest", str(tiny_catalogue / "manifest.csv"),
+                               "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)])
+    assert job_id == "local"
+    assert "job local, stems under" in capsys.readouterr().out
+    assert_separated(prefix)
+
+
+def test_entry_file_is_the_one_the_image_runs():
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text()
+    assert "COPY infra/dataflow/main.py /template/main.py" in dockerfile
+    source = (DATAFLOW / "main.py").read_text()
+    assert "wait_until_finish" not in source.split('"""', 2)[2]  # Dataflow wants the launcher to end
+
+
+# --- cost model ---------------------------------------------------------------------------------
+
+SMALL = dict(tracks=3600, mean_seconds=100.0, stems=4, gpu_xrt=100.0, cpu_xrt=10.0, vcpu_price=0.05,
+             mem_price=0.005, gpu_price=1.0, shuffle_price=0.01, storage_price=0.02)
+
+
+def test_cost_model_arithmetic():
+    r = cost_model.estimate(cost_model.Inputs(**SMALL))
+    assert r["audio_hours"] == pytest.approx(100.0)
+    assert r["gpu_worker_hours"] == pytest.approx(1.0)  # 100 h of audio at 100x
+    assert r["cpu_worker_hours"] == pytest.approx(100.0 / (10 * 8))
+    assert r["gpu_cost"] == pytest.approx(1.0 * (1.0 + 8 * 0.05 + 32 * 0.005))
+    assert r["cpu_cost"] == pytest.approx(1.25 * (8 * 0.05 + 32 * 0.005))
+    shuffle_gb = 360_000 * 44100 * 2 * 4 * (527_360 / 524_288) * 5 / 1e9
+    assert r["shuffle_gb"] == pytest.approx(shuffle_gb)
+    assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + shuffle_gb * 0.01)
+    assert r["cost_per_million_tracks"] == pytest.approx(r["total_cost"] * 1e6 / 3600)
+    assert r["wall_hours"] == pytest.approx(1.0 / 50)
+    assert r["stems_tb"] == pytest.approx(360_000 * 4 * 1411.2 * 1000 / 8 / 1e12)
+    doubled = cost_model.estimate(cost_model.Inputs(**{**SMALL, "gpu_xrt": 200.0}))
+    assert doubled["gpu_cost"] == pytest.approx(r["gpu_cost"] / 2)
+
+
+def costs_doc_example() -> tuple[list[str], str]:
+    """The command in COSTS.md's worked example and the table printed under it."""
+    text = (DATAFLOW / "COSTS.md").read_text()
+    (command,) = re.findall(r"^python3 infra/dataflow/cost_model\.py .*$", text, re.MULTILINE)
+    table = re.search(r"<!-- cost_model.py output[^>]*-->\n(.*?)\n<!-- end of cost_model.py output -->", text, re.S)
+    return command.split()[2:], table[1]
+
+
+def test_costs_doc_table_is_the_scripts_output():
+    args, table = costs_doc_example()
+    result = subprocess.run(["python3", str(DATAFLOW / "cost_model.py"), *args], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == table.strip()
+
+
+def test_costs_doc_names_every_input_of_the_script():
+    text = (DATAFLOW / "COSTS.md").read_text()
+    inputs = text.split("## Inputs", 1)[1].split("## Arithmetic", 1)[0]
+    named = {name.strip() for row in inputs.splitlines()[3:] if row.startswith("| ")
+             for name in row.split("|")[1].split(",")}
+    assert named >= {"N", "L", "S", "X_gpu", "X_cpu", "V_g", "M_g", "G", "V_c", "M_c", "K", "P_vcpu", "P_mem",
+                     "P_gpu", "P_shuffle", "P_store", "r", "c", "b", "o", "R"}
+    arithmetic = text.split("## Arithmetic", 1)[1].split("## Worked example", 1)[0]
+    used = set(re.findall(r"\b[A-Za-z]_?[a-z]*\b", arithmetic))
+    assert {"X_gpu", "X_cpu", "P_gpu", "P_shuffle", "P_store"} <= used
+    assert not re.search(r"\b(TODO|TBD|XXX)\b", text)
+
+
+def test_cost_model_cli(capsys):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    assert cost_model.main([*args, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == pytest.approx(cost_model.estimate(cost_model.Inputs(**SMALL)))
+    with pytest.raises(SystemExit):
+        cost_model.main([*args, "--gpu-xrt=0"])
+    with pytest.raises(SystemExit):
+        cost_model.main(args[1:])  # --tracks is required
+
+
+# --- Airflow DAG --------------------------------------------------------------------------------
+
+DAG_FILE = DATAFLOW / "airflow_dag.py"
+VARIABLE_KEYS = {"project", "region", "work", "image", "service_account", "manifest", "output", "model"}
+
+
+def test_dag_parses_and_imports_airflow_only_for_operators():
+    tree = ast.parse(DAG_FILE.read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {"airflow", "airflow.providers.google.cloud.operators.dataflow",
+            "airflow.providers.cncf.kubernetes.operators.pod"} <= imported
+    helper = ast.parse((DATAFLOW / "beamsplitter_job.py").read_text())
+    modules = {a.name.split(".")[0] for n in ast.walk(helper) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in ast.walk(helper) if isinstance(n, ast.ImportFrom)}
+    assert modules <= {"__future__"}  # the helper runs in Airflow without this project
+
+
+class _Task:
+    def __init__(self, task_id, **kwargs):
+        self.task_id, self.kwargs, self.downstream = task_id, kwargs, []
+        _Dag.current.tasks.append(self)
+
+    def __rshift__(self, other):
+        self.downstream.append(other)
+        return other
+
+
+class _Dag:
+    current = None
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.tasks = kwargs, []
+
+    def __enter__(self):
+        _Dag.current = self
+        return self
+
+    def __exit__(self, *exc):
+        _Dag.current = None
+
+
+@pytest.fixture
+def dag_module(monkeypatch):
+    """The DAG file imported over stand-ins for Airflow's classes (Airflow is not installed here)."""
+    stubs = {"airflow": {"DAG": _Dag},
+             "airflow.providers.google.cloud.operators.dataflow": {"DataflowStartFlexTemplateOperator": type(
+                 "DataflowStartFlexTemplateOperator", (_Task,), {})},
+             "airflow.providers.cncf.kubernetes.operators.pod": {"KubernetesPodOperator": type(
+                 "KubernetesPodOperator", (_Task,), {})}}
+    for name, attributes in stubs.items():
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    for name, attributes in stubs.items():
+        for key, value in attributes.items():
+            setattr(sys.modules[name], key, value)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("beamsplitter_reprocess_dag", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop("beamsplitter_job", None)
+    return module
+
+
+def test_dag_plans_then_launches_the_template(dag_module):
+    dag = dag_module.dag
+    assert dag.kwargs["dag_id"] == "beamsplitter_reprocess" and dag.kwargs["catchup"] is False
+    assert dag.kwargs["max_active_runs"] == 1 and len(dag.kwargs["schedule"].split()) == 5
+    plan, separate = dag.tasks
+    assert plan.downstream == [separate]
+    assert plan.kwargs["arguments"][:7] == job.plan_arguments(
+        manifest="{{ var.json.beamsplitter.manifest }}", output="{{ var.json.beamsplitter.output }}",
+        model="{{ var.json.beamsplitter.model }}")
+    assert "--runner=DataflowRunner" in plan.kwargs["arguments"]
+    assert plan.kwargs["image"] == "{{ var.json.beamsplitter.image }}"
+    body = separate.kwargs["body"]["launchParameter"]
+    assert separate.kwargs["wait_until_finished"] is True
+    assert body["containerSpecGcsPath"] == "{{ var.json.beamsplitter.work }}/templates/beamsplitter.json"
+    assert body["parameters"]["inference_accelerator"] == job.GPU_ACCELERATOR
+    assert body["environment"]["tempLocation"] == "{{ var.json.beamsplitter.work }}/temp"
+    assert JOB_NAME.match(body["jobName"].replace("{{ ts_nodash | lower }}", "20260101t030000"))
+    used = set(re.findall(r"var\.json\.beamsplitter\.(\w+)", json.dumps([plan.kwargs, separate.kwargs])))
+    assert used == VARIABLE_KEYS
+    assert all(key in dag_module.__doc__ for key in VARIABLE_KEYS)

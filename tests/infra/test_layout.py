@@ -1,0 +1,65 @@
+"""infra/ as a whole: the README's paths exist, every command-issuing script has --help and --dry-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.infra.conftest import INFRA, REPO
+
+SCRIPTS = ["docker/build.py", "dataflow/template.py", "flink/deploy.py", "terraform/apply.py",
+           "dataflow/cost_model.py", "docker/fetch_models.py"]
+COMMAND_SCRIPTS = SCRIPTS[:4]  # those that run docker, gcloud, kubectl or terraform
+
+
+def test_readme_paths_exist():
+    text = (INFRA / "README.md").read_text()
+    layout = text.split("```", 2)[1]
+    folder = None
+    for line in layout.splitlines()[2:]:
+        match = re.match(r"^  (\s*)([\w./-]+(?:, [\w./-]+)*)\s", line + " ")
+        if not match:
+            continue
+        names = match[2].split(", ")
+        if names[0].endswith("/"):
+            folder = names[0]
+            assert (INFRA / folder).is_dir(), folder
+            continue
+        for name in names:
+            path = INFRA / (folder or "") / name if match[1] else INFRA / name
+            assert path.exists(), path
+    for path in re.findall(r"\binfra/[\w./-]+\.(?:py|sh|yaml|json|tf|md|example)\b", text):
+        assert (REPO / path).exists(), path
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_has_help_and_runs_with_python3_alone(script):
+    path = INFRA / script
+    assert path.read_text().startswith("#!/usr/bin/env python3") or script.endswith("fetch_models.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(["python3", str(path), "--help"], capture_output=True, text=True, env=env,
+                            cwd="/", timeout=60)
+    if script.endswith("fetch_models.py"):  # runs in the image, with the project installed
+        result = subprocess.run(["python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(path)])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", COMMAND_SCRIPTS)
+def test_command_scripts_print_or_run_through_one_helper(script):
+    text = (INFRA / script).read_text()
+    assert "common.add_dry_run(" in text and "common.execute(" in text
+    assert "subprocess" not in text and "os.system" not in text
+    assert os.access(INFRA / script, os.X_OK)
+
+
+def test_no_package_registry_addresses_in_infra():
+    registries = ("pypi.org", "pythonhosted.org", "repo.maven", "repo1.maven", "deb.debian.org", "proxy.golang.org",
+                  "registry.npmjs.org", "download.pytorch.org")
+    for path in INFRA.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            text = path.read_text()
+            for host in registries:
+                assert host not in text, (path, host)

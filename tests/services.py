@@ -1,0 +1,417 @@
+"""Real services for the tests, started on loopback and always stopped.
+
+Plain context managers (no pytest in here; conftest.py wraps them as fixtures):
+
+* ``gcs_emulator()``: gcp-storage-emulator in memory, with one bucket; sets
+  ``STORAGE_EMULATOR_HOST`` so Beam's gs:// filesystem talks to it;
+* ``flink_cluster(jar)``: a standalone Flink session cluster (a JobManager and
+  a TaskManager process), yielding its REST address for ``--flink_master``;
+* ``flink_job_server(jar)``: one Beam Flink job server for many pipelines
+  (each FlinkRunner pipeline otherwise starts a job server JVM of its own).
+
+Options for each runner: ``DIRECT_RUNNER_OPTIONS``,
+``flink_pipeline_options(jar, master)`` and ``portable_pipeline_options(endpoint)``.
+``jar`` is what ``scripts/fetch-flink-jobserver`` prints.
+
+Every start picks free ports at run time, waits a bounded time for the
+service to answer, and raises ``ServiceError`` with the tail of the service's
+log if it does not; every process is killed with its children on exit,
+exceptions included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+FLINK_VERSION = "1.19"  # the Flink of the job server that scripts/fetch-flink-jobserver builds
+
+# The pure-Python local runner. "DirectRunner" is Beam's SwitchingDirectRunner:
+# it first tries the Prism runner, downloading its binary from the internet,
+# and only falls back to FnApiRunner (in-process, pure Python) when that fails.
+DIRECT_RUNNER_OPTIONS = ["--runner=FnApiRunner"]
+
+
+class ServiceError(RuntimeError):
+    """A service did not come up (the message ends with the tail of its log)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- processes ---------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the test process dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class _Process:
+    """A child process in its own process group, its output going to a log file."""
+
+    def __init__(self, name: str, cmd: Sequence[str], log: Path, env: dict | None = None, cwd=None):
+        self.name, self.log = name, log
+        self._log_file = open(log, "wb")
+        self.popen = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the whole process group, then SIGKILL after ``grace`` seconds."""
+        try:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.popen.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.popen.wait(wait)
+                    # The leader is gone; SIGKILL whatever it left in its group.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.popen.pid, signal.SIGKILL)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            self._log_file.close()
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[_Process]]:
+    """A list to add started processes to; all are stopped on exit, last started first."""
+    procs: list[_Process] = []
+    try:
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def _wait_until(ready: Callable[[], bool], procs: Sequence[_Process], what: str, timeout: float) -> None:
+    """Poll ``ready()`` until true; ServiceError if a process exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in procs:
+            if proc.popen.poll() is not None:
+                raise ServiceError(
+                    f"{what}: {proc.name} exited with code {proc.popen.returncode} "
+                    f"before it was ready; log {proc.log}:\n{proc.tail()}"
+                )
+        try:
+            if ready():
+                return
+        except (OSError, ValueError, KeyError):  # not answering (properly) yet
+            pass
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name} ({p.log}):\n{p.tail()}" for p in procs)
+            raise ServiceError(f"{what} did not come up within {timeout:.0f} s\n{tails}")
+        time.sleep(0.2)
+
+
+def _http_json(url: str, timeout: float = 2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, restoring the old values after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+# --- GCS ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GcsEmulator:
+    host: str  # e.g. http://127.0.0.1:40123, the value of STORAGE_EMULATOR_HOST
+    bucket: str
+    log: Path
+
+    def url(self, path: str = "") -> str:
+        """``gs://<bucket>/<path>``."""
+        return f"gs://{self.bucket}/{path.lstrip('/')}"
+
+
+@contextlib.contextmanager
+def _beam_gcs_anonymous() -> Iterator[None]:
+    """Make Beam's GCS client anonymous in this process, without a credentials lookup.
+
+    Before its first GCS call Beam asks google.auth for default credentials.
+    With none configured, google.auth probes the GCE metadata server (a
+    link-local address, not loopback) and Beam retries with back-off: about
+    20 s, then it connects anonymously anyway. Pre-answering Beam's
+    per-process credentials cache with "none" skips all of that; the
+    emulator accepts anonymous requests. NO_GCE_CHECK=true (set by
+    gcs_emulator) keeps child processes off the metadata server too.
+    """
+    try:
+        from apache_beam.internal.gcp.auth import _Credentials
+    except ImportError:  # Beam without its gcp extra: nothing to do
+        yield
+        return
+    with _Credentials._credentials_lock:
+        saved = (_Credentials._credentials_init, _Credentials._credentials)
+        _Credentials._credentials_init, _Credentials._credentials = True, None
+    try:
+        yield
+    finally:
+        with _Credentials._credentials_lock:
+            _Credentials._credentials_init, _Credentials._credentials = saved
+
+
+@contextlib.contextmanager
+def gcs_emulator(port: int | None = None, bucket: str = "beamsplitter-test", timeout: float = 30.0) -> Iterator[GcsEmulator]:
+    """gcp-storage-emulator (in memory) on 127.0.0.1 with ``bucket`` created.
+
+    While open, STORAGE_EMULATOR_HOST points at it (and NO_GCE_CHECK=true), so
+    Beam's FileSystems and pipelines (DirectRunner, and FlinkRunner with
+    LOOPBACK workers) read and write gs://<bucket>/... there.
+    """
+    port = port or free_port()
+    host = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="gcs-emulator-"))
+    cmd = [
+        sys.executable, "-m", "gcp_storage_emulator", "start",
+        "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={bucket}",
+    ]
+    try:
+        with _processes() as procs:
+            procs.append(_Process("gcp-storage-emulator", cmd, workdir / "emulator.log", cwd=workdir))
+
+            def ready() -> bool:
+                return (_http_json(f"{host}/storage/v1/b/{bucket}") or {}).get("name") == bucket
+
+            _wait_until(ready, procs, f"GCS emulator on port {port}", timeout)
+            with _environ(STORAGE_EMULATOR_HOST=host, NO_GCE_CHECK="true"), _beam_gcs_anonymous():
+                yield GcsEmulator(host=host, bucket=bucket, log=workdir / "emulator.log")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- Flink -------------------------------------------------------------------
+
+
+def flink_pipeline_options(jar: str | os.PathLike, master: str = "[local]", parallelism: int | None = None) -> list[str]:
+    """Beam options for the FlinkRunner with SDK workers in this process (LOOPBACK).
+
+    ``master``: "[local]" for a Flink cluster embedded in the job server, or a
+    REST address "host:port" (``flink_cluster()``'s ``master``). The runner
+    starts a job server JVM from ``jar`` for each pipeline and stops it after.
+    """
+    options = [
+        "--runner=FlinkRunner",
+        f"--flink_master={master}",
+        f"--flink_version={FLINK_VERSION}",
+        f"--flink_job_server_jar={os.fspath(jar)}",
+        "--environment_type=LOOPBACK",
+    ]
+    if parallelism is not None:
+        options.append(f"--parallelism={parallelism}")
+    return options
+
+
+def portable_pipeline_options(job_endpoint: str, parallelism: int | None = None) -> list[str]:
+    """Beam options to run on an already running job server (``flink_job_server()``)."""
+    options = ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", "--environment_type=LOOPBACK"]
+    if parallelism is not None:
+        options.append(f"--parallelism={parallelism}")
+    return options
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and Path(java_home, "bin", "java").exists():
+        return str(Path(java_home, "bin", "java"))
+    java = shutil.which("java")
+    if not java:
+        raise ServiceError("java not found (install openjdk-17-jre-headless)")
+    return java
+
+
+# slf4j-simple (the logger on that classpath): timestamps in the services' logs.
+_JAVA_LOG_OPTS = ["-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS"]
+
+
+def _flink_classpath(jar: str | os.PathLike) -> str:
+    """Flink's and Beam's jars: the lib/ folder beside the job server jar."""
+    lib = Path(jar).resolve().parent / "lib"
+    if not any(lib.glob("flink-runtime-*.jar")):
+        raise ServiceError(f"no flink-runtime jar in {lib}; run scripts/fetch-flink-jobserver")
+    return str(lib / "*")
+
+
+@contextlib.contextmanager
+def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0) -> Iterator[str]:
+    """A Beam Flink job server on 127.0.0.1; yields its job endpoint "127.0.0.1:port".
+
+    Pipelines run on it with ``portable_pipeline_options(endpoint)``; this
+    saves the job server start (a few seconds) of each FlinkRunner pipeline.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="flink-job-server-"))
+    job_port = free_port()
+    cmd = [
+        _java(), f"-Djava.io.tmpdir={workdir}", *_JAVA_LOG_OPTS, "-jar", os.fspath(jar),
+        "--flink-master", master,
+        "--job-host", "127.0.0.1",
+        "--job-port", str(job_port),
+        "--artifact-port", "0",
+        "--expansion-port", "0",
+        "--artifacts-dir", str(workdir / "artifacts"),
+    ]
+    try:
+        with _processes() as procs:
+            procs.append(_Process("flink-job-server", cmd, workdir / "job-server.log", cwd=workdir))
+            _wait_until(lambda: _port_open(job_port), procs, f"Flink job server on port {job_port}", timeout)
+            yield f"127.0.0.1:{job_port}"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class FlinkCluster:
+    master: str  # "127.0.0.1:<rest port>", for --flink_master
+    rest_url: str  # "http://127.0.0.1:<rest port>"
+    workdir: Path  # its configuration (conf/), logs (*.log) and temporary files
+
+    def overview(self) -> dict:
+        """The REST API's /overview (task managers, slots, jobs finished/failed...)."""
+        return _http_json(f"{self.rest_url}/overview")
+
+
+def _tm_resource_params(java: str, classpath: str, conf_dir: Path, log: Path) -> tuple[list[str], list[str]]:
+    """JVM options and -D dynamic properties for a TaskManager, as Flink's own scripts compute them."""
+    result = subprocess.run(
+        [java, "-cp", classpath, "org.apache.flink.runtime.util.bash.BashJavaUtils",
+         "GET_TM_RESOURCE_PARAMS", "--configDir", str(conf_dir)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    log.write_text(result.stdout + result.stderr)
+    lines = [l.split(":", 1)[1] for l in result.stdout.splitlines() if l.startswith("BASH_JAVA_UTILS_EXEC_RESULT:")]
+    if result.returncode != 0 or len(lines) != 2:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        raise ServiceError(f"Flink could not size the TaskManager (log {log}):\n{tail}")
+    return lines[0].split(), lines[1].split()
+
+
+@contextlib.contextmanager
+def flink_cluster(
+    jar: str | os.PathLike,
+    slots: int = 2,
+    taskmanager_memory: str = "1600m",
+    timeout: float = 90.0,
+) -> Iterator[FlinkCluster]:
+    """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager.
+
+    Runs from the jars in lib/ beside ``jar`` (scripts/fetch-flink-jobserver),
+    so its Flink version is the job server's. Yields once the REST API reports
+    the TaskManager's slots; pipelines use ``flink_pipeline_options(jar, cluster.master)``.
+    """
+    java, classpath = _java(), _flink_classpath(jar)
+    workdir = Path(tempfile.mkdtemp(prefix="flink-cluster-"))
+    conf_dir, tmp_dir = workdir / "conf", workdir / "tmp"
+    conf_dir.mkdir()
+    tmp_dir.mkdir()
+    rest_port, rpc_port = free_port(), free_port()
+    config = {
+        "jobmanager.rpc.address": "127.0.0.1",
+        "jobmanager.rpc.port": rpc_port,
+        "jobmanager.bind-host": "127.0.0.1",
+        "jobmanager.memory.process.size": "1024m",
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "rest.port": rest_port,
+        "taskmanager.host": "127.0.0.1",
+        "taskmanager.bind-host": "127.0.0.1",
+        "taskmanager.numberOfTaskSlots": slots,
+        "taskmanager.memory.process.size": taskmanager_memory,
+        "parallelism.default": 1,
+        "io.tmp.dirs": str(tmp_dir),
+        "web.tmpdir": str(tmp_dir),
+        # Beam is on the cluster's classpath already: load its classes from
+        # there, not again from the jars each job uploads.
+        "classloader.resolve-order": "parent-first",
+    }
+    # Flat "key: value" lines, valid both as Flink's legacy and its YAML format.
+    (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
+    tmp_opt = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_LOG_OPTS]
+    master = f"127.0.0.1:{rest_port}"
+    try:
+        with _processes() as procs:
+            procs.append(_Process(
+                "flink-jobmanager",
+                [java, *tmp_opt, "-cp", classpath,
+                 "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+                 "--configDir", str(conf_dir)],
+                workdir / "jobmanager.log", cwd=workdir,
+            ))
+            jvm_opts, dynamic = _tm_resource_params(java, classpath, conf_dir, workdir / "tm-resources.log")
+            procs.append(_Process(
+                "flink-taskmanager",
+                [java, *tmp_opt, *jvm_opts, "-cp", classpath,
+                 "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+                 "--configDir", str(conf_dir), *dynamic],
+                workdir / "taskmanager.log", cwd=workdir,
+            ))
+
+            def ready() -> bool:
+                overview = _http_json(f"http://{master}/overview")
+                return overview["taskmanagers"] >= 1 and overview["slots-available"] >= 1
+
+            _wait_until(ready, procs, f"Flink cluster (REST port {rest_port})", timeout)
+            yield FlinkCluster(master=master, rest_url=f"http://{master}", workdir=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
