@@ -5,13 +5,15 @@ Plain context managers (no pytest in here; conftest.py wraps them as fixtures):
 * ``gcs_emulator()``: gcp-storage-emulator in memory, with one bucket; sets
   ``STORAGE_EMULATOR_HOST`` so Beam's gs:// filesystem talks to it;
 * ``flink_cluster(jar)``: a standalone Flink session cluster (a JobManager and
-  a TaskManager process), yielding its REST address for ``--flink_master``;
-* ``flink_job_server(jar)``: one Beam Flink job server for many pipelines
-  (each FlinkRunner pipeline otherwise starts a job server JVM of its own).
+  a TaskManager process); its ``.master`` goes to ``--flink_master``;
+* ``flink_job_server(jar, master)``: one Beam Flink job server for many
+  pipelines (a FlinkRunner pipeline otherwise starts a job server JVM of its
+  own, which lives until this process exits).
 
-Options for each runner: ``DIRECT_RUNNER_OPTIONS``,
-``flink_pipeline_options(jar, master)`` and ``portable_pipeline_options(endpoint)``.
-``jar`` is what ``scripts/fetch-flink-jobserver`` prints.
+Beam options: ``DIRECT_RUNNER_OPTIONS`` (pure-Python local runner),
+``flink_pipeline_options(jar, master)`` (FlinkRunner) and
+``FlinkJobServer.pipeline_options()`` (PortableRunner on a shared job server).
+``jar`` is the path that ``scripts/fetch-flink-jobserver`` prints.
 
 Every start picks free ports at run time, waits a bounded time for the
 service to answer, and raises ``ServiceError`` with the tail of the service's
@@ -32,11 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
 
 FLINK_VERSION = "1.19"  # the Flink of the job server that scripts/fetch-flink-jobserver builds
 
@@ -63,7 +67,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL when the test process dies (Linux)."""
+    """In the child, before exec: get SIGKILL when the test process dies (Linux).
+
+    Strictly, when the thread that started it ends: start services from the
+    main thread (as pytest fixtures are).
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
@@ -133,7 +141,7 @@ def _wait_until(ready: Callable[[], bool], procs: Sequence[_Process], what: str,
             if proc.popen.poll() is not None:
                 raise ServiceError(
                     f"{what}: {proc.name} exited with code {proc.popen.returncode} "
-                    f"before it was ready; log {proc.log}:\n{proc.tail()}"
+                    f"before it was ready; its log ends:\n{proc.tail()}"
                 )
         try:
             if ready():
@@ -141,7 +149,7 @@ def _wait_until(ready: Callable[[], bool], procs: Sequence[_Process], what: str,
         except (OSError, ValueError, KeyError):  # not answering (properly) yet
             pass
         if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name} ({p.log}):\n{p.tail()}" for p in procs)
+            tails = "\n".join(f"--- {p.name}'s log ends:\n{p.tail()}" for p in procs)
             raise ServiceError(f"{what} did not come up within {timeout:.0f} s\n{tails}")
         time.sleep(0.2)
 
@@ -230,7 +238,8 @@ def gcs_emulator(port: int | None = None, bucket: str = "beamsplitter-test", tim
     ]
     try:
         with _processes() as procs:
-            procs.append(_Process("gcp-storage-emulator", cmd, workdir / "emulator.log", cwd=workdir))
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            procs.append(_Process("gcp-storage-emulator", cmd, workdir / "emulator.log", env=env, cwd=workdir))
 
             def ready() -> bool:
                 return (_http_json(f"{host}/storage/v1/b/{bucket}") or {}).get("name") == bucket
@@ -244,32 +253,60 @@ def gcs_emulator(port: int | None = None, bucket: str = "beamsplitter-test", tim
 
 # --- Flink -------------------------------------------------------------------
 
+_MAGIC_MASTERS = ("[local]", "[auto]")
+_NO_STAGING_FACTORY = "beamsplitter.flink.NoStagingFactory"
+
+
+class _JarStagingOptions(PipelineOptions):
+    """Lets Python pass the job server's Java option pipelineResourcesDetectorFactoryClass.
+
+    The job server forwards to Python only the options it describes, and it
+    does not describe this one; declared here, it travels with the job.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--pipeline_resources_detector_factory_class",
+            default=None,
+            help="Java class choosing the jars the Flink job server uploads with each job.",
+        )
+
+
+def _has_no_staging_factory(jar: str | os.PathLike) -> bool:
+    try:
+        with zipfile.ZipFile(jar) as z:
+            return _NO_STAGING_FACTORY.replace(".", "/") + ".class" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _runner_extras(jar: str | os.PathLike, master: str, parallelism: int | None) -> list[str]:
+    options = ["--environment_type=LOOPBACK"]
+    if master not in _MAGIC_MASTERS and _has_no_staging_factory(jar):
+        # flink_cluster() has every jar on its classpath: upload none per job
+        # (else the job server sends its whole classpath, ~150 MB, ~15 s a job).
+        options.append(f"--pipeline_resources_detector_factory_class={_NO_STAGING_FACTORY}")
+    if parallelism is not None:
+        options.append(f"--parallelism={parallelism}")
+    return options
+
 
 def flink_pipeline_options(jar: str | os.PathLike, master: str = "[local]", parallelism: int | None = None) -> list[str]:
-    """Beam options for the FlinkRunner with SDK workers in this process (LOOPBACK).
+    """Beam options for the FlinkRunner, its SDK workers in this process (LOOPBACK).
 
-    ``master``: "[local]" for a Flink cluster embedded in the job server, or a
-    REST address "host:port" (``flink_cluster()``'s ``master``). The runner
-    starts a job server JVM from ``jar`` for each pipeline and stops it after.
+    ``master``: "[local]" for a Flink cluster embedded in the job server, or
+    ``flink_cluster()``'s ``master`` ("127.0.0.1:<rest port>"). Beam starts a
+    job server JVM from ``jar`` for each pipeline and stops it only when this
+    process exits; with many pipelines, share one with ``flink_job_server()``.
     """
-    options = [
+    return [
         "--runner=FlinkRunner",
         f"--flink_master={master}",
         f"--flink_version={FLINK_VERSION}",
         f"--flink_job_server_jar={os.fspath(jar)}",
-        "--environment_type=LOOPBACK",
+        *_runner_extras(jar, master, parallelism),
     ]
-    if parallelism is not None:
-        options.append(f"--parallelism={parallelism}")
-    return options
-
-
-def portable_pipeline_options(job_endpoint: str, parallelism: int | None = None) -> list[str]:
-    """Beam options to run on an already running job server (``flink_job_server()``)."""
-    options = ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", "--environment_type=LOOPBACK"]
-    if parallelism is not None:
-        options.append(f"--parallelism={parallelism}")
-    return options
 
 
 def _java() -> str:
@@ -294,12 +331,26 @@ def _flink_classpath(jar: str | os.PathLike) -> str:
     return str(lib / "*")
 
 
-@contextlib.contextmanager
-def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0) -> Iterator[str]:
-    """A Beam Flink job server on 127.0.0.1; yields its job endpoint "127.0.0.1:port".
+@dataclass(frozen=True)
+class FlinkJobServer:
+    endpoint: str  # "127.0.0.1:<job port>", for --job_endpoint
+    master: str  # the Flink it runs jobs on: "[local]" or a cluster's REST address
+    jar: str
+    log: Path
 
-    Pipelines run on it with ``portable_pipeline_options(endpoint)``; this
-    saves the job server start (a few seconds) of each FlinkRunner pipeline.
+    def pipeline_options(self, parallelism: int | None = None) -> list[str]:
+        """Beam options to run a pipeline on this job server (PortableRunner, LOOPBACK)."""
+        return ["--runner=PortableRunner", f"--job_endpoint={self.endpoint}",
+                *_runner_extras(self.jar, self.master, parallelism)]
+
+
+@contextlib.contextmanager
+def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0) -> Iterator[FlinkJobServer]:
+    """One Beam Flink job server on 127.0.0.1 for many pipelines (``.pipeline_options()``).
+
+    With master "[local]" each job runs in a Flink mini cluster inside the job
+    server; else ``master`` is a cluster's REST address (``flink_cluster()``).
+    Saves the job server start (a few seconds) of each FlinkRunner pipeline.
     """
     workdir = Path(tempfile.mkdtemp(prefix="flink-job-server-"))
     job_port = free_port()
@@ -314,9 +365,10 @@ def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: f
     ]
     try:
         with _processes() as procs:
-            procs.append(_Process("flink-job-server", cmd, workdir / "job-server.log", cwd=workdir))
+            proc = _Process("flink-job-server", cmd, workdir / "job-server.log", cwd=workdir)
+            procs.append(proc)
             _wait_until(lambda: _port_open(job_port), procs, f"Flink job server on port {job_port}", timeout)
-            yield f"127.0.0.1:{job_port}"
+            yield FlinkJobServer(endpoint=f"127.0.0.1:{job_port}", master=master, jar=os.fspath(jar), log=proc.log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -325,25 +377,26 @@ def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: f
 class FlinkCluster:
     master: str  # "127.0.0.1:<rest port>", for --flink_master
     rest_url: str  # "http://127.0.0.1:<rest port>"
-    workdir: Path  # its configuration (conf/), logs (*.log) and temporary files
+    workdir: Path  # its conf/, logs (jobmanager.log, taskmanager.log) and tmp/
 
     def overview(self) -> dict:
-        """The REST API's /overview (task managers, slots, jobs finished/failed...)."""
+        """The REST API's /overview: task managers, slots, jobs finished/failed..."""
         return _http_json(f"{self.rest_url}/overview")
 
 
 def _tm_resource_params(java: str, classpath: str, conf_dir: Path, log: Path) -> tuple[list[str], list[str]]:
-    """JVM options and -D dynamic properties for a TaskManager, as Flink's own scripts compute them."""
+    """JVM options and -D dynamic properties for a TaskManager, computed as Flink's own scripts do."""
     result = subprocess.run(
         [java, "-cp", classpath, "org.apache.flink.runtime.util.bash.BashJavaUtils",
          "GET_TM_RESOURCE_PARAMS", "--configDir", str(conf_dir)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     log.write_text(result.stdout + result.stderr)
-    lines = [l.split(":", 1)[1] for l in result.stdout.splitlines() if l.startswith("BASH_JAVA_UTILS_EXEC_RESULT:")]
+    prefix = "BASH_JAVA_UTILS_EXEC_RESULT:"
+    lines = [line[len(prefix):] for line in result.stdout.splitlines() if line.startswith(prefix)]
     if result.returncode != 0 or len(lines) != 2:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
-        raise ServiceError(f"Flink could not size the TaskManager (log {log}):\n{tail}")
+        raise ServiceError(f"Flink could not size the TaskManager:\n{tail}")
     return lines[0].split(), lines[1].split()
 
 
@@ -354,11 +407,12 @@ def flink_cluster(
     taskmanager_memory: str = "1600m",
     timeout: float = 90.0,
 ) -> Iterator[FlinkCluster]:
-    """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager.
+    """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager process.
 
     Runs from the jars in lib/ beside ``jar`` (scripts/fetch-flink-jobserver),
-    so its Flink version is the job server's. Yields once the REST API reports
-    the TaskManager's slots; pipelines use ``flink_pipeline_options(jar, cluster.master)``.
+    so its Flink is the job server's. Yields once the REST API reports the
+    TaskManager's slots. Run pipelines with ``flink_pipeline_options(jar,
+    cluster.master)`` or ``flink_job_server(jar, cluster.master)``.
     """
     java, classpath = _java(), _flink_classpath(jar)
     workdir = Path(tempfile.mkdtemp(prefix="flink-cluster-"))
@@ -381,19 +435,19 @@ def flink_cluster(
         "parallelism.default": 1,
         "io.tmp.dirs": str(tmp_dir),
         "web.tmpdir": str(tmp_dir),
-        # Beam is on the cluster's classpath already: load its classes from
-        # there, not again from the jars each job uploads.
+        # Beam is on the cluster's classpath: take its classes from there,
+        # never from jars a job brings.
         "classloader.resolve-order": "parent-first",
     }
-    # Flat "key: value" lines, valid both as Flink's legacy and its YAML format.
+    # Flat "key: value" lines: valid in Flink's legacy format and in its YAML one.
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
-    tmp_opt = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_LOG_OPTS]
+    jvm_common = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_LOG_OPTS]
     master = f"127.0.0.1:{rest_port}"
     try:
         with _processes() as procs:
             procs.append(_Process(
                 "flink-jobmanager",
-                [java, *tmp_opt, "-cp", classpath,
+                [java, *jvm_common, "-cp", classpath,
                  "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
                  "--configDir", str(conf_dir)],
                 workdir / "jobmanager.log", cwd=workdir,
@@ -401,7 +455,7 @@ def flink_cluster(
             jvm_opts, dynamic = _tm_resource_params(java, classpath, conf_dir, workdir / "tm-resources.log")
             procs.append(_Process(
                 "flink-taskmanager",
-                [java, *tmp_opt, *jvm_opts, "-cp", classpath,
+                [java, *jvm_common, *jvm_opts, "-cp", classpath,
                  "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
                  "--configDir", str(conf_dir), *dynamic],
                 workdir / "taskmanager.log", cwd=workdir,

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -103,8 +102,8 @@ def test_every_parameter_is_an_option_of_the_job(metadata):
 def test_parameter_regexes_accept_what_the_job_accepts(metadata):
     assert all(matches(parameter(metadata, "model"), name) for name in embedded_names())
     assert not matches(parameter(metadata, "model"), "spleeter:3stems")
-    assert {c for c in ("wav", "flac", "mp3", "ogg", "m4a", "wma", "aiff") if matches(parameter(metadata, "codec"), c)} \
-        == set(CODECS)
+    codecs = ("wav", "flac", "mp3", "ogg", "m4a", "wma", "aiff")
+    assert {c for c in codecs if matches(parameter(metadata, "codec"), c)} == set(CODECS)
     assert {f for f in ("s16", "s24", "f32", "u8") if matches(parameter(metadata, "sample_format"), f)} \
         == set(SAMPLE_FORMATS)
     accelerator = parameter(metadata, "inference_accelerator")
@@ -188,7 +187,8 @@ def test_launch_escapes_commas_for_gcloud():
 
 
 def test_launch_refuses_bad_arguments():
-    assert "not latest" in rejects("dataflow/template.py", *[a if a != IMAGE else "beamsplitter:latest" for a in LAUNCH])
+    assert "not latest" in rejects("dataflow/template.py",
+                                   *[a if a != IMAGE else "beamsplitter:latest" for a in LAUNCH])
     assert "gs://" in rejects("dataflow/template.py", *[a if a != "gs://catalogue/manifest.csv" else "manifest.csv"
                                                          for a in LAUNCH])
     assert "--service-account" in rejects("dataflow/template.py", *LAUNCH[:LAUNCH.index("--service-account")],
@@ -244,7 +244,7 @@ def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, ca
     job_id = flex_main.launch(["--runner=DirectRunner", "--manifest", str(tiny_catalogue / "manifest.csv"),
                                "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)])
     assert job_id == "local"
-    assert "job local, stems under" in capsys.readouterr().out
+    assert "2 catalogue rows, job local, stems under" in capsys.readouterr().out
     assert_separated(prefix)
 
 

@@ -142,6 +142,12 @@ def test_build_refuses_unpinned_images_and_half_options():
     assert "--project" in rejects("docker/build.py", "--variant", "cpu", "--image", IMAGE, "--cloud-build")
 
 
+def test_entrypoint_is_valid_bash():
+    assert ENTRYPOINT.read_text().startswith("#!/usr/bin/env bash\n") and os.access(ENTRYPOINT, os.X_OK)
+    result = subprocess.run(["bash", "-n", str(ENTRYPOINT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture
 def fake_boot(tmp_path) -> Path:
     """A stand-in for /opt/apache/beam/boot that prints its arguments."""

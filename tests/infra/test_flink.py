@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from infra import common
 from infra.flink import deploy
 from pipeline.options import BeamsplitterOptions  # noqa: F401  (registers the job's options with Beam)
+from tests import services
 from tests.infra.conftest import INFRA, dry_run, flag, load_yaml, rejects
 
 FLINK = INFRA / "flink"
@@ -141,6 +142,7 @@ def test_versions_are_pinned_and_agree(deployed):
     _, _, docs = deployed
     flink = docs["FlinkDeployment"]["spec"]
     assert common.FLINK_VERSION in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS  # Beam 2.77 has a job server for it
+    assert common.FLINK_VERSION == services.FLINK_VERSION  # the Flink the pipeline's own Flink tests run
     assert flink["image"] == common.FLINK_IMAGE and flink["image"].startswith(f"flink:{common.FLINK_VERSION}.")
     assert flink["flinkVersion"] == "v" + common.FLINK_VERSION.replace(".", "_")
     (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
@@ -167,7 +169,8 @@ def test_job_server_reaches_the_cluster_and_is_reachable(deployed):
     assert service["spec"]["selector"].items() <= labels.items()
     (server,) = deployment["spec"]["template"]["spec"]["containers"]
     args = options(server["args"])
-    assert args["flink-master"] == f"{docs['FlinkDeployment']['metadata']['name']}-rest:8081"  # the operator's REST service
+    rest = f"{docs['FlinkDeployment']['metadata']['name']}-rest:8081"  # the operator's REST service
+    assert args["flink-master"] == rest
     assert args["job-host"] == "0.0.0.0"
     assert args["artifacts-dir"] == "gs://proj-beamsplitter-work/beam-artifacts"
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}

@@ -37,14 +37,15 @@ def test_readme_paths_exist():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_has_help_and_runs_with_python3_alone(script):
+    """Outside the project's venv, from any folder (fetch_models.py imports the project only to fetch)."""
     path = INFRA / script
-    assert path.read_text().startswith("#!/usr/bin/env python3") or script.endswith("fetch_models.py")
+    if script in COMMAND_SCRIPTS:
+        assert path.read_text().startswith("#!/usr/bin/env python3\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = subprocess.run(["python3", str(path), "--help"], capture_output=True, text=True, env=env,
                             cwd="/", timeout=60)
-    if script.endswith("fetch_models.py"):  # runs in the image, with the project installed
-        result = subprocess.run(["python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(path)])
     assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
 
 
 @pytest.mark.parametrize("script", COMMAND_SCRIPTS)

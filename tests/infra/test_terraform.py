@@ -141,5 +141,6 @@ def test_apply_wrapper(tmp_path):
     assert apply[2:] == ["apply", "-input=false", "beamsplitter.tfplan"]
     assert len(dry_run("terraform/apply.py", "--state-bucket", "my-state", "--var-file", str(tfvars),
                        "--plan-only")) == 2
-    assert "without gs://" in rejects("terraform/apply.py", "--state-bucket", "gs://my-state", "--var-file", str(tfvars))
+    assert "without gs://" in rejects("terraform/apply.py", "--state-bucket", "gs://my-state",
+                                      "--var-file", str(tfvars))
     assert "no such file" in rejects("terraform/apply.py", "--state-bucket", "s", "--var-file", str(tmp_path / "none"))

@@ -1,0 +1,1 @@
+"""Deployment of beamsplitter: images, Dataflow, Flink on Kubernetes, schedules (see infra/README.md)."""

@@ -1,0 +1,60 @@
+"""What the infra scripts share: versions, image-reference checks, and running or printing commands.
+
+Standard library only: the scripts run with any python3, without the project's venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# One place for the versions every image, manifest and template must agree on.
+BEAM_VERSION = "2.77.0"
+PYTHON_VERSION = "3.11"
+FLINK_VERSION = "1.19"  # of those Beam 2.77 publishes job servers for (1.19 to 2.2), the one tests/services.py runs
+BEAM_SDK_IMAGE = f"apache/beam_python{PYTHON_VERSION}_sdk:{BEAM_VERSION}"
+BEAM_JOB_SERVER_IMAGE = f"apache/beam_flink{FLINK_VERSION}_job_server:{BEAM_VERSION}"
+FLINK_IMAGE = f"flink:{FLINK_VERSION}.1-scala_2.12-java17"
+
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
+
+
+def pinned_image(ref: str) -> str:
+    """``ref`` if it names one build of an image (a tag other than latest, or a digest); argparse type."""
+    if not _IMAGE.match(ref) or ref.endswith(":latest"):
+        raise argparse.ArgumentTypeError(
+            f"{ref!r}: give an image with a version tag or digest (REGISTRY/NAME:TAG), not latest")
+    return ref
+
+
+def gcs_uri(value: str) -> str:
+    """``value`` if it is a gs:// URI; argparse type."""
+    if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected gs://BUCKET/PATH")
+    return value
+
+
+def add_dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands, one a line, and run none of them")
+
+
+def execute(commands: Iterable[Sequence[str]], dry_run: bool, cwd: Path = REPO_ROOT) -> int:
+    """Print each command (shell-quoted, one a line); unless ``dry_run``, run it and stop at the first failure."""
+    for command in commands:
+        line = shlex.join(command)
+        if dry_run:
+            print(line)
+            continue
+        print(f"+ {line}", file=sys.stderr, flush=True)
+        status = subprocess.run(list(command), cwd=cwd).returncode
+        if status:
+            return status
+    return 0

@@ -1,0 +1,73 @@
+"""Airflow DAG: scheduled catalogue reprocessing on Dataflow (the alternative to Cloud Scheduler).
+
+    plan      `beamsplitter plan` from a pod of the beamsplitter image (KubernetesPodOperator), its
+              pipeline on Dataflow: what the run must do (new tracks, changed sources, a new
+              model), with counts, in the task log, and as a manifest under OUTPUT/plans/;
+    separate  launches the Flex Template (DataflowStartFlexTemplateOperator) and waits for the job.
+
+The run itself skips tracks already done, so a launch is always safe; plan is the record of
+what each run was expected to do. Install: copy this file and beamsplitter_job.py (beside it)
+into the DAGs folder, and set the Airflow Variable `beamsplitter` to JSON with the keys
+project, region, work (gs://WORK bucket), image, service_account, manifest, output, model.
+Needs apache-airflow-providers-google and apache-airflow-providers-cncf-kubernetes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+from airflow import DAG
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # beamsplitter_job.py lies beside this file
+import beamsplitter_job as job  # noqa: E402
+
+SCHEDULE = "0 3 * * 0"  # Sundays 03:00 UTC
+POD_NAMESPACE = "default"  # where the plan pod runs; its service account must be able to start Dataflow jobs
+
+
+def var(key: str) -> str:
+    """A field of the `beamsplitter` Airflow Variable, read when the task runs (Jinja), not when the DAG is parsed."""
+    return "{{ var.json.beamsplitter.%s }}" % key
+
+
+WORK = var("work")
+
+with DAG(
+    dag_id="beamsplitter_reprocess",
+    schedule=SCHEDULE,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # one run at a time: the next waits for the last one's job
+    default_args={"retries": 1, "retry_delay": datetime.timedelta(minutes=15)},
+    tags=["beamsplitter"],
+) as dag:
+    plan = KubernetesPodOperator(
+        task_id="plan",
+        name="beamsplitter-plan",
+        namespace=POD_NAMESPACE,
+        image=var("image"),
+        arguments=job.plan_arguments(
+            manifest=var("manifest"), output=var("output"), model=var("model"),
+            beam_options=job.dataflow_options(project=var("project"), region=var("region"), work=WORK,
+                                              image=var("image"), service_account=var("service_account"))),
+        get_logs=True,
+    )
+    separate = DataflowStartFlexTemplateOperator(
+        task_id="separate",
+        project_id=var("project"),
+        location=var("region"),
+        body=job.launch_body(
+            job_name="beamsplitter-{{ ts_nodash | lower }}",
+            template=WORK + "/templates/beamsplitter.json",
+            parameters=job.parameters(manifest=var("manifest"), output=var("output"), model=var("model"),
+                                      image=var("image")),
+            environment=job.environment(service_account=var("service_account"), temp_location=WORK + "/temp",
+                                        staging_location=WORK + "/staging"),
+        ),
+        wait_until_finished=True,
+    )
+    plan >> separate

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Build the beamsplitter Flex Template, or launch a job from it.
+
+    python3 infra/dataflow/template.py build  --project P --work gs://WORK --image IMAGE
+    python3 infra/dataflow/template.py launch --project P --region R --work gs://WORK --image IMAGE \\
+        --service-account SA --manifest gs://CATALOGUE/manifest.csv --output gs://STEMS/prefix -p spleeter:4stems
+    ... --dry-run   prints the gcloud command instead of running it
+
+The template spec lives at WORK/templates/beamsplitter.json and points at IMAGE, which is both
+the launch image and (sdk_container_image) the workers' image. Launches put the inference step
+alone on GPU machines (--accelerator; --cpu-only for none); every other step runs on
+--machine-type. Job definition and defaults: beamsplitter_job.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `infra`
+from infra import common  # noqa: E402
+from infra.dataflow import beamsplitter_job as job  # noqa: E402
+
+METADATA = "infra/dataflow/metadata.json"
+
+
+def template_path(work: str) -> str:
+    return f"{work.rstrip('/')}/templates/beamsplitter.json"
+
+
+def default_job_name(model: str, now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    short = re.sub(r"[^a-z0-9]+", "-", model.split(":", 1)[-1].lower()).strip("-")
+    return f"beamsplitter-{short}-{now:%Y%m%d-%H%M%S}"
+
+
+def build_commands(args) -> list[list[str]]:
+    return [["gcloud", "dataflow", "flex-template", "build", template_path(args.work), "--project", args.project,
+             "--image", args.image, "--sdk-language", "PYTHON", "--metadata-file", METADATA]]
+
+
+def launch_commands(args) -> list[list[str]]:
+    work = args.work.rstrip("/")
+    parameters = job.parameters(manifest=args.manifest, output=args.output, model=args.model, image=args.image,
+                                accelerator=None if args.cpu_only else args.accelerator,
+                                checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate)
+    environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
+                                  staging_location=f"{work}/staging", machine_type=args.machine_type,
+                                  max_workers=args.max_workers)
+    return [job.gcloud_run(project=args.project, region=args.region,
+                           job_name=args.job_name or default_job_name(args.model),
+                           template=template_path(work), parameters=parameters, environment=environment)]
+
+
+def parse(argv: list[str] | None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    for name, helptext in (("build", "write the template spec"), ("launch", "start a job from the template")):
+        step = steps.add_parser(name, help=helptext)
+        step.add_argument("--project", required=True)
+        step.add_argument("--work", type=common.gcs_uri, required=True,
+                          help="the work bucket (templates/, temp/, staging/), e.g. gs://PROJECT-beamsplitter-work")
+        step.add_argument("--image", type=common.pinned_image, required=True, help="the beamsplitter image")
+        common.add_dry_run(step)
+    launch = steps.choices["launch"]
+    launch.add_argument("--region", required=True)
+    launch.add_argument("--service-account", required=True, help="the workers' service account email")
+    launch.add_argument("--manifest", type=common.gcs_uri, required=True)
+    launch.add_argument("--output", type=common.gcs_uri, required=True)
+    launch.add_argument("-p", "--model", default="spleeter:2stems")
+    launch.add_argument("--checkpoint", type=common.gcs_uri)
+    launch.add_argument("--codec")
+    launch.add_argument("--bitrate")
+    launch.add_argument("--machine-type", default=job.CPU_MACHINE_TYPE,
+                        help="machines of the CPU steps (default: %(default)s)")
+    launch.add_argument("--accelerator", default=job.GPU_ACCELERATOR,
+                        help="resource hint of the inference step (default: %(default)s)")
+    launch.add_argument("--cpu-only", action="store_true", help="no GPU: inference on --machine-type too")
+    launch.add_argument("--max-workers", type=int, default=job.MAX_WORKERS)
+    launch.add_argument("--job-name", help="default: beamsplitter-MODEL-UTCTIME")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    commands = build_commands(args) if args.step == "build" else launch_commands(args)
+    return common.execute(commands, args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+# Scheduled reprocessing: Cloud Scheduler launches the Flex Template on a cron. The run skips
+# tracks already done, redoes changed sources, and a new model or checkpoint writes a new folder.
+# The fixed job name makes Dataflow refuse a launch while the previous run is still going.
+
+locals {
+  # The request of beamsplitter_job.launch_body (infra/dataflow), in HCL; tests keep the two equal.
+  launch_body = {
+    launchParameter = {
+      jobName              = "${var.name}-reprocess"
+      containerSpecGcsPath = local.template_path
+      parameters = {
+        manifest              = var.manifest
+        output                = local.output
+        model                 = var.model
+        sdk_container_image   = var.image
+        disk_size_gb          = tostring(var.disk_size_gb)
+        inference_accelerator = var.accelerator
+      }
+      environment = {
+        serviceAccountEmail   = google_service_account.worker.email
+        tempLocation          = "${local.work}/temp"
+        stagingLocation       = "${local.work}/staging"
+        machineType           = var.machine_type
+        maxWorkers            = var.max_workers
+        additionalExperiments = var.experiments
+      }
+    }
+  }
+}
+
+# Calls the Dataflow API with its own identity, allowed to start jobs that run as the worker.
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.name}-scheduler"
+  display_name = "beamsplitter scheduled launches"
+}
+
+resource "google_project_iam_member" "scheduler_dataflow" {
+  project = var.project
+  role    = "roles/dataflow.developer"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_service_account_iam_member" "scheduler_acts_as_worker" {
+  service_account_id = google_service_account.worker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_storage_bucket_iam_member" "scheduler_reads_template" {
+  bucket = google_storage_bucket.work.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_cloud_scheduler_job" "reprocess" {
+  name             = "${var.name}-reprocess"
+  region           = var.region
+  schedule         = var.schedule
+  time_zone        = var.time_zone
+  attempt_deadline = "320s"
+  retry_config {
+    retry_count = 1
+  }
+  http_target {
+    http_method = "POST"
+    uri         = "https://dataflow.googleapis.com/v1b3/projects/${var.project}/locations/${var.region}/flexTemplates:launch"
+    headers = {
+      "Content-Type" = "application/json"
+    }
+    body = base64encode(jsonencode(local.launch_body))
+    oauth_token {
+      service_account_email = google_service_account.scheduler.email
+      scope                 = "https://www.googleapis.com/auth/cloud-platform"
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
