@@ -108,13 +108,14 @@ def separate_files(
     batch_size: int = 4,
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
-    queue_chunks: int = 8,
     mwf: bool = False,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order."""
     config = separator.config
-    inbox: queue.Queue = queue.Queue(maxsize=queue_chunks)
-    outbox: queue.Queue = queue.Queue(maxsize=queue_chunks)
+    # Each chunk in flight holds ~30 MB (its STFT above all): queues of one
+    # batch keep every stage busy without piling chunks up.
+    inbox: queue.Queue = queue.Queue(maxsize=batch_size)
+    outbox: queue.Queue = queue.Queue(maxsize=batch_size)
     tracks = [_Track(job, TrackResult(job)) for job in jobs]
     crashed: list[BaseException] = []
 
@@ -173,17 +174,16 @@ def _infer(separator, inbox, outbox, batch_size, crashed):
         pending = [inbox.get()]
         # Take what else is already queued, up to a batch: never wait for a
         # full batch, which would stall the last chunks of a run.
-        while len(pending) < batch_size * 2 and pending[-1] is not _END:
+        while len(pending) < batch_size and pending[-1] is not _END:
             try:
                 pending.append(inbox.get_nowait())
             except queue.Empty:
                 break
-        chunks = [c for c in pending if isinstance(c, _Chunk) and c.needs_model]
-        for start in range(0, len(chunks), batch_size):
-            batch = chunks[start:start + batch_size]
+        batch = [c for c in pending if isinstance(c, _Chunk) and c.needs_model]
+        if batch:
             estimates = separator.estimate(np.stack([c.magnitude for c in batch]))
             for i, chunk in enumerate(batch):
-                chunk.estimates = estimates[:, i]
+                chunk.estimates, chunk.magnitude = estimates[:, i], None
         for item in pending:
             if item is _END:
                 done = True

@@ -32,7 +32,7 @@ def whole_track(waveform):
     magnitude = np.concatenate([magnitude, np.zeros((n_chunks * T - n_frames,) + magnitude.shape[1:], np.float32)])
     estimates = np.concatenate([fake_estimates(chunk) for chunk in np.split(magnitude, n_chunks)], axis=1)
     masks = spectral.ratio_masks(estimates, CONFIG)[:, :n_frames]
-    return [spectral.istft(spectrum * m, L, H)[L:L + n] for m in masks]
+    return [spectral.istft(m, L, H)[L:L + n] for m in spectral.apply_masks(spectrum, masks)]
 
 
 def chunked(waveform, block):
@@ -42,8 +42,7 @@ def chunked(waveform, block):
     for segment in segments(blocks, GEOMETRY):
         spectrum = spectral.stft(segment.samples, L, H)
         estimates = fake_estimates(np.abs(spectrum[:, :CONFIG.F]))
-        masks = spectral.ratio_masks(estimates, CONFIG)
-        stems = np.stack([spectral.istft(spectrum * m, L, H) for m in masks])
+        stems = spectral.istft(spectral.apply_masks(spectrum, spectral.ratio_masks(estimates, CONFIG)), L, H)
         pieces.append(joiner.add(segment.index, stems, segment.n_samples))
         count += 1
     return np.concatenate(pieces, axis=1), count
@@ -102,9 +101,12 @@ def test_masks_share_the_mix_and_extend_above_F():
     rng = np.random.default_rng(2)
     estimates = rng.random((3, 4, CONFIG.F, 2)).astype(np.float32)
     masks = spectral.ratio_masks(estimates, CONFIG)
-    assert masks.shape == (3, 4, CONFIG.n_bins, 2)
-    np.testing.assert_allclose(masks[:, :, :CONFIG.F].sum(axis=0), 1.0, rtol=1e-5)
-    assert not masks[:, :, CONFIG.F:].any()
-    average = dataclasses.replace(CONFIG, mask_extension="average")
-    extended = spectral.ratio_masks(estimates, average)
-    np.testing.assert_allclose(extended[:, :, -1], masks[:, :, :CONFIG.F].mean(axis=2), rtol=1e-5)
+    np.testing.assert_allclose(masks.sum(axis=0), 1.0, rtol=1e-5)
+    spectrum = (rng.standard_normal((4, CONFIG.n_bins, 2)) + 1j).astype(np.complex64)
+    zeros = spectral.apply_masks(spectrum, masks, "zeros")
+    assert zeros.shape == (3, 4, CONFIG.n_bins, 2)
+    np.testing.assert_allclose(zeros[:, :, :CONFIG.F], spectrum[None, :, :CONFIG.F] * masks, rtol=1e-6)
+    assert not zeros[:, :, CONFIG.F:].any()
+    average = spectral.apply_masks(spectrum, masks, "average")
+    expected = spectrum[None, :, CONFIG.F:] * masks.mean(axis=2, keepdims=True)
+    np.testing.assert_allclose(average[:, :, CONFIG.F:], expected, rtol=1e-5)
