@@ -404,7 +404,7 @@ def _tm_resource_params(java: str, classpath: str, conf_dir: Path, log: Path) ->
 def flink_cluster(
     jar: str | os.PathLike,
     slots: int = 2,
-    taskmanager_memory: str = "1600m",
+    taskmanager_memory: str = "2048m",
     timeout: float = 90.0,
 ) -> Iterator[FlinkCluster]:
     """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager process.
@@ -432,6 +432,9 @@ def flink_cluster(
         "taskmanager.bind-host": "127.0.0.1",
         "taskmanager.numberOfTaskSlots": slots,
         "taskmanager.memory.process.size": taskmanager_memory,
+        # Beam's translation has many shuffles; each needs network buffers per slot.
+        "taskmanager.memory.network.min": "384m",
+        "taskmanager.memory.network.max": "384m",
         "parallelism.default": 1,
         "io.tmp.dirs": str(tmp_dir),
         "web.tmpdir": str(tmp_dir),
