@@ -20,22 +20,28 @@ from transforms.chunks import SeparatedChunk, TrackChunk
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
 
 
-def _enable_gpu_memory_growth() -> None:
-    """Several SDK processes share one GPU on Dataflow: none may take all its memory."""
+def _enable_gpu_memory_growth() -> bool:
+    """Several SDK processes share one GPU on Dataflow: none may take all its memory.
+
+    Returns whether there is a GPU.
+    """
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process
             pass
+    return bool(gpus)
 
 
 class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
     """Loads a separation model once per worker process; separates batches of chunks.
 
-    Batches are padded to ``batch_size`` so the network always sees one shape.
-    ``checkpoint_sha256``, when given, must match the loaded weights: every
+    On a GPU, batches are padded to ``batch_size`` so the network always sees
+    one shape (no re-tuning of kernels per shape); on a CPU padding would only
+    waste time. ``checkpoint_sha256``, when given, must match the loaded weights: every
     worker then provably uses the checkpoint the run was planned with.
     """
 
@@ -48,7 +54,7 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
         from models.errors import ModelError
         from models.provider import load_separator
 
-        _enable_gpu_memory_growth()
+        self._pad = _enable_gpu_memory_growth()
         separator = load_separator(self.model, self.checkpoint)
         if self.checkpoint_sha256 and separator.checkpoint_sha256 != self.checkpoint_sha256:
             raise ModelError(
@@ -60,7 +66,8 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
     def run_inference(self, batch: Sequence[TrackChunk], model, inference_args=None) -> Iterable[SeparatedChunk]:
         started = time.perf_counter()
         spectra, magnitudes = zip(*(model.analyze(chunk.samples) for chunk in batch))
-        stacked = np.zeros((max(self.batch_size, len(batch)),) + magnitudes[0].shape, np.float32)
+        slots = max(self.batch_size, len(batch)) if getattr(self, "_pad", False) else len(batch)
+        stacked = np.zeros((slots,) + magnitudes[0].shape, np.float32)
         stacked[: len(batch)] = magnitudes
         estimates = model.estimate(stacked)
         results = [
@@ -72,7 +79,9 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
         return results
 
     def batch_elements_kwargs(self):
-        return {"min_batch_size": 1, "max_batch_size": self.batch_size}
+        # Full batches from the start (BatchElements would otherwise begin at one
+        # and grow); a bundle's last batch may still be smaller.
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
 
     def get_num_bytes(self, batch: Sequence[TrackChunk]) -> int:
         return sum(chunk.samples.nbytes for chunk in batch)
