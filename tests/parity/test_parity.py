@@ -220,34 +220,32 @@ def api_reference(inputs, api_checkpoints, reference_venv, tmp_path_factory) -> 
 
 # --- tests ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["music", "odd", "mono22k"])
-def test_cli_2stems(name, cli_outputs):
-    reference_dir = cli_outputs["spleeter"] / name
-    ours_dir = cli_outputs["beamsplitter"] / name
+def cli_stems(cli_outputs, variant: str, name: str = "music") -> tuple[dict, dict]:
+    """Spleeter's and our 2stems WAV stems of input ``name`` from the CLI run ``variant``."""
+    reference_dir = cli_outputs[f"spleeter{variant}"] / name
+    ours_dir = cli_outputs[f"beamsplitter{variant}"] / name
     assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in reference_dir.iterdir())
     reference = {p.stem: read_wav16(p) for p in sorted(reference_dir.glob("*.wav"))}
     ours = {p.stem: read_wav16(ours_dir / p.name) for p in sorted(reference_dir.glob("*.wav"))}
     assert sorted(reference) == ["accompaniment", "vocals"]
+    return reference, ours
+
+
+@pytest.mark.parametrize("name", ["music", "odd", "mono22k"])
+def test_cli_2stems(name, cli_outputs):
+    reference, ours = cli_stems(cli_outputs, "", name)
     check_parity(f"cli 2stems {name}", reference, ours)
 
 
 def test_cli_2stems_offset_duration(cli_outputs):
-    reference_dir = cli_outputs["spleeter-window"] / "music"
-    ours_dir = cli_outputs["beamsplitter-window"] / "music"
-    reference = {p.stem: read_wav16(p) for p in sorted(reference_dir.glob("*.wav"))}
-    ours = {p.stem: read_wav16(ours_dir / p.name) for p in sorted(reference_dir.glob("*.wav"))}
-    assert sorted(reference) == ["accompaniment", "vocals"]
+    reference, ours = cli_stems(cli_outputs, "-window")
     assert len(reference["vocals"]) == round(DURATION * 44100), "Spleeter's -d did not give the expected length"
     check_parity(f"cli 2stems music -s {OFFSET:g} -d {DURATION:g}", reference, ours)
 
 
 def test_cli_2stems_wiener_filter(cli_outputs):
     """--mwf: norbert's whole-track Wiener filter, which beamsplitter computes in two streaming passes."""
-    reference_dir = cli_outputs["spleeter-mwf"] / "music"
-    ours_dir = cli_outputs["beamsplitter-mwf"] / "music"
-    reference = {p.stem: read_wav16(p) for p in sorted(reference_dir.glob("*.wav"))}
-    ours = {p.stem: read_wav16(ours_dir / p.name) for p in sorted(reference_dir.glob("*.wav"))}
-    assert sorted(reference) == ["accompaniment", "vocals"]
+    reference, ours = cli_stems(cli_outputs, "-mwf")
     plain = read_wav16(cli_outputs["spleeter"] / "music" / "vocals.wav")
     assert snr_db(plain, reference["vocals"]) < 40, "Spleeter's --mwf output is the plain mask output"
     check_parity("cli 2stems music --mwf", reference, ours)
