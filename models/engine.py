@@ -118,10 +118,13 @@ def separate_files(
     outbox: queue.Queue = queue.Queue(maxsize=batch_size)
     tracks = [_Track(job, TrackResult(job)) for job in jobs]
     crashed: list[BaseException] = []
+    stop = threading.Event()
 
     def read():
         try:
             for track in tracks:
+                if stop.is_set():
+                    break
                 try:
                     for purpose in (MWF_STATISTICS, MWF_FILTER) if mwf else (SEPARATE,):
                         blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset,
@@ -156,9 +159,14 @@ def separate_files(
     try:
         _infer(separator, inbox, outbox, batch_size, crashed)
     finally:
+        stop.set()
         outbox.put(_END)
         writer.join()
-        reader.join()
+        while reader.is_alive():  # after a crash the reader may wait on a full inbox
+            try:
+                inbox.get(timeout=0.1)
+            except queue.Empty:
+                pass
         for track in tracks:
             for encoder in track.encoders.values():
                 encoder.abort()

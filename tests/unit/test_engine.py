@@ -66,3 +66,23 @@ def test_stem_paths_follow_spleeter_placeholders():
 def test_colliding_stem_paths_are_refused():
     with pytest.raises(InputError, match="b/x.wav: its stem out/x/vocals.wav would overwrite one of a/x.wav"):
         plan_jobs(["a/x.wav", "b/x.wav"], "out", "{filename}/{instrument}.{codec}", ("vocals",), "wav")
+
+
+def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, separator, music_track, monkeypatch):
+    calls = []
+
+    def broken(magnitudes):
+        calls.append(len(magnitudes))
+        if len(calls) == 2:
+            raise RuntimeError("bug in the model")
+        return original(magnitudes)
+
+    original = separator.estimate
+    monkeypatch.setattr(separator, "estimate", broken)
+    jobs = plan_jobs([str(music_track)] * 1, str(tmp_path), "{filename}/{instrument}.{codec}",
+                     separator.instruments, "wav")
+    jobs += plan_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
+                      separator.instruments, "wav")
+    with pytest.raises(RuntimeError, match="bug in the model"):
+        separate_files(separator, jobs, batch_size=1)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
