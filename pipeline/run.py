@@ -29,7 +29,7 @@ from transforms.layout import Layout, model_folder
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
-from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, WriteParquet, failure_record
+from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_record
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +43,25 @@ class RunPlan:
     model_id: str
     checkpoint_sha256: str
     run_id: str
-    committed_runs: frozenset = frozenset()
+    committed_batches: frozenset = frozenset()
 
 
-METADATA_FILE = re.compile(r"^run-(?P<run>.+?)(?:-w\d{4})?-\d{5}-of-\d{5}\.parquet$")
+METADATA_FILE = re.compile(r"^run-(?P<batch>.+?)-\d{5}-of-\d{5}\.parquet$")
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
-    """Runs whose metadata landed; partial metadata of runs that died is removed.
+    """Metadata batches that landed; partial metadata of runs that died is removed.
 
-    Their tracks' rows are listed again by this run, from the completion records.
+    The tracks of those runs have their rows listed again by this run, from
+    their completion records.
     """
     files, markers = FileSystems.match([FileSystems.join(layout.metadata_folder(), "run-*"),
-                                        layout.run_marker("*")])
+                                        layout.commit_marker("*")])
     committed = frozenset(m.path.rsplit("/run-", 1)[1] for m in markers.metadata_list)
     orphans = []
     for entry in files.metadata_list:
         match = METADATA_FILE.match(entry.path.rsplit("/", 1)[-1])
-        if match and match["run"] not in committed:
+        if match and match["batch"] not in committed:
             orphans.append(entry.path)
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
@@ -90,28 +91,30 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
 def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)) -> None:
     """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue."""
     o, layout = plan.options, plan.layout
-    suffix = f"-w{wave[0]:04d}" if wave[1] > 1 else ""
+    # The metadata this pipeline writes, and its commit marker, carry this name.
+    batch = plan.run_id + (f"-w{wave[0]:04d}" if wave[1] > 1 else "")
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
     tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, wave)
-    todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_runs)
+    todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
     decoded = todo.todo | "DecodeChunks" >> DecodeChunks(o.model)
     separated = (decoded.chunks
                  | "FanOut" >> beam.Reshuffle()
                  | "SeparateChunks" >> SeparateChunks(handler, hints))
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id)
+                                                                  plan.run_id, batch)
     _ = ((assembled.metadata, todo.recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")
-         | "WriteMetadata" >> WriteParquet(layout.metadata(plan.run_id) + suffix, METADATA_SCHEMA))
+         | "WriteMetadata" >> WriteParquet(layout.metadata(batch), METADATA_SCHEMA)
+         | "CommitMetadata" >> CommitMarker(layout.commit_marker(batch)))
     _ = ((row_failures, todo.failures, decoded.failures, assembled.failures)
          | "AllFailures" >> beam.Flatten()
          | "CountFailures" >> beam.Map(_count_failure)
          | "FailureRows" >> beam.Map(failure_record, plan.run_id)
-         | "WriteFailures" >> WriteParquet(layout.failures(plan.run_id) + suffix, FAILURE_SCHEMA))
+         | "WriteFailures" >> WriteParquet(layout.failures(batch), FAILURE_SCHEMA))
 
 
 def _count(element, name):
@@ -169,8 +172,6 @@ def run(argv: list[str]) -> int:
             progress.update(sum(v for k, v in found.items()
                                 if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     summary = Summary.of(totals, time.monotonic() - started)
-    if summary.metadata_rows:
-        storage.publish_bytes(b"", plan.layout.run_marker(plan.run_id))
     print(summary.text(plan))
     return 1 if summary.failed else 0
 
@@ -210,7 +211,7 @@ class Summary:
             if self.done else f"nothing to separate ({self.wall_seconds:.1f} s)",
         ]
         if self.metadata_rows:
-            lines.append(f"metadata: {plan.layout.metadata(plan.run_id)}-*.parquet")
+            lines.append(f"metadata: {plan.layout.metadata(plan.run_id)}*.parquet")
         if self.failed:
-            lines.append(f"failures: {plan.layout.failures(plan.run_id)}-*.parquet")
+            lines.append(f"failures: {plan.layout.failures(plan.run_id)}*.parquet")
         return "\n".join(lines)

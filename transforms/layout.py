@@ -4,16 +4,18 @@
       stems/<model>/_MODEL.json                      the configuration and checkpoint digest
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
-      metadata/<model>/run-<run_id>-*.parquet         one row per (track, instrument)
-      metadata/<model>/_committed/run-<run_id>        written once the run's metadata has landed
+      metadata/<model>/run-<batch>-*.parquet          one row per (track, instrument)
+      metadata/<model>/_committed/run-<batch>         written once that batch of metadata has landed
       failures/run-<run_id>-*.parquet                 one row per failed track or row
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
-done exactly when its completion record exists. The record also carries the
-track's metadata rows: a run killed before its metadata landed leaves no
-``_committed`` marker, and the next run lists those tracks' rows again (and removes
-any partial metadata files the dead run left).
+done exactly when its completion record exists. A run writes its metadata in
+one batch (``<batch>`` is the run id), or one per wave on the local runner
+(``<run_id>-w0003``). The record carries the track's metadata rows and its
+batch: a run killed before a batch landed leaves no ``_committed`` marker for
+it, and the next run lists those tracks' rows again (and removes any partial
+metadata files the dead run left).
 """
 
 from __future__ import annotations
@@ -51,15 +53,15 @@ class Layout:
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)
 
-    def metadata(self, run_id: str) -> str:
-        return join(self.prefix, "metadata", self.model, f"run-{run_id}")
+    def metadata(self, batch: str) -> str:
+        return join(self.prefix, "metadata", self.model, f"run-{batch}")
 
-    def run_marker(self, run_id: str) -> str:
+    def commit_marker(self, batch: str) -> str:
         # Under a "_" folder: dataset readers (pyarrow, Spark) skip it when reading metadata/.
-        return join(self.metadata_folder(), "_committed", f"run-{run_id}")
+        return join(self.metadata_folder(), "_committed", f"run-{batch}")
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)
 
-    def failures(self, run_id: str) -> str:
-        return join(self.prefix, "failures", f"run-{run_id}")
+    def failures(self, batch: str) -> str:
+        return join(self.prefix, "failures", f"run-{batch}")

@@ -24,9 +24,10 @@ FAILURES = "failures"
 
 
 class _Assemble(beam.DoFn):
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str):
+    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
+                 batch: str):
         self.layout, self.model, self.model_id = layout, model, model_id
-        self.encoding, self.run_id = encoding, run_id
+        self.encoding, self.run_id, self.batch = encoding, run_id, batch
         self.done = Metrics.counter("beamsplitter", "tracks_done")
         self.seconds = Metrics.counter("beamsplitter", "audio_seconds")
 
@@ -92,7 +93,7 @@ class _Assemble(beam.DoFn):
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
         record = {
             "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": chunks[0].fingerprint,
-            "model": self.model_id, "stems": uris, "run_id": self.run_id,
+            "model": self.model_id, "stems": uris, "run_id": self.run_id, "metadata_batch": self.batch,
             "metadata": [dict(row, processed_at=processed_at.isoformat()) for row in rows],
         }
         # Written last: its presence is what makes the track count as done.
@@ -103,9 +104,10 @@ class _Assemble(beam.DoFn):
 class ReassembleTracks(beam.PTransform):
     """``((track_id, index), SeparatedChunk)`` -> metadata rows (dicts), plus a ``failures`` output."""
 
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str):
+    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
+                 batch: str):
         super().__init__()
-        self.assemble = _Assemble(layout, model, model_id, encoding, run_id)
+        self.assemble = _Assemble(layout, model, model_id, encoding, run_id, batch)
 
     def expand(self, separated):
         return (separated

@@ -31,8 +31,8 @@ def metadata_rows(record: dict) -> list[dict]:
 
 
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, force: bool, committed_runs: frozenset):
-        self.layout, self.force, self.committed_runs = layout, force, committed_runs
+    def __init__(self, layout: Layout, force: bool, committed_batches: frozenset):
+        self.layout, self.force, self.committed_batches = layout, force, committed_batches
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
@@ -45,7 +45,7 @@ class _Check(beam.DoFn):
             if is_done(record, track.uri, fingerprint):
                 self.skipped.inc()
                 yield beam.pvalue.TaggedOutput(SKIPPED, track)
-                if record.get("run_id") not in self.committed_runs:
+                if record.get("metadata_batch") not in self.committed_batches:
                     # Done by a run that was killed before its metadata landed: list it now.
                     for row in metadata_rows(record):
                         yield beam.pvalue.TaggedOutput(RECOVERED, row)
@@ -58,13 +58,13 @@ class SkipDone(beam.PTransform):
 
     A track is redone when it has no completion record, when its source changed
     (size or modification time), or with ``force``. ``recovered`` holds the
-    metadata rows of done tracks whose run never committed its metadata
-    (``committed_runs`` are the runs that did).
+    metadata rows of done tracks whose metadata batch never landed
+    (``committed_batches`` are the batches that did).
     """
 
-    def __init__(self, layout: Layout, force: bool = False, committed_runs: frozenset = frozenset()):
+    def __init__(self, layout: Layout, force: bool = False, committed_batches: frozenset = frozenset()):
         super().__init__()
-        self.check = _Check(layout, force, committed_runs)
+        self.check = _Check(layout, force, committed_batches)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 
+from transforms import storage
+
 FAILURE_SCHEMA = pa.schema([
     ("track_id", pa.string()), ("source_uri", pa.string()), ("stage", pa.string()),
     ("error_type", pa.string()), ("message", pa.string()), ("run_id", pa.string()),
@@ -69,3 +71,22 @@ class WriteParquet(beam.PTransform):
 def failure_record(failure, run_id: str) -> dict:
     return {"track_id": failure.track_id, "source_uri": failure.source_uri, "stage": failure.stage,
             "error_type": failure.error_type, "message": failure.message, "run_id": run_id}
+
+
+class CommitMarker(beam.PTransform):
+    """After the files of a ``WriteParquet`` are in place, an empty object at ``marker`` says so.
+
+    Part of the pipeline, not of the launcher, so it holds on runners whose
+    launcher does not wait for the job (Dataflow templates, schedulers).
+    Nothing is marked when nothing was written.
+    """
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def expand(self, written):
+        marker = self.marker
+        return (written
+                | "CountFiles" >> beam.combiners.Count.Globally()
+                | "Mark" >> beam.Map(lambda n: n and storage.publish_bytes(b"", marker)))

@@ -192,3 +192,23 @@ def test_unusable_manifest_stops_before_anything_runs(tmp_path, checkpoint_2stem
         run(["--manifest", str(tmp_path / name), "--output", str(tmp_path / "out"),
              "--checkpoint", str(checkpoint_2stems)])
     assert not (tmp_path / "out" / "metadata").exists()
+
+
+def test_metadata_is_committed_by_the_job_itself(tmp_path, catalogue, checkpoint_2stems):
+    """Launchers that do not wait (Dataflow templates, schedulers) still leave committed metadata."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import BeamsplitterOptions, pin_local_runner
+    from pipeline.run import build, plan_run
+
+    write_manifest(tmp_path / "m.csv", [("pop/two", str(catalogue / "two.flac"), "x")])
+    options = PipelineOptions(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+                               "--checkpoint", str(checkpoint_2stems)])
+    pin_local_runner(options)
+    plan = plan_run(options.view_as(BeamsplitterOptions))
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, plan)
+    markers = list((tmp_path / "out" / "metadata").glob("*/_committed/run-*"))
+    assert [m.name for m in markers] == [f"run-{plan.run_id}"]
+    assert len(pq.read_table(tmp_path / "out" / "metadata").to_pandas()) == 2
