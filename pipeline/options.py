@@ -9,6 +9,14 @@ from models.errors import InputError
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
 
 
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
 class BeamsplitterOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -23,7 +31,8 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("-c", "--codec", default="wav", help="stem codec (default: %(default)s)")
         parser.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
         parser.add_argument("--sample_format", default="s16", help="wav/flac sample format: s16, s24, f32")
-        parser.add_argument("--force", action="store_true", help="redo tracks that are already done")
+        parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
+                            help="redo tracks that are already done (also --force=true, for templates)")
         parser.add_argument("--inference_batch_size", type=int, default=4, help="model chunks per inference call")
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the inference step only, e.g. "

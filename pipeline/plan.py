@@ -71,6 +71,7 @@ def other_model_folders(layout: Layout) -> list[str]:
 def plan(argv: list[str]) -> int:
     pipeline_options = PipelineOptions(argv)
     pin_local_runner(pipeline_options)
+    FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(BeamsplitterOptions)
     run_plan: RunPlan = plan_run(options, settle=False)
     target = pipeline_options.view_as(PlanOptions).plan_output or FileSystems.join(

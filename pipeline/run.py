@@ -153,6 +153,7 @@ def run(argv: list[str]) -> int:
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(BeamsplitterOptions)
     local = pin_local_runner(pipeline_options)
+    FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
     plan = plan_run(options)
     size = catalogue_size(options)
     waves = max(1, -(-size // max(1, options.local_wave_tracks))) if local else 1

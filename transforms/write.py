@@ -7,6 +7,8 @@ file; a run with no records writes no file at all.
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,7 +76,7 @@ def failure_record(failure, run_id: str) -> dict:
 
 
 class CommitMarker(beam.PTransform):
-    """After the files of a ``WriteParquet`` are in place, an empty object at ``marker`` says so.
+    """After the files of a ``WriteParquet`` are in place, a small JSON object at ``marker`` says so.
 
     Part of the pipeline, not of the launcher, so it holds on runners whose
     launcher does not wait for the job (Dataflow templates, schedulers).
@@ -87,6 +89,9 @@ class CommitMarker(beam.PTransform):
 
     def expand(self, written):
         marker = self.marker
-        return (written
-                | "CountFiles" >> beam.combiners.Count.Globally()
-                | "Mark" >> beam.Map(lambda n: n and storage.publish_bytes(b"", marker)))
+
+        def mark(files: int) -> None:
+            if files:  # not empty: S3 refuses to complete an upload of no bytes
+                storage.publish_bytes(json.dumps({"files": files}).encode(), marker)
+
+        return written | "CountFiles" >> beam.combiners.Count.Globally() | "Mark" >> beam.Map(mark)

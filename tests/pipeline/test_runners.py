@@ -108,3 +108,36 @@ def test_catalogue_on_a_flink_cluster(small_catalogue, checkpoint_2stems, local_
         jobs = cluster.overview()
     check_same_as_local(str(tmp_path), local_result)
     assert jobs.get("jobs-finished", 0) >= 1, jobs
+
+
+def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_result, monkeypatch):
+    """s3:// through Beam's S3 filesystem against moto's S3 server on loopback."""
+    import boto3
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from moto.server import ThreadedMotoServer
+
+    port = services.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(name, value)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="catalogue")
+        for path in small_catalogue.iterdir():
+            s3.upload_file(str(path), "catalogue", f"in/{path.name}")
+        s3_options = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
+                      "--s3_region_name=us-east-1"]
+        args = ["--manifest", "s3://catalogue/in/m.csv", "--output", "s3://catalogue/out",
+                "--checkpoint", str(checkpoint_2stems), *s3_options]
+        assert run(args) == 1
+        FileSystems.set_options(PipelineOptions(s3_options))
+        check_same_as_local("s3://catalogue/out", local_result)
+        assert run(args) == 1  # a second run finds every track done
+        records = s3.list_objects_v2(Bucket="catalogue", Prefix="out/stems/")["Contents"]
+        assert sum(o["Key"].endswith("_SUCCESS.json") for o in records) == 2
+    finally:
+        FileSystems.set_options(PipelineOptions([]))
+        server.stop()
