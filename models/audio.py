@@ -132,22 +132,22 @@ class DecodedInfo:
     samples: int = 0
 
 
-def check_readable(path: str) -> None:
-    """Fail early, naming the file, for what ffmpeg would report obscurely."""
+def check_readable(path: str, name: str | None = None) -> None:
+    """Fail early, naming the file (as ``name``, if given), for what ffmpeg would report obscurely."""
     if "://" in path:
         return
     p = Path(path)
     if not p.exists():
-        raise AudioError(f"{path}: no such file")
+        raise AudioError(f"{name or path}: no such file")
     if p.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
+        raise AudioError(f"{name or path}: is a directory, not an audio file")
     if not os.access(p, os.R_OK):
-        raise AudioError(f"{path}: permission denied")
+        raise AudioError(f"{name or path}: permission denied")
     if p.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
+        raise AudioError(f"{name or path}: empty file")
     missing = _declared_wav_shortfall(p)
     if missing:
-        raise AudioError(f"{path}: truncated WAV file ({missing} bytes of audio missing)")
+        raise AudioError(f"{name or path}: truncated WAV file ({missing} bytes of audio missing)")
 
 
 def decode(
@@ -157,14 +157,17 @@ def decode(
     duration: float | None = None,
     info: DecodedInfo | None = None,
     block_samples: int = BLOCK_SAMPLES,
+    name: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield float32 stereo blocks ``[<=block_samples, 2]`` of ``path`` at ``sample_rate`` Hz.
 
     ``offset`` and ``duration`` are in seconds; ``duration=None`` decodes to the
     end. Raises ``AudioError`` naming ``path`` for a missing, unreadable, empty,
-    truncated or non-audio input. ``info``, if given, is filled in as decoding goes.
+    truncated or non-audio input, or as ``name`` when ``path`` is a local copy of
+    it. ``info``, if given, is filled in as decoding goes.
     """
-    check_readable(path)
+    check_readable(path, name)
+    name = name or path
     info = info if info is not None else DecodedInfo()
     output = {"vn": None, "f": "wav", "acodec": "pcm_f32le", "ar": sample_rate}
     # Seeking on the output side (after -i), as Spleeter does, is sample-exact.
@@ -183,7 +186,7 @@ def decode(
         if channels is None:
             process.wait()
             stderr.join()
-            raise AudioError(f"{path}: not decodable audio ({stderr.cause(path)})")
+            raise AudioError(f"{name}: not decodable audio ({stderr.cause(path)})")
         info.source_channels = channels
         frame_bytes = channels * FLOAT_BYTES
         pending = b""
@@ -200,15 +203,15 @@ def decode(
         returncode = process.wait()
         stderr.join()
         if returncode != 0:
-            raise AudioError(f"{path}: decoding failed ({stderr.cause(path)})")
+            raise AudioError(f"{name}: decoding failed ({stderr.cause(path)})")
         if info.samples == 0:
-            raise AudioError(f"{path}: contains no audio samples")
+            raise AudioError(f"{name}: contains no audio samples")
         declared = _parse_duration(stderr.lines)
         if declared is not None:
             expected = declared - offset if duration is None else min(duration, declared - offset)
             decoded = info.samples / sample_rate
             if decoded < expected - max(0.1, 0.01 * expected):
-                raise AudioError(f"{path}: truncated (declares {expected:.2f} s, decodes to {decoded:.2f} s)")
+                raise AudioError(f"{name}: truncated (declares {expected:.2f} s, decodes to {decoded:.2f} s)")
         finished = True
     finally:
         if not finished and process.poll() is None:

@@ -29,16 +29,14 @@ class _Decode(beam.DoFn):
         track, fingerprint = todo
         try:
             with storage.local_copy(track.uri) as path:
-                blocks = audio.decode(path, self.config.sample_rate)
+                blocks = audio.decode(path, self.config.sample_rate, name=track.uri)
                 for segment in segments(blocks, self.geometry):
                     self.chunks.inc()
                     yield (track.track_id, segment.index), TrackChunk(
                         track, fingerprint, segment.index, segment.samples, segment.last, segment.n_samples)
         except BeamsplitterError as exc:
             # Chunks already emitted never complete the track: the last one is missing.
-            message = str(exc).replace(path if "path" in locals() else track.uri, track.uri)
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure(
-                track.track_id, track.uri, exc.stage, type(exc).__name__, message))
+            yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
 
 
 class DecodeChunks(beam.PTransform):

@@ -149,3 +149,12 @@ def test_unwritable_destination_names_the_path(tmp_path):
 def test_unknown_codec(tmp_path):
     with pytest.raises(EncodeError, match="unknown codec 'aiff'"):
         audio.Encoder(str(tmp_path / "a.aiff"), RATE, codec="aiff")
+
+
+def test_errors_name_the_source_not_its_local_copy(tmp_path):
+    copy = tmp_path / "beamsplitter-1234.mp3"
+    copy.write_text("not audio at all\n" * 20)
+    with pytest.raises(AudioError) as raised:
+        list(audio.decode(str(copy), RATE, name="gs://bucket/album/song.mp3"))
+    assert str(raised.value).startswith("gs://bucket/album/song.mp3: not decodable audio (")
+    assert str(copy) not in str(raised.value)
