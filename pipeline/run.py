@@ -88,8 +88,12 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, committed)
 
 
-def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)) -> None:
-    """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue."""
+def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1), fan_out: bool = True) -> None:
+    """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue.
+
+    ``fan_out`` reshuffles the decoded chunks before inference, so that
+    inference scales (and, with an accelerator hint, runs) apart from decoding.
+    """
     o, layout = plan.options, plan.layout
     # The metadata this pipeline writes, and its commit marker, carry this name.
     batch = plan.run_id + (f"-w{wave[0]:04d}" if wave[1] > 1 else "")
@@ -100,9 +104,10 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, wave)
     todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
     decoded = todo.todo | "DecodeChunks" >> DecodeChunks(o.model)
-    separated = (decoded.chunks
-                 | "FanOut" >> beam.Reshuffle()
-                 | "SeparateChunks" >> SeparateChunks(handler, hints))
+    chunks = decoded.chunks
+    if fan_out:  # spread chunks over workers; a single local process gains nothing from it
+        chunks = chunks | "FanOut" >> beam.Reshuffle()
+    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
                                                                   plan.run_id, batch)
     _ = ((assembled.metadata, todo.recovered)
@@ -164,7 +169,7 @@ def run(argv: list[str]) -> int:
               file=sys.stderr) as progress:
         for wave in range(waves):
             pipeline = beam.Pipeline(options=pipeline_options)
-            build(pipeline, plan, (wave, waves))
+            build(pipeline, plan, (wave, waves), fan_out=not local)
             result = pipeline.run()
             result.wait_until_finish()
             found = counters(result)

@@ -98,6 +98,7 @@ class _Assemble(beam.DoFn):
         }
         # Written last: its presence is what makes the track count as done.
         storage.publish_bytes(json.dumps(record, indent=1).encode(), self.layout.record(track.track_id))
+        storage.remove_partials(self.layout.track_dir(track.track_id))
         return rows
 
 

@@ -115,6 +115,20 @@ def publish_bytes(data: bytes, uri: str) -> None:
         raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
 
 
+def remove_partials(folder: str) -> None:
+    """Remove temporary files that a killed attempt left in a local ``folder``.
+
+    Object stores have none: an unfinished upload never becomes an object.
+    """
+    if is_local(folder) and os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".") and name.endswith(".part"):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except FileNotFoundError:
+                    pass
+
+
 def delete(uris: list[str]) -> None:
     present = [u for u in uris if FileSystems.exists(u)]
     if present:

@@ -169,6 +169,11 @@ def test_killed_run_resumes_without_loss_or_repeats(tmp_path, catalogue, checkpo
     victim.wait()
     first = {p.parent.name: json.loads(p.read_text())["run_id"] for p in prefix.rglob("_SUCCESS.json")}
     assert 0 < len(first) < 6, "the run should have been killed part-way"
+    # as if killed while publishing a stem of a track that is not done yet
+    unfinished = next(f"t{i}" for i in range(6) if f"t{i}" not in first)
+    leftover = stem_folder(prefix) / unfinished / ".vocals.wav.0123456789ab.part"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a stem")
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
