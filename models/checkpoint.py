@@ -8,7 +8,6 @@ A Spleeter model directory holds a TensorFlow tensor bundle (``model.index``,
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np

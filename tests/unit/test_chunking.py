@@ -1,6 +1,5 @@
 """Chunked streaming gives the whole-track result: segmentation and overlap-add."""
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 
 import functools
 import http.server
-import io
 import json
 import tarfile
 import threading
