@@ -55,6 +55,17 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def partial_path(path: str) -> str:
+    """The temporary name a file is written under before it is renamed to ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def is_partial(name: str) -> bool:
+    """Whether a file name is one of ``partial_path``'s (left behind by a killed writer)."""
+    return name.startswith(".") and name.endswith(".part")
+
+
 def to_stereo(samples: np.ndarray) -> np.ndarray:
     """``[n, c]`` -> ``[n, 2]``: mono is duplicated, channels past the second are dropped."""
     if samples.shape[1] == 1:
@@ -265,7 +276,7 @@ class Encoder:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             raise EncodeError(f"{path}: cannot create folder ({exc.strerror})") from None
-        self._temp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.part")
+        self._temp = partial_path(path)
         muxer, encoder = CODECS[codec]
         wav_encoder, flac_format = SAMPLE_FORMATS[sample_format]
         output = {"acodec": wav_encoder if codec == "wav" else encoder, "ar": sample_rate, "f": muxer,

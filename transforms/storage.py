@@ -11,12 +11,12 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
+from models.audio import is_partial, partial_path
 from models.errors import AudioError, BeamsplitterError
 
 COPY_BLOCK = 8 << 20
@@ -86,31 +86,30 @@ def local_copy(uri: str) -> Iterator[str]:
 
 
 def publish_file(local_path: str, uri: str) -> None:
-    """Move a finished local file to ``uri`` in one step."""
-    try:
-        if is_local(uri):
-            os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-            temp = _sibling(uri)
-            shutil.copyfile(local_path, temp)
-            os.replace(temp, uri)
-        else:
-            with open(local_path, "rb") as src, FileSystems.create(uri, mime_type="application/octet-stream") as out:
-                shutil.copyfileobj(src, out, COPY_BLOCK)
-    except Exception as exc:
-        raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
+    """Copy a finished local file to ``uri`` in one step."""
+    def copy(out):
+        with open(local_path, "rb") as src:
+            shutil.copyfileobj(src, out, COPY_BLOCK)
+
+    _publish(uri, copy, "application/octet-stream")
 
 
 def publish_bytes(data: bytes, uri: str) -> None:
+    _publish(uri, lambda out: out.write(data), "application/json")
+
+
+def _publish(uri: str, write, mime_type: str) -> None:
+    """``write(file)`` the object's content so that ``uri`` appears complete or not at all."""
     try:
         if is_local(uri):
             os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-            temp = _sibling(uri)
-            with open(temp, "wb") as f:
-                f.write(data)
+            temp = partial_path(uri)
+            with open(temp, "wb") as out:
+                write(out)
             os.replace(temp, uri)
-        else:
-            with FileSystems.create(uri, mime_type="application/json") as out:
-                out.write(data)
+        else:  # an object store shows an upload only once it is complete
+            with FileSystems.create(uri, mime_type=mime_type) as out:
+                write(out)
     except Exception as exc:
         raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
 
@@ -122,7 +121,7 @@ def remove_partials(folder: str) -> None:
     """
     if is_local(folder) and os.path.isdir(folder):
         for name in os.listdir(folder):
-            if name.startswith(".") and name.endswith(".part"):
+            if is_partial(name):
                 try:
                     os.unlink(os.path.join(folder, name))
                 except FileNotFoundError:
@@ -133,11 +132,6 @@ def delete(uris: list[str]) -> None:
     present = [u for u in uris if FileSystems.exists(u)]
     if present:
         FileSystems.delete(present)
-
-
-def _sibling(uri: str) -> str:
-    folder, name = os.path.split(os.path.abspath(uri))
-    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
 
 
 def _cause(exc: Exception) -> str:
