@@ -248,8 +248,29 @@ def _drums(rng, seconds, rate, beat):
     return left, right
 
 
+def synthesize_stems(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100,
+                     channels: int = 2) -> dict[str, np.ndarray]:
+    """The parts of ``synthesize(seconds, seed, ...)``: float32 ``vocals``, ``drums``, ``bass``, ``other``.
+
+    Each is ``[round(seconds * sample_rate), channels]`` at the mix's gain, so
+    they add up to the mix (to float32 rounding); ``accompaniment`` is the sum
+    of the three that are not vocals, as Spleeter's 2stems models see it.
+    """
+    parts, gain = _render(seconds, seed, sample_rate, channels)
+    stems = {name: (part * gain).astype(np.float32) for name, part in parts.items()}
+    stems["accompaniment"] = ((parts["other"] + parts["bass"] + parts["drums"]) * gain).astype(np.float32)
+    return stems
+
+
 def synthesize(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100, channels: int = 2) -> np.ndarray:
     """The track as float32 ``[round(seconds * sample_rate), channels]``, peak at -1 dBFS."""
+    parts, gain = _render(seconds, seed, sample_rate, channels)
+    mix = parts["vocals"] + parts["other"] + parts["bass"] + parts["drums"]
+    return (mix * gain).astype(np.float32)
+
+
+def _render(seconds: float, seed: int, sample_rate: int, channels: int) -> tuple[dict[str, np.ndarray], float]:
+    """Every part as float64 ``[n, channels]``, unscaled, and the gain that puts the mix's peak at -1 dBFS."""
     if channels not in (1, 2):
         raise ValueError("channels must be 1 or 2")
     rng = np.random.default_rng(seed)
@@ -259,13 +280,17 @@ def synthesize(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100, c
     harmony_l, harmony_r = _harmony(rng, seconds, sample_rate, root, beat)
     bass = _bass(rng, seconds, sample_rate, root, beat)
     drums_l, drums_r = _drums(rng, seconds, sample_rate, beat)
-    left = 0.9 * vocals + harmony_l + bass + drums_l
-    right = 0.8 * vocals + harmony_r + 0.9 * bass + drums_r
-    mix = np.stack([left, right], axis=1)
+    parts = {
+        "vocals": np.stack([0.9 * vocals, 0.8 * vocals], axis=1),
+        "other": np.stack([harmony_l, harmony_r], axis=1),
+        "bass": np.stack([bass, 0.9 * bass], axis=1),
+        "drums": np.stack([drums_l, drums_r], axis=1),
+    }
     if channels == 1:
-        mix = mix.mean(axis=1, keepdims=True)
+        parts = {name: part.mean(axis=1, keepdims=True) for name, part in parts.items()}
+    mix = parts["vocals"] + parts["other"] + parts["bass"] + parts["drums"]
     peak = np.max(np.abs(mix)) or 1.0
-    return (mix * (10 ** (-1 / 20) / peak)).astype(np.float32)
+    return parts, 10 ** (-1 / 20) / peak
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
@@ -302,5 +327,28 @@ def make_catalogue(folder: str | Path, tracks: int = 4, seconds: float = 20.0) -
             make_track(folder / f"{name}.wav", seconds=seconds, seed=i)
         rows.append(f"{name},{name}.wav,Demo song {i + 1}")
     manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def make_training_set(folder: str | Path, tracks: int = 4, seconds: float = 10.0, first_seed: int = 100,
+                      instruments: tuple[str, ...] = ("vocals", "accompaniment")) -> Path:
+    """Tracks with their stems, for ``beamsplitter train``; returns the manifest, ``train.csv``.
+
+    Each track is ``<name>/mixture.wav`` and ``<name>/<instrument>.wav``; the
+    manifest has Spleeter's training columns ``mix_path``, ``<instrument>_path``
+    (relative to the manifest's folder) and ``duration``.
+    """
+    folder = Path(folder)
+    rows = [",".join(["mix_path"] + [f"{name}_path" for name in instruments] + ["duration"])]
+    for i in range(tracks):
+        name = f"song-{i + 1:02d}"
+        seed = first_seed + i
+        write_wav(folder / name / "mixture.wav", synthesize(seconds, seed), 44100)
+        stems = synthesize_stems(seconds, seed)
+        for instrument in instruments:
+            write_wav(folder / name / f"{instrument}.wav", stems[instrument], 44100)
+        rows.append(",".join([f"{name}/mixture.wav"] + [f"{name}/{s}.wav" for s in instruments] + [f"{seconds:g}"]))
+    manifest = folder / "train.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
