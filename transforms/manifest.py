@@ -61,10 +61,12 @@ def manifest_format(uri: str) -> str:
     raise InputError(f"{uri}: unknown manifest format (use .csv, .jsonl or .parquet)")
 
 
-def read_rows(stream: BinaryIO, kind: str, name: str) -> Iterator[tuple[int, dict | InputError]]:
+def read_rows(stream: BinaryIO, kind: str, name: str,
+              required: tuple[str, ...] = REQUIRED) -> Iterator[tuple[int, dict | InputError]]:
     """``(row_number, fields)`` for every row, or ``(row_number, InputError)`` for an unreadable one.
 
-    A manifest without the required columns is an ``InputError`` for the whole manifest.
+    A manifest without the ``required`` columns (a catalogue's by default) is an
+    ``InputError`` for the whole manifest.
     """
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -73,7 +75,7 @@ def read_rows(stream: BinaryIO, kind: str, name: str) -> Iterator[tuple[int, dic
             table = pq.ParquetFile(stream)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
             raise InputError(f"{name}: not a Parquet file ({exc})") from None
-        _require_columns(table.schema_arrow.names, name)
+        _require_columns(table.schema_arrow.names, name, required)
         number = 0
         for batch in table.iter_batches(batch_size=4096):
             for fields in batch.to_pylist():
@@ -83,7 +85,7 @@ def read_rows(stream: BinaryIO, kind: str, name: str) -> Iterator[tuple[int, dic
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
     if kind == "csv":
         reader = csv.DictReader(text)
-        _require_columns(reader.fieldnames or [], name)
+        _require_columns(reader.fieldnames or [], name, required)
         for number, fields in enumerate(reader, start=1):
             if None in fields:  # more cells than header columns
                 yield number, InputError(f"{name} row {number}: more cells than columns")
@@ -107,8 +109,8 @@ def read_rows(stream: BinaryIO, kind: str, name: str) -> Iterator[tuple[int, dic
         raise InputError(f"{name}: no rows")
 
 
-def _require_columns(columns, name: str) -> None:
-    missing = [c for c in REQUIRED if c not in columns]
+def _require_columns(columns, name: str, required: tuple[str, ...] = REQUIRED) -> None:
+    missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(f"{name}: manifest lacks the column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})")
 
