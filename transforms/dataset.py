@@ -15,9 +15,6 @@ A dataset is either
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import posixpath
 from dataclasses import dataclass
 
@@ -107,14 +104,20 @@ def _folder_stems(track_dir: str, mixture: str, instruments) -> dict:
 def _from_manifest(uri: str, kind: str, instruments) -> tuple[list[EvalTrack], list[Failure]]:
     if not storage.exists(uri):
         raise InputError(f"{uri}: no such manifest")
-    rows = _read_rows(storage.read_bytes(uri), kind, uri)
-    columns = set().union(*(row.keys() for row in rows)) if rows else set()
-    missing = [c for c in ("track_id", MIXTURE, *instruments) if c not in columns]
+    required = ("track_id", MIXTURE, *instruments)
+    with FileSystems.open(uri, compression_type="uncompressed") as stream:
+        rows = list(manifest.read_rows(stream, kind, uri, required))
+    # JSON Lines has no header: a column that no row has is missing from the manifest all the same.
+    columns = set().union(*(fields.keys() for _, fields in rows if isinstance(fields, dict)))
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise InputError(f"{uri}: the manifest lacks the column(s) {', '.join(missing)} "
-                         f"(needs track_id, {MIXTURE} and one per instrument: {', '.join(instruments)})")
+        raise InputError(f"{uri}: manifest lacks the column(s) {', '.join(missing)} "
+                         f"(needs track_id, {MIXTURE} and one per instrument of the model)")
     tracks, failures, seen = [], [], set()
-    for number, row in enumerate(rows, start=1):
+    for number, row in rows:
+        if isinstance(row, InputError):
+            failures.append(Failure.of(f"<row {number}>", "", row))
+            continue
         track_id = str(row.get("track_id") or "").strip() or f"<row {number}>"
         try:
             manifest.check_track_id(track_id)
@@ -137,21 +140,3 @@ def _file(row: dict, column: str, manifest_uri: str, number: int) -> str:
     if not storage.exists(resolved):
         raise InputError(f"{resolved}: no such file (the {column} of row {number} of {manifest_uri})")
     return resolved
-
-
-def _read_rows(data: bytes, kind: str, name: str) -> list[dict]:
-    """The manifest's rows as dicts (the catalogue's reader insists on a ``uri`` column)."""
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(io.BytesIO(data)).to_pylist()
-        text = data.decode("utf-8")
-        if kind == "csv":
-            return list(csv.DictReader(io.StringIO(text, newline="")))
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except Exception as exc:  # csv, json, utf-8 and pyarrow each raise their own types
-        raise InputError(f"{name}: unreadable {kind} manifest ({exc})") from None
-    if not all(isinstance(row, dict) for row in rows):
-        raise InputError(f"{name}: every line of a JSON Lines manifest must be a JSON object")
-    return rows

@@ -187,17 +187,22 @@ def test_bad_tracks_of_a_manifest_are_reported_and_the_others_scored(musdb, tmp_
     assert list(outcome.table("tracks.parquet").track.unique()) == ["song-a"]
 
 
-@pytest.mark.parametrize("case", ["empty folder", "manifest without a column", "every track lacks a stem"])
+@pytest.mark.parametrize("case", ["empty folder", "csv without a column", "jsonl without a column",
+                                  "every track lacks a stem"])
 def test_an_unusable_dataset_is_one_clear_error(case, musdb, tmp_path):
     dataset = tmp_path / "dataset"
     dataset.mkdir()
+    row = {"track_id": "a", "mixture": "m.wav", "vocals": "v.wav", "drums": "d.wav", "other": "o.wav"}
     if case == "empty folder":
         expected = f"error: {dataset}: neither a manifest (.csv, .jsonl, .parquet) nor a musdb-style folder"
-    elif case == "manifest without a column":
+    elif case == "csv without a column":
+        dataset = dataset / "d.csv"
+        pd.DataFrame([row]).to_csv(dataset, index=False)
+        expected = f"error: {dataset}: manifest lacks the column(s) bass"
+    elif case == "jsonl without a column":
         dataset = dataset / "d.jsonl"
-        dataset.write_text(json.dumps({"track_id": "a", "mixture": "m.wav", "vocals": "v.wav", "drums": "d.wav",
-                                       "other": "o.wav"}) + "\n")
-        expected = f"error: {dataset}: the manifest lacks the column(s) bass"
+        dataset.write_text(json.dumps(row) + "\n")
+        expected = f"error: {dataset}: manifest lacks the column(s) bass"
     else:
         shutil.copytree(musdb / "song-a", dataset / "song-a")
         (dataset / "song-a" / "drums.wav").unlink()
