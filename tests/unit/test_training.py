@@ -186,3 +186,29 @@ def test_records_round_trip():
     assert float(parsed["mix_power"]) == pytest.approx(np.mean(spectrograms["mix"].astype(np.float64) ** 2), rel=1e-6)
     for name, value in spectrograms.items():
         np.testing.assert_array_equal(parsed[name].numpy(), value)
+
+
+def test_training_manifests_in_every_format(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.errors import InputError
+    from transforms.training_manifest import read_training_manifest
+
+    instruments = ("vocals", "accompaniment")
+    (tmp_path / "train.jsonl").write_text(
+        '{"mixture": "a/mix.wav", "vocals_path": "a/v.wav", "accompaniment_path": "gs://bucket/a/acc.wav"}\n'
+        '{"mixture": "/abs/mix.wav", "vocals_path": "v.wav", "accompaniment_path": "acc.wav", "duration": 3}\n')
+    first, second = read_training_manifest(str(tmp_path / "train.jsonl"), instruments)
+    assert (first.row, first.name, first.mix) == (1, "a/mix.wav", str(tmp_path / "a" / "mix.wav"))
+    assert first.sources() == (("mix", str(tmp_path / "a" / "mix.wav")), ("vocals", str(tmp_path / "a" / "v.wav")),
+                               ("accompaniment", "gs://bucket/a/acc.wav"))
+    assert (second.mix, second.stems[1][1]) == ("/abs/mix.wav", str(tmp_path / "acc.wav"))
+    pq.write_table(pa.table({"mix_path": ["m.wav"], "vocals_path": ["v.wav"], "accompaniment_path": ["a.wav"]}),
+                   tmp_path / "train.parquet")
+    assert read_training_manifest(str(tmp_path / "train.parquet"), instruments)[0].mix == str(tmp_path / "m.wav")
+    (tmp_path / "bad.csv").write_text("mix_path,vocals_path,accompaniment_path\nm.wav,,a.wav\nm.wav,v.wav,ftp://x/a.wav\n")
+    with pytest.raises(InputError) as failure:
+        read_training_manifest(str(tmp_path / "bad.csv"), instruments)
+    assert "bad.csv row 1: empty vocals_path" in str(failure.value)
+    assert "bad.csv row 2: unsupported scheme ftp://" in str(failure.value)
