@@ -93,6 +93,9 @@ class _QuietTftAdvice(logging.Filter):
         return "TFXIO format" not in record.getMessage()
 
 
+_QUIET_TFT = _QuietTftAdvice()
+
+
 def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPlan, folder: str,
             min_level_db: float, manifest_uri: str, beam_args: list[str]) -> TrainingSet:
     """Run the training-set job; an ``InputError`` lists every track that could not be used."""
@@ -101,7 +104,7 @@ def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPla
     from transforms.crop_levels import AnalyzeCropLevels, LevelStats
     from transforms.training_set import DecodeCrops
 
-    logging.getLogger("absl").addFilter(_QuietTftAdvice())
+    logging.getLogger("absl").addFilter(_QUIET_TFT)  # a filter already there is not added twice
     options = PipelineOptions(beam_args)
     local = pin_local_runner(options)
     FileSystems.set_options(options)
