@@ -74,6 +74,21 @@ def _demo_catalogue(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from pipeline.evaluate import evaluate
+
+    return evaluate(args.dataset, args.output, args.params_filename, args.checkpoint, args.oracle)
+
+
+def _train(args) -> int:
+    from pipeline.train import TrainRequest, train
+
+    return train(TrainRequest(
+        config=args.config, dataset=args.dataset, model_dir=args.output, init=args.init, data_dir=args.data_dir,
+        epochs=args.epochs, steps=args.steps, seed=args.seed, crops_per_chunk=args.crops_per_chunk,
+        augment=args.augment, min_level_db=args.min_level_db, beam_args=args.beam_args))
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--params_filename", default=DEFAULT_MODEL,
                         help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems "
@@ -122,6 +137,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=20.0)
     demo.set_defaults(handler=_demo_catalogue)
 
+    evaluate = commands.add_parser("evaluate", help="separate a dataset with true stems and score it (BSSEval v4)")
+    evaluate.add_argument("--dataset", required=True, metavar="DIR_OR_MANIFEST",
+                          help="musdb-style folder (<track>/mixture.wav, <track>/<instrument>.wav) or a manifest "
+                               "(.csv, .jsonl, .parquet: track_id, mixture, one column per instrument); "
+                               "local, gs:// or s3://")
+    evaluate.add_argument("-o", "--output", required=True, metavar="OUT",
+                          help="folder for frames.parquet, tracks.parquet, sdr.png and the separated stems")
+    _model_options(evaluate)
+    evaluate.add_argument("--oracle", action="store_true",
+                          help="separate with ideal ratio masks from the true stems instead of the model")
+    evaluate.set_defaults(handler=_evaluate)
+
+    train = commands.add_parser("train", help="train or fine-tune a model on tracks with their stems (the "
+                                              "training set is prepared by a Beam job)")
+    train.add_argument("--config", required=True, metavar="JSON",
+                       help="Spleeter configuration: a JSON file (T, F, batch_size, learning_rate, instrument_list, "
+                            "model...) or an embedded name such as spleeter:2stems")
+    train.add_argument("--dataset", required=True, metavar="MANIFEST",
+                       help="training manifest (.csv, .jsonl, .parquet; local, gs:// or s3://) with mix_path (or "
+                            "mixture) and <instrument>_path columns, paths relative to its folder")
+    train.add_argument("--init", metavar="MODEL", help="start from these weights: an embedded model's released "
+                       "checkpoint (spleeter:2stems) or a checkpoint folder or URI (default: the model folder's "
+                       "own checkpoint if it has one, else fresh weights)")
+    train.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
+                       help="model folder: Spleeter checkpoint, params.json, history.json, loss.png")
+    train.add_argument("--epochs", type=float, default=1.0, help="passes over the kept crops (default: 1)")
+    train.add_argument("--steps", type=int, default=None, help="training steps (batches); overrides --epochs")
+    train.add_argument("--seed", type=int, default=None,
+                       help="seeds crops, fresh weights and shuffling (default: the configuration's random_seed)")
+    train.add_argument("--crops-per-chunk", type=int, default=4,
+                       help="random crops of T frames drawn from each 20 s chunk (default: 4)")
+    train.add_argument("--augment", action="store_true",
+                       help="random time stretch (0.9-1.1) and pitch shift (+-1 semitone) of every crop")
+    train.add_argument("--min-level-db", type=float, default=-50.0,
+                       help="leave out crops whose mixture is this far below the training set's mean power "
+                            "(default: -50)")
+    train.add_argument("--data-dir", metavar="URI",
+                       help="where the training records go (default: MODEL_DIR/trainset; give one every worker "
+                            "can reach on distributed runners); Beam options (--runner...) are accepted too")
+    train.set_defaults(handler=_train)
+
     export = commands.add_parser("export-model", help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
     _model_options(export)
@@ -148,7 +204,7 @@ def _import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("run", "plan"):
+    if args.command in ("run", "plan", "train"):
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
