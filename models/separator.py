@@ -50,9 +50,7 @@ class Separator:
 
     def synthesize(self, spectrum: np.ndarray, estimates: np.ndarray) -> np.ndarray:
         """One chunk's stems ``[n_instruments, span, 2]`` from its STFT and its estimates ``[n, T, F, 2]``."""
-        masks = spectral.ratio_masks(estimates, self.config)
-        masked = spectral.apply_masks(spectrum, masks, self.config.mask_extension)
-        return spectral.istft(masked, self.config.frame_length, self.config.frame_step)
+        return spectral.synthesize(spectrum, estimates, self.config)
 
     def separate(self, waveform: np.ndarray, batch_size: int = 4) -> dict[str, np.ndarray]:
         """Separate a whole in-memory waveform ``[n_samples, 2]``; returns ``[n_samples, 2]`` per instrument."""

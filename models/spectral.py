@@ -107,3 +107,9 @@ def apply_masks(spectrum: np.ndarray, masks: np.ndarray, extension: str = "zeros
     else:
         out[..., F:] = 0
     return out.swapaxes(-1, -2)
+
+
+def synthesize(spectrum: np.ndarray, estimates: np.ndarray, config: SeparationConfig) -> np.ndarray:
+    """One chunk's stems ``[n, span, 2]``: its STFT ``[T, bins, 2]`` masked by the estimates ``[n, T, F, 2]``, inverted."""
+    masked = apply_masks(spectrum, ratio_masks(estimates, config), config.mask_extension)
+    return istft(masked, config.frame_length, config.frame_step)

@@ -108,8 +108,9 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     if fan_out:  # spread chunks over workers; a single local process gains nothing from it
         chunks = chunks | "FanOut" >> beam.Reshuffle()
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints)
+    # Without fan-out, each track's chunks reach reassembly in order, in one bundle.
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id, batch)
+                                                                  plan.run_id, batch, in_order=not fan_out)
     _ = ((assembled.metadata, todo.recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")

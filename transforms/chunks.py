@@ -35,3 +35,15 @@ class SeparatedChunk:
     stems: np.ndarray
     last: bool
     n_samples: int | None
+
+
+@dataclass
+class EstimatedChunk:
+    """A chunk after the network: its STFT ``[T, bins, 2]`` and the estimates ``[n, T, F, 2]``.
+
+    Spectrogram-sized: it only ever passes between fused steps of one worker.
+    """
+
+    chunk: TrackChunk
+    spectrum: np.ndarray
+    estimates: np.ndarray

@@ -10,6 +10,7 @@ from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms import storage
+from transforms.background import prefetch
 from transforms.chunks import TrackChunk
 from transforms.manifest import Failure
 
@@ -30,7 +31,8 @@ class _Decode(beam.DoFn):
         try:
             with storage.local_copy(track.uri) as path:
                 blocks = audio.decode(path, self.config.sample_rate, name=track.uri)
-                for segment in segments(blocks, self.geometry):
+                # Decoding runs ahead on a thread while the chunks before it are separated.
+                for segment in prefetch(segments(blocks, self.geometry), depth=2):
                     self.chunks.inc()
                     yield (track.track_id, segment.index), TrackChunk(
                         track, fingerprint, segment.index, segment.samples, segment.last, segment.n_samples)

@@ -1,10 +1,24 @@
-"""ReassembleTracks: a track's separated chunks back into stem files, then its completion record."""
+"""ReassembleTracks: a track's separated chunks back into stem files, then its completion record.
+
+Two ways to bring a track's chunks together, one writer for both:
+
+* grouped (distributed runners): chunks separated anywhere are grouped by
+  track, sorted and written; the group holds the whole separated track
+  (about 21 MB per instrument and minute);
+* in order (the pinned local runner, which does not fan out): a bundle
+  decodes, separates and hands over each track's chunks in order on one
+  thread, so each chunk is written as it comes, with no grouping: grouping
+  would copy every separated sample through the runner several times, which
+  costs about as much CPU as the inverse STFT, and hold a wave's audio in memory.
+"""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
+import shutil
 import tempfile
 
 import apache_beam as beam
@@ -13,105 +27,235 @@ from apache_beam.metrics import Metrics
 
 from models import audio
 from models.chunking import ChunkGeometry, OverlapAdd
-from models.config import load_config
+from models.config import SeparationConfig, load_config
 from models.engine import EncodeOptions
 from models.errors import BeamsplitterError
 from transforms import storage
+from transforms.background import Background, rewindow
+from transforms.chunks import SeparatedChunk
 from transforms.layout import Layout
 from transforms.manifest import Failure
 
 FAILURES = "failures"
 
 
-class _Assemble(beam.DoFn):
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str):
-        self.layout, self.model, self.model_id = layout, model, model_id
-        self.encoding, self.run_id, self.batch = encoding, run_id, batch
-        self.done = Metrics.counter("beamsplitter", "tracks_done")
-        self.seconds = Metrics.counter("beamsplitter", "audio_seconds")
+class TrackWriter:
+    """Joins one track's separated chunks, given in order, into its stems; publishes them, then its record.
 
-    def setup(self):
-        self.config = load_config(self.model)
-        self.geometry = ChunkGeometry.of(self.config)
+    Stems are encoded into a scratch folder and published whole by ``finish``;
+    ``abort`` drops them. Not thread-safe: one thread feeds a writer.
+    """
 
-    def process(self, keyed):
-        track_id, chunks = keyed
-        # The group holds the whole separated track: memory grows with the
-        # longest track, about 21 MB per instrument and minute.
-        chunks = sorted(chunks, key=lambda c: c.index)
-        # A track whose decoding failed part-way lacks its last chunk: DecodeChunks
-        # reported it, and nothing of it is published.
-        if chunks[-1].last and [c.index for c in chunks] == list(range(len(chunks))):
-            track = chunks[0].track
-            try:
-                rows = self._write_track(track, chunks)
-            except BeamsplitterError as exc:
-                yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track_id, track.uri, exc))
-            else:
-                self.done.inc()
-                self.seconds.inc(int(round(rows[0]["duration_s"])))
-                yield from rows
+    def __init__(self, job: "_Job", first: SeparatedChunk):
+        self.job, self.track, self.fingerprint = job, first.track, first.fingerprint
+        config, encoding = job.config, job.encoding
+        self.joiner = OverlapAdd(ChunkGeometry.of(config))
+        self.scratch = tempfile.mkdtemp(prefix="beamsplitter-")
+        self.encoders: dict[str, audio.Encoder] = {}
+        try:
+            for name in config.instruments:
+                path = os.path.join(self.scratch, f"{name}.{encoding.codec}")
+                self.encoders[name] = audio.Encoder(path, config.sample_rate, encoding.codec, encoding.bitrate,
+                                                    encoding.sample_format)
+        except BaseException:
+            self.abort()
+            raise
+        self.peak = dict.fromkeys(config.instruments, 0.0)
+        self.energy = dict.fromkeys(config.instruments, 0.0)
+        self.n_samples: int | None = None
 
-    def _write_track(self, track, chunks):
-        config, codec = self.config, self.encoding.codec
-        joiner = OverlapAdd(self.geometry)
-        with tempfile.TemporaryDirectory(prefix="beamsplitter-") as scratch:
-            encoders = {name: audio.Encoder(os.path.join(scratch, f"{name}.{codec}"), config.sample_rate, codec,
-                                            self.encoding.bitrate, self.encoding.sample_format)
-                        for name in config.instruments}
-            peak = dict.fromkeys(config.instruments, 0.0)
-            energy = dict.fromkeys(config.instruments, 0.0)
-            try:
-                for chunk in chunks:
-                    final = joiner.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
-                    for name, samples in zip(config.instruments, final):
-                        encoders[name].write(samples)
-                        if samples.size:
-                            peak[name] = max(peak[name], float(np.abs(samples).max()))
-                            energy[name] += float(np.square(samples, dtype=np.float64).sum())
-                for encoder in encoders.values():
-                    encoder.close()
-            except BaseException:
-                for encoder in encoders.values():
-                    encoder.abort()
-                raise
-            n_samples = chunks[-1].n_samples
-            uris = {name: self.layout.stem(track.track_id, name, codec) for name in config.instruments}
+    def add(self, chunk: SeparatedChunk) -> None:
+        final = self.joiner.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
+        for name, samples in zip(self.job.config.instruments, final):
+            self.encoders[name].write(samples)
+            if samples.size:
+                self.peak[name] = max(self.peak[name], float(np.abs(samples).max()))
+                self.energy[name] += float(np.square(samples, dtype=np.float64).sum())
+        if chunk.last:
+            self.n_samples = chunk.n_samples
+
+    def finish(self) -> list[dict]:
+        """Publish the stems and the completion record; returns the track's metadata rows."""
+        job, track = self.job, self.track
+        config, codec = job.config, job.encoding.codec
+        try:
+            for encoder in self.encoders.values():
+                encoder.close()
+            uris = {name: job.layout.stem(track.track_id, name, codec) for name in config.instruments}
             for name, uri in uris.items():
-                storage.publish_file(encoders[name].path, uri)
+                storage.publish_file(self.encoders[name].path, uri)
+        except BaseException:
+            self.abort()
+            raise
+        shutil.rmtree(self.scratch, ignore_errors=True)
         processed_at = datetime.datetime.now(datetime.timezone.utc)
-        duration = n_samples / config.sample_rate
+        n_samples = self.n_samples
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
-            "duration_s": duration, "sample_rate": config.sample_rate, "channels": config.n_channels,
-            "codec": codec, "model": self.model_id, "peak": peak[name],
-            "rms": float(np.sqrt(energy[name] / max(1, n_samples * config.n_channels))),
-            "run_id": self.run_id, "processed_at": processed_at,
+            "duration_s": n_samples / config.sample_rate, "sample_rate": config.sample_rate,
+            "channels": config.n_channels, "codec": codec, "model": job.model_id, "peak": self.peak[name],
+            "rms": float(np.sqrt(self.energy[name] / max(1, n_samples * config.n_channels))),
+            "run_id": job.run_id, "processed_at": processed_at,
         } for name, uri in uris.items()]
         for row in rows:  # the manifest's own columns, renamed where they clash with ours
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
         record = {
-            "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": chunks[0].fingerprint,
-            "model": self.model_id, "stems": uris, "run_id": self.run_id, "metadata_batch": self.batch,
+            "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": self.fingerprint,
+            "model": job.model_id, "stems": uris, "run_id": job.run_id, "metadata_batch": job.batch,
             "metadata": [dict(row, processed_at=processed_at.isoformat()) for row in rows],
         }
         # Written last: its presence is what makes the track count as done.
-        storage.publish_bytes(json.dumps(record, indent=1).encode(), self.layout.record(track.track_id))
-        storage.remove_partials(self.layout.track_dir(track.track_id))
+        storage.publish_bytes(json.dumps(record, indent=1).encode(), job.layout.record(track.track_id))
+        storage.remove_partials(job.layout.track_dir(track.track_id))
         return rows
+
+    def abort(self) -> None:
+        for encoder in self.encoders.values():
+            encoder.abort()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class _Job:
+    """What every track of a run is written with (picklable: it travels to the workers)."""
+
+    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, batch: str):
+        self.layout, self.model, self.model_id = layout, model, model_id
+        self.encoding, self.run_id, self.batch = encoding, run_id, batch
+
+    @functools.cached_property
+    def config(self) -> SeparationConfig:
+        return load_config(self.model)
+
+
+class _AssembleDoFn(beam.DoFn):
+    """What both ways share: the writing runs on threads of its own, results are counted here."""
+
+    workers = 1  # threads writing
+    in_flight = 1  # elements handed over and not yet written
+
+    def __init__(self, job: _Job):
+        self.job = job
+        self.done = Metrics.counter("beamsplitter", "tracks_done")
+        self.seconds = Metrics.counter("beamsplitter", "audio_seconds")
+
+    def setup(self):
+        self.background = Background(self._write, workers=self.workers, limit=self.in_flight)
+
+    def start_bundle(self):
+        self.background.discard()
+
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        for source, result in self.background.submit(windowed, *self._work(element)):
+            yield from self._outputs(source, result)
+
+    def finish_bundle(self):
+        for source, result in self.background.drain():
+            yield from self._outputs(source, result)
+
+    def teardown(self):
+        self.background.close()
+
+    def _outputs(self, source, result):
+        if isinstance(result, Failure):
+            yield rewindow(source, beam.pvalue.TaggedOutput(FAILURES, result))
+        elif result:
+            self.done.inc()
+            self.seconds.inc(int(round(result[0]["duration_s"])))
+            for row in result:
+                yield rewindow(source, row)
+
+
+class _AssembleGrouped(_AssembleDoFn):
+    """``(track_id, [SeparatedChunk])`` -> rows; two tracks at a time (one thread cannot keep ffmpeg busy)."""
+
+    workers = in_flight = 2
+
+    def _work(self, keyed):
+        track_id, chunks = keyed
+        # Sorted here: the runner's grouped values are read on the bundle's thread.
+        return track_id, sorted(chunks, key=lambda c: c.index)
+
+    def _write(self, track_id, chunks) -> list | Failure:
+        # A track whose decoding failed part-way lacks its last chunk: DecodeChunks
+        # reported it, and nothing of it is published.
+        if not (chunks[-1].last and [c.index for c in chunks] == list(range(len(chunks)))):
+            return []
+        try:
+            writer = TrackWriter(self.job, chunks[0])
+            try:
+                for chunk in chunks:
+                    writer.add(chunk)
+            except BaseException:
+                writer.abort()
+                raise
+            return writer.finish()
+        except BeamsplitterError as exc:
+            return Failure.of(track_id, chunks[0].track.uri, exc)
+
+
+class _AssembleInOrder(_AssembleDoFn):
+    """``((track_id, index), SeparatedChunk)`` in order -> rows, each chunk written as it arrives.
+
+    A track left unfinished at the end of the bundle stopped decoding part-way
+    (DecodeChunks reported it): its stems are dropped, nothing is published.
+    """
+
+    in_flight = 4  # chunks: the network goes on while the writer catches up
+
+    def start_bundle(self):
+        super().start_bundle()
+        self.writers: dict[str, TrackWriter | None] = {}  # None: the track failed, its chunks are skipped
+
+    def finish_bundle(self):
+        yield from super().finish_bundle()
+        for writer in self.writers.values():
+            if writer is not None:
+                writer.abort()
+        self.writers.clear()
+
+    def _work(self, keyed):
+        return (keyed[1],)
+
+    def _write(self, chunk: SeparatedChunk) -> list | Failure:
+        track_id = chunk.track.track_id
+        writer = self.writers.get(track_id)
+        if writer is None and track_id in self.writers:
+            return []
+        try:
+            if writer is None:
+                if chunk.index != 0:
+                    raise RuntimeError(f"{track_id}: chunk {chunk.index} came first; in-order assembly "
+                                       "needs each track's chunks in one bundle, in order (the local runner)")
+                writer = self.writers[track_id] = TrackWriter(self.job, chunk)
+            writer.add(chunk)
+            if not chunk.last:
+                return []
+            del self.writers[track_id]
+            return writer.finish()
+        except BeamsplitterError as exc:
+            if writer is not None:
+                writer.abort()
+            self.writers[track_id] = None
+            return Failure.of(track_id, chunk.track.uri, exc)
 
 
 class ReassembleTracks(beam.PTransform):
-    """``((track_id, index), SeparatedChunk)`` -> metadata rows (dicts), plus a ``failures`` output."""
+    """``((track_id, index), SeparatedChunk)`` -> metadata rows (dicts), plus a ``failures`` output.
+
+    ``in_order``: the chunks arrive per track in one bundle, in order (the
+    local runner without fan-out), and are written without grouping.
+    """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str):
+                 batch: str, in_order: bool = False):
         super().__init__()
-        self.assemble = _Assemble(layout, model, model_id, encoding, run_id, batch)
+        self.job, self.in_order = _Job(layout, model, model_id, encoding, run_id, batch), in_order
 
     def expand(self, separated):
+        if self.in_order:
+            return separated | "Assemble" >> beam.ParDo(_AssembleInOrder(self.job)).with_outputs(
+                FAILURES, main="metadata")
         return (separated
                 | "ByTrack" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
                 | "GroupChunks" >> beam.GroupByKey()
-                | "Assemble" >> beam.ParDo(self.assemble).with_outputs(FAILURES, main="metadata"))
+                | "Assemble" >> beam.ParDo(_AssembleGrouped(self.job)).with_outputs(FAILURES, main="metadata"))

@@ -29,6 +29,8 @@ BAD = [  # (track_id, uri, stage, message fragment)
     ("text", "notes.mp3", "decode", "not decodable audio"),
     ("empty", "empty.flac", "decode", "empty file"),
     ("cut", "cut.wav", "decode", "truncated WAV file"),
+    # Fails after its first chunk has been separated: nothing of it may be published.
+    ("half", "cut.flac", "decode", "truncated (declares 30.00 s"),
 ]
 
 
@@ -56,6 +58,12 @@ def catalogue(tmp_path_factory) -> Path:
     (folder / "empty.flac").write_bytes(b"")
     (folder / "cut.wav").write_bytes(master.read_bytes()[: master.stat().st_size // 3])
     master.unlink()
+    long = demo.make_track(folder / "long.wav", seconds=30.0, seed=5)
+    subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", str(long), str(folder / "long.flac")], check=True)
+    flac = (folder / "long.flac").read_bytes()
+    (folder / "cut.flac").write_bytes(flac[: len(flac) * 2 // 3])  # decodes to 20 s, then fails
+    for path in (long, folder / "long.flac"):
+        path.unlink()
     rows = [(track_id, uri, f"artist {i}") for i, (track_id, uri) in enumerate(GOOD.items())]
     rows.insert(2, BAD[2][:2] + ("dup",))  # the duplicate comes after the original row
     rows += [(t, u, "bad") for t, u, _, _ in BAD if t != "pop/one"]

@@ -1,0 +1,115 @@
+"""The threads that DoFns hand work to: order, bounds, errors and early stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.background import Background, prefetch, rewindow
+
+
+def test_prefetch_yields_everything_in_order_and_runs_ahead():
+    produced = []
+
+    def numbers():
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    stream = prefetch(numbers(), depth=3)
+    assert next(stream) == 0
+    deadline = time.monotonic() + 5
+    while len(produced) < 4 and time.monotonic() < deadline:  # 1 taken + 3 waiting
+        time.sleep(0.01)
+    assert produced == [0, 1, 2, 3, 4] or produced == [0, 1, 2, 3]
+    assert list(stream) == list(range(1, 10))
+
+
+def test_prefetch_raises_the_producers_error_after_the_items_before_it():
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("corrupt block")
+
+    got = []
+    with pytest.raises(ValueError, match="corrupt block"):
+        for item in prefetch(failing(), depth=1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_prefetch_early_stops_and_closes_the_producer():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    stream = prefetch(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert closed.wait(5), "the producer's generator was not closed"
+
+
+def _windowed(value):
+    return WindowedValue(value, 0, [GlobalWindow()])
+
+
+def test_background_hands_results_back_in_submission_order_within_its_limit():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def work(i):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02 * (5 - i % 5))  # later work finishes first
+        with lock:
+            running -= 1
+        return i * i
+
+    background = Background(work, workers=3, limit=3)
+    results = []
+    for i in range(12):
+        results.extend(background.submit(_windowed(i), i))
+        assert len(background._pending) <= 3
+    results.extend(background.drain())
+    background.close()
+    assert [source.value for source, _ in results] == list(range(12))
+    assert [result for _, result in results] == [i * i for i in range(12)]
+    assert most <= 3
+
+
+def test_background_raises_the_works_error_and_discard_forgets_the_rest():
+    def work(i):
+        if i == 2:
+            raise OSError("disk full")
+        return i
+
+    background = Background(work, workers=1, limit=8)
+    for i in range(4):
+        list(background.submit(_windowed(i), i))
+    with pytest.raises(OSError, match="disk full"):
+        list(background.drain())
+    background.discard()
+    assert list(background.drain()) == []
+    background.close()
+
+
+def test_rewindow_keeps_tags_and_windows():
+    source = WindowedValue("in", 42, [GlobalWindow()])
+    plain = rewindow(source, "out")
+    tagged = rewindow(source, TaggedOutput("failures", "bad"))
+    assert (plain.value, plain.timestamp, plain.windows) == ("out", source.timestamp, source.windows)
+    assert tagged.tag == "failures" and tagged.value.value == "bad" and tagged.value.timestamp == source.timestamp
