@@ -331,6 +331,18 @@ def make_catalogue(folder: str | Path, tracks: int = 4, seconds: float = 20.0) -
     return manifest
 
 
+def make_multitrack(folder: str | Path, seconds: float = 10.0, seed: int = 0,
+                    instruments: tuple[str, ...] = ("vocals", "accompaniment")) -> Path:
+    """A musdb-style track folder: ``mixture.wav`` and ``<instrument>.wav`` per instrument, 16-bit
+    44.1 kHz (instruments from ``synthesize_stems``); returns the folder."""
+    folder = Path(folder)
+    write_wav(folder / "mixture.wav", synthesize(seconds, seed), 44100)
+    stems = synthesize_stems(seconds, seed)
+    for instrument in instruments:
+        write_wav(folder / f"{instrument}.wav", stems[instrument], 44100)
+    return folder
+
+
 def make_training_set(folder: str | Path, tracks: int = 4, seconds: float = 10.0, first_seed: int = 100,
                       instruments: tuple[str, ...] = ("vocals", "accompaniment")) -> Path:
     """Tracks with their stems, for ``beamsplitter train``; returns the manifest, ``train.csv``.
@@ -343,11 +355,7 @@ def make_training_set(folder: str | Path, tracks: int = 4, seconds: float = 10.0
     rows = [",".join(["mix_path"] + [f"{name}_path" for name in instruments] + ["duration"])]
     for i in range(tracks):
         name = f"song-{i + 1:02d}"
-        seed = first_seed + i
-        write_wav(folder / name / "mixture.wav", synthesize(seconds, seed), 44100)
-        stems = synthesize_stems(seconds, seed)
-        for instrument in instruments:
-            write_wav(folder / name / f"{instrument}.wav", stems[instrument], 44100)
+        make_multitrack(folder / name, seconds, first_seed + i, instruments)
         rows.append(",".join([f"{name}/mixture.wav"] + [f"{name}/{s}.wav" for s in instruments] + [f"{seconds:g}"]))
     manifest = folder / "train.csv"
     manifest.write_text("\n".join(rows) + "\n")

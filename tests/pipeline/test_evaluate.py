@@ -28,10 +28,11 @@ from PIL import Image
 from models import audio
 from pipeline import demo
 from pipeline.cli import main
-from tests import services, stems
+from tests import services
 from transforms.dataset import discover
 
 SECONDS = 4.0
+INSTRUMENTS = ("vocals", "drums", "bass", "other")  # spleeter:4stems's, in its order
 GOOD = ("song-a", "song-b")
 BROKEN = "zz-broken"
 FRAME_COLUMNS = ["track", "instrument", "frame", "time_s", "sdr", "isr", "sir", "sar", "model"]
@@ -67,8 +68,8 @@ def evaluate(output: Path, *args: str) -> Outcome:
 def musdb(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("musdb")
     for seed, name in enumerate(GOOD):
-        stems.write_musdb_track(root / name, SECONDS, seed)
-    broken = stems.write_musdb_track(root / BROKEN, 1.0, seed=9)
+        demo.make_multitrack(root / name, SECONDS, seed, INSTRUMENTS)
+    broken = demo.make_multitrack(root / BROKEN, 1.0, 9, INSTRUMENTS)
     (broken / "mixture.wav").write_text("no music here\n")
     return root
 
@@ -91,7 +92,7 @@ def check_outputs(outcome: Outcome, model_prefix: str, tracks: tuple[str, ...]) 
     assert schema.field("frame").type == pa.int32() and schema.field("sdr").type == pa.float64()
     assert len(frames) == len(tracks) * 4 * int(SECONDS)  # 4 instruments, 1 s frames
     assert sorted(frames.track.unique()) == sorted(tracks)
-    assert list(frames.instrument.unique()) == list(stems.INSTRUMENTS)
+    assert list(frames.instrument.unique()) == list(INSTRUMENTS)
     assert frames.model.str.startswith(model_prefix).all() and frames.model.nunique() == 1
     np.testing.assert_array_equal(frames.time_s, frames.frame.astype(float))
     assert frames[["sdr", "isr", "sir", "sar"]].notna().all().all()
@@ -103,7 +104,7 @@ def check_outputs(outcome: Outcome, model_prefix: str, tracks: tuple[str, ...]) 
     lines = outcome.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("instrument"))
     assert lines[header].split() == ["instrument", "SDR", "SIR", "ISR", "SAR"]
-    for instrument, line in zip(stems.INSTRUMENTS, lines[header + 1:header + 5]):
+    for instrument, line in zip(INSTRUMENTS, lines[header + 1:header + 5]):
         cells = line.split()
         assert cells[0] == instrument and len(cells) == 5
         assert float(cells[1]) == pytest.approx(per_track[per_track.instrument == instrument].sdr.median(), abs=0.006)
@@ -126,7 +127,7 @@ def test_a_random_model_through_the_catalogue_job(evaluations, musdb):
     # the job's own stems, float WAV, as long as the mixtures
     folders = list((outcome.output / "separation" / "stems").glob("4stems-*/song-a"))
     assert len(folders) == 1
-    for instrument in stems.INSTRUMENTS:
+    for instrument in INSTRUMENTS:
         assert len(audio.load(str(folders[0] / f"{instrument}.wav"), 44100)) == int(SECONDS * 44100)
 
 
@@ -137,9 +138,9 @@ def test_the_oracle_scores_far_above_a_random_model(evaluations):
     sdr = {name: o.table("tracks.parquet").groupby("instrument").sdr.median()
            for name, o in (("oracle", oracle), ("random", random))}
     print("\nmedian SDR (dB)  oracle  random")
-    for instrument in stems.INSTRUMENTS:
+    for instrument in INSTRUMENTS:
         print(f"{instrument:<15}{sdr['oracle'][instrument]:>8.2f}{sdr['random'][instrument]:>8.2f}")
-    for instrument in stems.INSTRUMENTS:
+    for instrument in INSTRUMENTS:
         assert sdr["oracle"][instrument] > sdr["random"][instrument] + ORACLE_MARGIN_DB, instrument
     assert (sdr["oracle"] > 5).all()
 
@@ -165,14 +166,14 @@ def test_bad_tracks_of_a_manifest_are_reported_and_the_others_scored(musdb, tmp_
     (data / "notes.wav").write_text("no music here\n")
     short = demo.write_wav(data / "short.wav", np.zeros((3 * 44100, 2)) + 0.1, 44100)
     good = {"mixture": "data/song-a/mixture.wav",  # relative to the manifest's folder
-            **{i: str(data / "song-a" / f"{i}.wav") for i in stems.INSTRUMENTS}}
+            **{i: str(data / "song-a" / f"{i}.wav") for i in INSTRUMENTS}}
     rows = [("song-a", good), ("no-drums", dict(good, drums=str(data / "missing" / "drums.wav"))),
             ("not-audio", dict(good, vocals=str(data / "notes.wav"))), ("short", dict(good, bass=str(short)))]
     manifest = tmp_path / "dataset.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["track_id", "mixture", *stems.INSTRUMENTS, "notes"])
-        writer.writerows([track_id, row["mixture"], *(row[i] for i in stems.INSTRUMENTS), ""]
+        writer.writerow(["track_id", "mixture", *INSTRUMENTS, "notes"])
+        writer.writerows([track_id, row["mixture"], *(row[i] for i in INSTRUMENTS), ""]
                          for track_id, row in rows)
     outcome = evaluate(tmp_path / "out", "--dataset", str(manifest), "--oracle")
     assert outcome.status == 1
@@ -221,7 +222,7 @@ def test_discovery_of_folders_and_manifests(tmp_path):
     """Which files make a track: no audio is read here."""
     root = tmp_path / "musdb"
     for subset, track in (("train", "one"), ("test", "two")):
-        for name in ("mixture", *stems.INSTRUMENTS):
+        for name in ("mixture", *INSTRUMENTS):
             (root / subset / track).mkdir(parents=True, exist_ok=True)
             (root / subset / track / f"{name}.wav").write_bytes(b"")
     (root / "test" / "two" / ".vocals.wav.0123.part").write_bytes(b"")  # an unfinished write
