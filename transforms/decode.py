@@ -11,7 +11,7 @@ from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms import storage
 from transforms.background import prefetch
-from transforms.chunks import TrackChunk
+from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.manifest import Failure
 
 FAILURES = "failures"
@@ -49,4 +49,5 @@ class DecodeChunks(beam.PTransform):
         self.model = model
 
     def expand(self, todo):
-        return todo | beam.ParDo(_Decode(self.model)).with_outputs(FAILURES, main="chunks")
+        return todo | beam.ParDo(_Decode(self.model)).with_output_types(KeyedTrackChunk).with_outputs(
+            FAILURES, main="chunks")

@@ -9,6 +9,7 @@ the work on a CPU, run behind it on a thread of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -20,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
 from transforms.background import Background, rewindow
-from transforms.chunks import EstimatedChunk, SeparatedChunk, TrackChunk
+from transforms.chunks import EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, SeparatedChunk, TrackChunk
 
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
 
@@ -85,7 +86,9 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
         stacked[: len(batch)] = magnitudes
         estimates = model.estimate(stacked)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
-        return [EstimatedChunk(c, spectra[i], estimates[:, i]) for i, c in enumerate(batch)]
+        # The waveform is not needed any more: the spectrum says it all.
+        return [EstimatedChunk(dataclasses.replace(c, samples=None), spectra[i], estimates[:, i])
+                for i, c in enumerate(batch)]
 
     def batch_elements_kwargs(self):
         # Full batches from the start (BatchElements would otherwise begin at one
@@ -148,8 +151,9 @@ class SeparateChunks(beam.PTransform):
         self.handler, self.hints = handler, resource_hints or {}
 
     def expand(self, chunks):
-        steps = [("Network", RunInference(KeyedModelHandler(self.handler))),
-                 ("Synthesize", beam.ParDo(_Synthesize(self.handler.model, self.handler.batch_size)))]
+        steps = [("Network", RunInference(KeyedModelHandler(self.handler)).with_output_types(KeyedEstimatedChunk)),
+                 ("Synthesize", beam.ParDo(_Synthesize(self.handler.model, self.handler.batch_size))
+                  .with_output_types(KeyedSeparatedChunk))]
         for name, step in steps:
             chunks = chunks | name >> (step.with_resource_hints(**self.hints) if self.hints else step)
         return chunks
