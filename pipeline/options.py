@@ -39,7 +39,7 @@ class BeamsplitterOptions(PipelineOptions):
                                  "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
-                            help="local runner: tracks per wave (the local runner holds a wave's audio in memory)")
+                            help="local runner: tracks per wave, one pipeline each (progress is reported per wave)")
 
     def check(self) -> None:
         if not (self.manifest or self.input):

@@ -151,9 +151,10 @@ def catalogue_size(options: BeamsplitterOptions) -> int:
 def run(argv: list[str]) -> int:
     """Run the catalogue job; returns the exit status (1 when any track failed).
 
-    The local runner keeps every step's output in memory until the next step
-    has run, so a local run goes in waves of ``--local_wave_tracks`` tracks,
-    one pipeline each; distributed runners take the catalogue in one go.
+    The local runner reports progress only when a pipeline ends, so a local
+    run goes in waves of ``--local_wave_tracks`` tracks, one pipeline each,
+    each committing its own metadata; distributed runners take the catalogue
+    in one go.
     """
     logging.getLogger().addFilter(_QuietBeamNoise())
     pipeline_options = PipelineOptions(argv)
