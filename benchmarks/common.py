@@ -37,10 +37,11 @@ class Measure:
     wall_s: float
     peak_rss_mb: float
     returncode: int
+    cpu_s: float = 0.0  # user + system, the command's and every process it waited for
 
 
 def measure(command: list[str], env: dict | None = None) -> Measure:
-    """Wall time and the largest resident set of the command or any process it waited for."""
+    """Wall time, CPU time and the largest resident set of the command or any process it waited for."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, **(env or {})})
@@ -50,7 +51,7 @@ def measure(command: list[str], env: dict | None = None) -> Measure:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         print(f"command failed ({code}): {' '.join(command)}\n{stderr[-2000:]}", file=sys.stderr)
-    return Measure(wall, usage.ru_maxrss / 1024, code)
+    return Measure(wall, usage.ru_maxrss / 1024, code, usage.ru_utime + usage.ru_stime)
 
 
 def reference_spleeter() -> Path:
