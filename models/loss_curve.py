@@ -18,26 +18,24 @@ def moving_average(values: list[float], width: int) -> np.ndarray:
 
 def plot(history: list[float], path: Path, title: str, ylabel: str = "loss", first_step: int = 0) -> Path:
     """Every step's loss, and its moving average, against the global step."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
+    # A figure of its own on the Agg canvas, as pipeline.scorecard draws: pyplot's
+    # global state and display backends are no business of a training run.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     steps = np.arange(first_step + 1, first_step + len(history) + 1)
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
-        axes.plot(steps, history, color="#9bb8d3", linewidth=0.8, label="loss per step")
-        width = max(1, len(history) // 20)
-        axes.plot(steps, moving_average(history, width), color="#1f4e79", linewidth=1.8,
-                  label=f"mean of {width} steps")
-        axes.set_xlabel("step")
-        axes.set_ylabel(ylabel)
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(steps, history, color="#9bb8d3", linewidth=0.8, label="loss per step")
+    width = max(1, len(history) // 20)
+    axes.plot(steps, moving_average(history, width), color="#1f4e79", linewidth=1.8, label=f"mean of {width} steps")
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
     return path

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from tqdm import tqdm
 
-from models import audio, oracle
+from models import oracle
 from models.bsseval import bss_eval
 from models.checkpoint import checkpoint_digest
 from models.config import SeparationConfig, load_config
@@ -95,7 +95,7 @@ def load_references(track: EvalTrack, config: SeparationConfig) -> np.ndarray:
     for instrument in config.instruments:
         parts = []
         for uri in track.stems[instrument]:
-            samples = _load(uri, config.sample_rate)
+            samples = storage.load_audio(uri, config.sample_rate)
             if first is None:
                 first = (uri, len(samples))
             elif len(samples) != first[1]:
@@ -104,12 +104,6 @@ def load_references(track: EvalTrack, config: SeparationConfig) -> np.ndarray:
             parts.append(samples)
         stems.append(np.sum(parts, axis=0, dtype=np.float32))
     return np.stack(stems)
-
-
-def _load(uri: str, sample_rate: int) -> np.ndarray:
-    with storage.local_copy(uri) as path:
-        blocks = list(audio.decode(path, sample_rate, name=uri))
-    return np.concatenate(blocks)
 
 
 def _check_length(uri: str, samples: np.ndarray, references: np.ndarray, track: EvalTrack) -> None:
@@ -125,7 +119,7 @@ class _OracleStems:
         self.config = config
 
     def __call__(self, track: EvalTrack, references: np.ndarray) -> np.ndarray:
-        mixture = _load(track.mixture, self.config.sample_rate)
+        mixture = storage.load_audio(track.mixture, self.config.sample_rate)
         _check_length(track.mixture, mixture, references, track)
         return oracle.separate(mixture, references, self.config)
 
@@ -144,7 +138,7 @@ class _CatalogueStems:
             uri = self.layout.stem(track.track_id, instrument, STEM_CODEC)
             if not storage.exists(uri):
                 raise SeparationError(f"{uri}: no such stem (the separation of {track.mixture} did not finish)")
-            stems.append(_load(uri, self.config.sample_rate))
+            stems.append(storage.load_audio(uri, self.config.sample_rate))
         # The job's stems are exactly as long as the mixture it decoded.
         _check_length(track.mixture, stems[0], references, track)
         return np.stack(stems)
@@ -160,7 +154,7 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
     writer.writerow(["track_id", "uri"])
     writer.writerows((t.track_id, t.mixture) for t in tracks)
     manifest_uri = storage.join(prefix, "manifest.csv")
-    storage.publish_bytes(listing.getvalue().encode(), manifest_uri)
+    storage.publish_bytes(listing.getvalue().encode(), manifest_uri, "text/csv")
     run_id = ("evaluate-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
               + "-" + uuid.uuid4().hex[:6])
     argv = ["--manifest", manifest_uri, "--output", prefix, "--model", model, "--codec", STEM_CODEC,
@@ -184,5 +178,6 @@ def _job_failures(layout: Layout, run_id: str) -> dict[str, str]:
 
 
 def _report(failure: Failure) -> Failure:
-    print(f"error: {failure.track_id}: {failure.message}", file=sys.stderr)
+    # Through tqdm, so that a line written while the scoring bar shows does not break it.
+    tqdm.write(f"error: {failure.track_id}: {failure.message}", file=sys.stderr)
     return failure

@@ -11,9 +11,7 @@ number of frames that had metrics. Metrics in dB, NaN where a frame was silent.
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,19 +117,16 @@ class Scorecard:
     def write(self, output: str) -> list[str]:
         """Write the two tables and the figure under ``output`` (local, gs:// or s3://); returns their URIs."""
         written = []
-        for name, content in ((FRAMES_FILE, self.frames()), (TRACKS_FILE, self.tracks()),
-                              (FIGURE_FILE, self.figure_png())):
+        for name, content, mime_type in ((FRAMES_FILE, _parquet(self.frames()), "application/vnd.apache.parquet"),
+                                         (TRACKS_FILE, _parquet(self.tracks()), "application/vnd.apache.parquet"),
+                                         (FIGURE_FILE, self.figure_png(), "image/png")):
             uri = storage.join(output, name)
-            handle, path = tempfile.mkstemp(prefix="beamsplitter-", suffix=os.path.splitext(name)[1])
-            os.close(handle)
-            try:
-                if isinstance(content, pa.Table):
-                    pq.write_table(content, path)
-                else:
-                    with open(path, "wb") as f:
-                        f.write(content)
-                storage.publish_file(path, uri)
-            finally:
-                os.unlink(path)
+            storage.publish_bytes(content, uri, mime_type)
             written.append(uri)
         return written
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()

@@ -44,10 +44,10 @@ def discover(dataset: str, instruments: tuple[str, ...]) -> tuple[list[EvalTrack
     a manifest lacking a column).
     """
     try:
-        kind = manifest.manifest_format(dataset)
+        manifest.manifest_format(dataset)
     except InputError:
         return _from_folder(dataset.rstrip("/"), instruments)
-    return _from_manifest(dataset, kind, instruments)
+    return _from_manifest(dataset, instruments)
 
 
 def _from_folder(folder: str, instruments) -> tuple[list[EvalTrack], list[Failure]]:
@@ -101,20 +101,9 @@ def _folder_stems(track_dir: str, mixture: str, instruments) -> dict:
     return stems
 
 
-def _from_manifest(uri: str, kind: str, instruments) -> tuple[list[EvalTrack], list[Failure]]:
-    if not storage.exists(uri):
-        raise InputError(f"{uri}: no such manifest")
-    required = ("track_id", MIXTURE, *instruments)
-    with FileSystems.open(uri, compression_type="uncompressed") as stream:
-        rows = list(manifest.read_rows(stream, kind, uri, required))
-    # JSON Lines has no header: a column that no row has is missing from the manifest all the same.
-    columns = set().union(*(fields.keys() for _, fields in rows if isinstance(fields, dict)))
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise InputError(f"{uri}: manifest lacks the column(s) {', '.join(missing)} "
-                         f"(needs track_id, {MIXTURE} and one per instrument of the model)")
+def _from_manifest(uri: str, instruments) -> tuple[list[EvalTrack], list[Failure]]:
     tracks, failures, seen = [], [], set()
-    for number, row in rows:
+    for number, row in manifest.read_manifest(uri, ("track_id", MIXTURE, *instruments)):
         if isinstance(row, InputError):
             failures.append(Failure.of(f"<row {number}>", "", row))
             continue

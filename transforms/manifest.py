@@ -1,7 +1,8 @@
 """Catalogue manifests: reading rows and deciding which ones are usable tracks.
 
-Pure Python on file objects and dicts, no Beam: the transforms in
-``transforms.read`` call these from their workers.
+Pure Python on file objects and dicts (and Beam's filesystems to open a
+manifest by URI), no pipeline: the transforms in ``transforms.read`` call
+these from their workers.
 
 A manifest is CSV (with a header), JSON Lines or Parquet, with at least the
 columns ``track_id`` and ``uri``; every other column is carried into the
@@ -19,6 +20,8 @@ import posixpath
 import unicodedata
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
+
+from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
 
@@ -107,6 +110,23 @@ def read_rows(stream: BinaryIO, kind: str, name: str,
         yield number, fields
     if not seen_columns:
         raise InputError(f"{name}: no rows")
+
+
+def read_manifest(uri: str, required: tuple[str, ...]) -> list[tuple[int, dict | InputError]]:
+    """Every row of the manifest at ``uri`` (local, gs://, s3://), as ``read_rows`` gives them.
+
+    Raises ``InputError`` for an unknown format, a missing manifest, or a
+    ``required`` column that it lacks: in JSON Lines, which has no header, one
+    that no row has.
+    """
+    kind = manifest_format(uri)
+    if not FileSystems.exists(uri):
+        raise InputError(f"{uri}: no such manifest")
+    with FileSystems.open(uri, compression_type="uncompressed") as stream:
+        rows = list(read_rows(stream, kind, uri, required))
+    if kind == "jsonl":
+        _require_columns(set().union(*(f.keys() for _, f in rows if isinstance(f, dict))), uri, required)
+    return rows
 
 
 def _require_columns(columns, name: str, required: tuple[str, ...] = REQUIRED) -> None:

@@ -14,9 +14,10 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from models.audio import is_partial, partial_path
+from models import audio
 from models.errors import AudioError, BeamsplitterError
 
 COPY_BLOCK = 8 << 20
@@ -85,6 +86,12 @@ def local_copy(uri: str) -> Iterator[str]:
         os.unlink(path)
 
 
+def load_audio(uri: str, sample_rate: int) -> np.ndarray:
+    """The whole of ``uri`` decoded as float32 ``[n_samples, 2]``; errors name ``uri``, not its local copy."""
+    with local_copy(uri) as path:
+        return np.concatenate(list(audio.decode(path, sample_rate, name=uri)))
+
+
 def publish_file(local_path: str, uri: str) -> None:
     """Copy a finished local file to ``uri`` in one step."""
     def copy(out):
@@ -94,8 +101,8 @@ def publish_file(local_path: str, uri: str) -> None:
     _publish(uri, copy, "application/octet-stream")
 
 
-def publish_bytes(data: bytes, uri: str) -> None:
-    _publish(uri, lambda out: out.write(data), "application/json")
+def publish_bytes(data: bytes, uri: str, mime_type: str = "application/json") -> None:
+    _publish(uri, lambda out: out.write(data), mime_type)
 
 
 def _publish(uri: str, write, mime_type: str) -> None:
@@ -103,7 +110,7 @@ def _publish(uri: str, write, mime_type: str) -> None:
     try:
         if is_local(uri):
             os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-            temp = partial_path(uri)
+            temp = audio.partial_path(uri)
             with open(temp, "wb") as out:
                 write(out)
             os.replace(temp, uri)
@@ -121,7 +128,7 @@ def remove_partials(folder: str) -> None:
     """
     if is_local(folder) and os.path.isdir(folder):
         for name in os.listdir(folder):
-            if is_partial(name):
+            if audio.is_partial(name):
                 try:
                     os.unlink(os.path.join(folder, name))
                 except FileNotFoundError:

@@ -8,7 +8,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models import audio, records
+from models import records
 from models.config import SeparationConfig
 from models.crops import CropPlan, crops
 from models.errors import BeamsplitterError, InputError
@@ -26,11 +26,7 @@ class Crop(NamedTuple):
 
 def load_sources(track: TrainingTrack, sample_rate: int) -> dict[str, np.ndarray]:
     """Mixture and stems, float32 ``[n, 2]``; a stem whose length differs from the mixture's is an error."""
-    sources = {}
-    for name, uri in track.sources():
-        with storage.local_copy(uri) as path:
-            blocks = list(audio.decode(path, sample_rate, name=uri))
-        sources[name] = np.concatenate(blocks)
+    sources = {name: storage.load_audio(uri, sample_rate) for name, uri in track.sources()}
     n_mix = len(sources[records.MIX])
     for name, uri in track.stems:
         if len(sources[name]) != n_mix:
