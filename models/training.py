@@ -52,14 +52,16 @@ LOSSES = {"L1_mask": l1_mask_loss, "weighted_L1_mask": weighted_l1_mask_loss}
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """The training fields of a Spleeter configuration, with Spleeter's defaults."""
+    """The training fields of a Spleeter configuration, with Spleeter's defaults.
+
+    Not ``train_max_steps``: how long to train is the command's ``--steps`` or ``--epochs``.
+    """
 
     learning_rate: float = 1e-4
     batch_size: int = 8
     loss_type: str = "L1_mask"
     optimizer: str = "Adam"
     random_seed: int = 0
-    train_max_steps: int | None = None
     save_checkpoints_steps: int | None = None
     chunk_duration: float = 20.0
     n_chunks_per_song: int = 2
@@ -74,7 +76,6 @@ class TrainingParams:
                 loss_type=str(raw.get("loss_type", cls.loss_type)),
                 optimizer=str(raw.get("optimizer", cls.optimizer)),
                 random_seed=int(raw.get("random_seed", cls.random_seed)),
-                train_max_steps=int(raw["train_max_steps"]) if raw.get("train_max_steps") else None,
                 save_checkpoints_steps=int(raw["save_checkpoints_steps"]) if raw.get("save_checkpoints_steps") else None,
                 chunk_duration=float(raw.get("chunk_duration", cls.chunk_duration)),
                 n_chunks_per_song=int(raw.get("n_chunks_per_song", cls.n_chunks_per_song)),
@@ -176,18 +177,17 @@ class Trainer:
         return {name: variable.numpy() for name, variable in self.network.weights.items()}
 
     def fit(self, batches: Iterable, steps: int, on_checkpoint: Callable[[int], None] | None = None,
-            checkpoint_every: int | None = None, progress: bool | None = None) -> list[float]:
+            checkpoint_every: int | None = None) -> list[float]:
         """Train for ``steps`` batches of ``(mix, targets)``; returns every step's loss.
 
-        ``on_checkpoint(global_step)`` runs every ``checkpoint_every`` steps.
-        ``progress=None`` shows a progress bar when stderr is a terminal.
+        ``on_checkpoint(global_step)`` runs every ``checkpoint_every`` steps; a
+        progress bar shows when stderr is a terminal.
         """
         from tqdm import tqdm
 
         history: list[float] = []
         iterator = iter(batches)
-        with tqdm(total=steps, unit="step", desc="training", disable=None if progress is None else not progress,
-                  file=sys.stderr) as bar:
+        with tqdm(total=steps, unit="step", desc="training", disable=None, file=sys.stderr) as bar:
             for _ in range(steps):
                 try:
                     mix, targets = next(iterator)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import tensorflow as tf
+from tqdm import tqdm
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -36,7 +35,8 @@ from models.crops import CropPlan
 from models.errors import InputError
 from models.provider import resolve_checkpoint
 from models.training import Trainer, TrainingParams, batches, initial_weights
-from pipeline.options import pin_local_runner
+from pipeline.options import BeamsplitterOptions, pin_local_runner
+from pipeline.run import counters
 from transforms import storage
 from transforms.training_manifest import TrainingTrack, read_training_manifest
 
@@ -46,6 +46,8 @@ PARAMS_FILE = "params.json"
 HISTORY_FILE = "history.json"
 LOSS_CURVE = "loss.png"
 MAX_FAILURES_SHOWN = 20
+# The training set's folder: records, each wave's mixture powers and unusable rows, tensorflow-transform's output.
+RECORDS, POWERS, FAILURES, TRANSFORM_FN, TEMP, STATS = "records", "powers", "failures", "transform_fn", "tmp", "stats.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,6 @@ class TrainRequest:
     augment: bool = False
     min_level_db: float = -50.0
     beam_args: list[str] = field(default_factory=list)
-    progress: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,11 @@ class TrainingSet:
     reference_db: float | None
 
     @property
-    def records(self) -> str:
-        return storage.join(self.folder, "records")
-
-    @property
     def transform_fn(self) -> str:
-        return storage.join(self.folder, "transform_fn")
+        return storage.join(self.folder, TRANSFORM_FN)
 
     def record_files(self) -> list[str]:
-        return sorted(m.path for m in FileSystems.match([storage.join(self.records, "*.tfrecord")])[0].metadata_list)
+        return _matching(storage.join(self.folder, RECORDS, "*.tfrecord"))
 
 
 class _QuietTftAdvice(logging.Filter):
@@ -98,70 +95,90 @@ _QUIET_TFT = _QuietTftAdvice()
 
 def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPlan, folder: str,
             min_level_db: float, manifest_uri: str, beam_args: list[str]) -> TrainingSet:
-    """Run the training-set job; an ``InputError`` lists every track that could not be used."""
-    import tensorflow_transform.beam as tft_beam
+    """Run the training-set jobs; an ``InputError`` lists every track that could not be used.
 
-    from transforms.crop_levels import AnalyzeCropLevels, LevelStats
+    The local runner holds each step's whole output in memory, so there, as in
+    ``beamsplitter run``, the tracks go in waves of ``--local_wave_tracks``, one
+    pipeline each, under a progress bar; distributed runners take them in one.
+    Each wave writes its crops' records and mixture powers; a last, small job
+    makes tensorflow-transform's full pass over all the powers.
+    """
     from transforms.training_set import DecodeCrops
 
     logging.getLogger("absl").addFilter(_QUIET_TFT)  # a filter already there is not added twice
     options = PipelineOptions(beam_args)
     local = pin_local_runner(options)
     FileSystems.set_options(options)
-    _clear(folder)
-    records = storage.join(folder, "records")
-    stats_uri, failures_uri = storage.join(folder, "stats.json"), storage.join(folder, "failures.json")
+    for name in (RECORDS, POWERS, FAILURES, TRANSFORM_FN, TEMP, STATS):
+        # Leftovers of an earlier preparation (more shards, another transform) must not mix with this one.
+        storage.remove(storage.join(folder, name))
+    size = max(1, options.view_as(BeamsplitterOptions).local_wave_tracks) if local else len(tracks)
+    crops = 0
+    with tqdm(total=len(tracks), unit="track", desc="training set", disable=None if local else True,
+              file=sys.stderr) as progress:
+        for first in range(0, len(tracks), size):
+            wave = f"w{first // size:04d}"
+            pipeline = beam.Pipeline(options=options)
+            tracks_in = pipeline | "Tracks" >> beam.Create(tracks[first:first + size])
+            if not local:  # one worker per track rather than per manifest
+                tracks_in = tracks_in | "Spread" >> beam.Reshuffle()
+            decoded = tracks_in | "DecodeCrops" >> DecodeCrops(config, plan, manifest_uri)
+            _ = (decoded.crops
+                 | "Records" >> beam.Map(lambda crop: crop.record)
+                 | "WriteRecords" >> beam.io.WriteToTFRecord(storage.join(folder, RECORDS, wave),
+                                                             file_name_suffix=".tfrecord"))
+            _ = (decoded.crops
+                 | "Powers" >> beam.Map(lambda crop: repr(crop.mix_power))  # repr: the float, exactly
+                 | "WritePowers" >> beam.io.WriteToText(storage.join(folder, POWERS, wave), file_name_suffix=".txt"))
+            _ = (decoded.failures
+                 | "AllFailures" >> beam.combiners.ToList()
+                 | "WriteFailures" >> beam.Map(lambda failures, uri: _publish_json([m for _, m in sorted(failures)], uri),
+                                               storage.join(folder, FAILURES, wave + ".json")))
+            result = pipeline.run()
+            result.wait_until_finish()
+            crops += counters(result).get("training_crops", 0)
+            progress.update(min(size, len(tracks) - first))
+    failures = [message for uri in _matching(storage.join(folder, FAILURES, "*.json"))
+                for message in storage.read_json(uri) or []]
+    if failures:
+        shown = "; ".join(failures[:MAX_FAILURES_SHOWN])
+        more = f"; and {len(failures) - MAX_FAILURES_SHOWN} more, all in {storage.join(folder, FAILURES)}" \
+            if len(failures) > MAX_FAILURES_SHOWN else ""
+        raise InputError(f"{len(failures)} of {len(tracks)} training tracks unusable: {shown}{more}")
+    if not crops:
+        return TrainingSet(folder, 0, 0, None)
+    return _analyze(options, folder, min_level_db)
+
+
+def _analyze(options: PipelineOptions, folder: str, min_level_db: float) -> TrainingSet:
+    """tensorflow-transform's full pass over the crops' mixture powers: the transform graph and the counts."""
+    import tensorflow_transform.beam as tft_beam
+
+    from transforms.crop_levels import AnalyzeCropLevels, LevelStats
+
+    stats_uri = storage.join(folder, STATS)
     pipeline = beam.Pipeline(options=options)
-    with tft_beam.Context(temp_dir=storage.join(folder, "tmp")):
-        tracks_in = pipeline | "Tracks" >> beam.Create(tracks)
-        if not local:  # one worker per track rather than per manifest
-            tracks_in = tracks_in | "Spread" >> beam.Reshuffle()
-        decoded = tracks_in | "DecodeCrops" >> DecodeCrops(config, plan, manifest_uri)
-        _ = (decoded.crops
-             | "Records" >> beam.Map(lambda crop: crop.record)
-             | "WriteRecords" >> beam.io.WriteToTFRecord(storage.join(records, "part"), file_name_suffix=".tfrecord"))
-        levels, transform_fn = (decoded.crops
-                                | "Powers" >> beam.Map(lambda crop: crop.mix_power)
+    with tft_beam.Context(temp_dir=storage.join(folder, TEMP)):
+        levels, transform_fn = (pipeline
+                                | "ReadPowers" >> beam.io.ReadFromText(storage.join(folder, POWERS, "*.txt"))
+                                | "Parse" >> beam.Map(float)
                                 | "AnalyzeCropLevels" >> AnalyzeCropLevels(min_level_db))
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(folder, "transform_fn"))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(storage.join(folder, TRANSFORM_FN))
         _ = (levels
              | "Stats" >> beam.CombineGlobally(LevelStats())
              | "WriteStats" >> beam.Map(_publish_json, stats_uri))
-        _ = (decoded.failures
-             | "AllFailures" >> beam.combiners.ToList()
-             | "WriteFailures" >> beam.Map(lambda failures: _publish_json([m for _, m in sorted(failures)],
-                                                                        failures_uri)))
     pipeline.run().wait_until_finish()
-    _remove(storage.join(folder, "tmp"))
-    failures = storage.read_json(failures_uri)
-    if failures:
-        shown = "; ".join(failures[:MAX_FAILURES_SHOWN])
-        more = f"; and {len(failures) - MAX_FAILURES_SHOWN} more, all in {failures_uri}" \
-            if len(failures) > MAX_FAILURES_SHOWN else ""
-        raise InputError(f"{len(failures)} of {len(tracks)} training tracks unusable: {shown}{more}")
+    storage.remove(storage.join(folder, TEMP))
     stats = storage.read_json(stats_uri) or {}
     return TrainingSet(folder, int(stats.get("crops", 0)), int(stats.get("kept", 0)), stats.get("reference_db"))
 
 
+def _matching(pattern: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
 def _publish_json(value, uri: str) -> None:
     storage.publish_bytes(json.dumps(value, indent=1).encode(), uri)
-
-
-def _clear(folder: str) -> None:
-    """Leftovers of an earlier preparation (more shards, another transform) must not mix with this one."""
-    for name in ("records", "transform_fn", "tmp", "stats.json", "failures.json"):
-        _remove(storage.join(folder, name))
-
-
-def _remove(uri: str) -> None:
-    if storage.is_local(uri):
-        if os.path.isdir(uri):
-            shutil.rmtree(uri)
-        elif os.path.exists(uri):
-            os.unlink(uri)
-        return
-    found = FileSystems.match([uri, storage.join(uri, "**")])
-    storage.delete([m.path for result in found for m in result.metadata_list])
 
 
 def starting_point(config: SeparationConfig, init: str | None, model_dir: Path, seed: int):
@@ -219,13 +236,17 @@ def train(request: TrainRequest) -> int:
                          "--data-dir)")
     if model_dir.exists() and not model_dir.is_dir():
         raise InputError(f"{model_dir}: not a folder")
-    if request.steps is not None and request.steps < 1 or request.epochs <= 0 or request.crops_per_chunk < 1:
+    if (request.steps is not None and request.steps < 1) or request.epochs <= 0 or request.crops_per_chunk < 1:
         raise InputError("--steps, --epochs and --crops-per-chunk must be positive")
+    folder = request.data_dir or str(model_dir / "trainset")
+    scheme = folder.split("://", 1)[0] if "://" in folder else ""
+    if scheme not in tf.io.gfile.get_registered_schemes():  # else found out only after the whole Beam job
+        raise InputError(f"{folder}: training reads the records with TensorFlow, which cannot open {scheme}:// "
+                         "here (give a local folder or gs://)")
     tracks = read_training_manifest(request.dataset, config.instruments)
     weights, global_step, origin = starting_point(config, request.init, model_dir, seed)
     started = time.monotonic()
     plan = CropPlan(params.chunk_duration, params.n_chunks_per_song, request.crops_per_chunk, seed, request.augment)
-    folder = request.data_dir or str(model_dir / "trainset")
     print(f"train {config.name}: {len(tracks)} tracks from {request.dataset}, preparing the training set in {folder}",
           file=sys.stderr)
     trainset = prepare(config, tracks, plan, folder, request.min_level_db, request.dataset, request.beam_args)
@@ -248,8 +269,7 @@ def train(request: TrainRequest) -> int:
     def save(step):
         write_checkpoint(model_dir, trainer.weights(), step)
 
-    history = trainer.fit(data, steps, on_checkpoint=save, checkpoint_every=params.save_checkpoints_steps,
-                          progress=request.progress)
+    history = trainer.fit(data, steps, on_checkpoint=save, checkpoint_every=params.save_checkpoints_steps)
     _write_outputs(model_dir, config, trainer, earlier + history, first_step)
     head, tail = _mean(history[: max(1, len(history) // 10)]), _mean(history[-max(1, len(history) // 10):])
     print(f"{model_dir}: step {trainer.global_step}, loss {head:.4f} -> {tail:.4f} (first and last tenth of "

@@ -141,6 +141,18 @@ def delete(uris: list[str]) -> None:
         FileSystems.delete(present)
 
 
+def remove(uri: str) -> None:
+    """Remove the file or folder ``uri`` and everything under it, if it exists."""
+    if is_local(uri):
+        if os.path.isdir(uri):
+            shutil.rmtree(uri)
+        elif os.path.exists(uri):
+            os.unlink(uri)
+        return
+    found = FileSystems.match([uri, join(uri, "**")])
+    delete([m.path for result in found for m in result.metadata_list])
+
+
 def _cause(exc: Exception) -> str:
     causes = getattr(exc, "exception_details", None)
     if isinstance(causes, dict) and causes:

@@ -8,13 +8,19 @@
   step, as beamsplitter's trainer;
 * fine-tuning the released 2stems weights (T=64, full F) raises the median
   BSSEval SDR of both stems on held-out tracks;
+* training data on gs:// (an emulator on loopback), prepared in waves with
+  ``--augment``, gives exactly the crops ``models.crops`` makes from the local
+  files; a second run on the same model folder continues its checkpoint and
+  its loss curve;
 * unusable rows (a missing stem, a file that is not audio, a stem shorter
   than its mixture) stop the command with one line naming each file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import subprocess
@@ -23,17 +29,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
 
 from models import audio, records
 from models.bsseval import bss_eval
 from models.checkpoint import read_weights
 from models.config import load_config
+from models.crops import CropPlan, crops
 from models.provider import load_separator
 from models.training import Trainer, TrainingParams, initial_weights
 from models.unet import variable_shapes
 from pipeline import demo
 from pipeline.cli import main
+from tests import services
 from transforms.crop_levels import keep_filter
+from transforms.training_manifest import read_training_manifest
+from transforms.training_set import load_sources
 
 SECONDS = 6.0
 TRACKS = 4
@@ -203,6 +214,79 @@ def test_fine_tuning_released_weights_raises_held_out_sdr(dataset, held_out, che
     released, tuned = read_weights(checkpoint_2stems, parsed), read_weights(model, parsed)
     assert all(np.array_equal(tuned[n], released[n]) for n in released if "moving_" in n)
     assert not np.array_equal(tuned["conv2d/kernel"], released["conv2d/kernel"])
+
+
+TINY_UNET = {"type": "unet.unet", "params": {"conv_n_filters": [4, 8, 8, 16, 16, 32]}}
+
+
+@pytest.fixture(scope="module")
+def remote_model(dataset, tmp_path_factory) -> tuple[Path, Path, str]:
+    """Three tracks of ``dataset`` on gs://, trained 3 steps with ``--augment`` in waves of two tracks:
+    ``(config, model folder, its standard error)``."""
+    folder = tmp_path_factory.mktemp("remote")
+    config = spleeter_config(folder / "tiny.json", T=64, F=64, batch_size=4, model=TINY_UNET)
+    lines = dataset.read_text().splitlines()[:4]  # the header and three songs, paths relative to the manifest
+    with services.gcs_emulator() as gcs:
+        for line in lines[1:]:
+            for path in line.split(",")[:3]:
+                with FileSystems.create(gcs.url(f"data/{path}")) as out:
+                    out.write((dataset.parent / path).read_bytes())
+        with FileSystems.create(gcs.url("data/train.csv")) as out:
+            out.write(("\n".join(lines) + "\n").encode())
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            status = train("--config", str(config), "--dataset", gcs.url("data/train.csv"), "-o", str(folder / "model"),
+                           "--steps", "3", "--augment", "--local_wave_tracks", "2")
+    assert status == 0, err.getvalue()
+    return config, folder / "model", err.getvalue()
+
+
+def test_remote_data_in_waves_gives_exactly_the_augmented_crops(remote_model, dataset):
+    config_path, model, _ = remote_model
+    config = load_config(str(config_path))
+    files = sorted((model / "trainset" / "records").glob("*.tfrecord"))
+    assert {f.name[:5] for f in files} == {"w0000", "w0001"}  # two waves: two songs, then one
+    parse = records.parser(config)
+    written = {e[records.KEY].numpy().decode(): e for e in map(parse, tf.data.TFRecordDataset([str(f) for f in files]))}
+    augmented = CropPlan(20.0, 2, CROPS_PER_CHUNK, SEED, augment=True)
+    expected = {}
+    for track in read_training_manifest(str(dataset), config.instruments)[:3]:
+        sources = load_sources(track, config.sample_rate)
+        expected.update(crops(sources, config, augmented, track.name))
+        plain = dict(crops(sources, config, CropPlan(20.0, 2, CROPS_PER_CHUNK, SEED), track.name))
+        assert not any(np.allclose(plain[key][records.MIX], expected[key][records.MIX]) for key in plain)
+    assert sorted(written) == sorted(expected) and len(expected) == 3 * CROPS_PER_CHUNK
+    for key, spectrograms in expected.items():
+        for name, value in spectrograms.items():
+            np.testing.assert_array_equal(written[key][name].numpy(), value, err_msg=f"{key} {name}")
+    stats = json.loads((model / "trainset" / "stats.json").read_text())
+    assert (stats["crops"], stats["kept"]) == (3 * CROPS_PER_CHUNK, 3 * CROPS_PER_CHUNK)
+
+
+def test_a_second_run_continues_the_model_folder_and_its_loss_curve(remote_model, dataset, capsys):
+    config_path, model, _ = remote_model
+    config = load_config(str(config_path))
+    first = json.loads((model / "history.json").read_text())
+    weights = read_weights(model, config)
+    curve = (model / "loss.png").read_bytes()
+    capsys.readouterr()
+    assert train("--config", str(config_path), "--dataset", str(dataset), "-o", str(model), "--steps", "2") == 0
+    assert "2 steps continuing" in capsys.readouterr().err
+    history = json.loads((model / "history.json").read_text())
+    assert history["first_step"] == 0 and len(history["loss"]) == 5 and history["loss"][:3] == first["loss"]
+    assert int(tf.train.load_checkpoint(str(model / "model")).get_tensor("global_step")) == 5
+    assert not np.array_equal(read_weights(model, config)["conv2d/kernel"], weights["conv2d/kernel"])
+    assert (model / "loss.png").read_bytes() != curve
+
+
+def test_a_data_dir_tensorflow_cannot_read_is_refused_before_any_work(dataset, tmp_path, capsys):
+    config = spleeter_config(tmp_path / "tiny.json", T=64, F=64, model=TINY_UNET)
+    assert train("--config", str(config), "--dataset", str(dataset), "-o", str(tmp_path / "model"),
+                 "--data-dir", "s3://bucket/trainset") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("error: s3://bucket/trainset: training reads the records with TensorFlow, "
+                                            "which cannot open s3:// here (give a local folder or gs://)")
+    assert "Traceback" not in err and not (tmp_path / "model").exists()
 
 
 def test_unusable_rows_stop_training_naming_each_file(dataset, tmp_path, capsys):
