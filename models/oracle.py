@@ -1,10 +1,11 @@
 """Oracle separation: ideal ratio masks computed from the true stems instead of the network.
 
-The upper bound of what a mask-based model like Spleeter can reach: the
-mixture goes through the model's own chunking, STFT, masks and inverse STFT
-(``models.spectral``), the masks being ``|S_i|^p / sum_j |S_j|^p`` of the true
-stems ``S_i`` (``p``: the configuration's separation exponent) over every
-frequency bin, not only the ``F`` bins the network sees.
+What a perfect estimator of Spleeter's masks would reach (not a strict
+bound: other masks can score higher than ideal ratio masks): the mixture
+goes through the model's own chunking, STFT, masks and inverse STFT
+(``models.spectral``), the masks being ``|S_i|^p / sum_j |S_j|^p`` of the
+true stems ``S_i`` (``p``: the configuration's separation exponent) over
+every frequency bin, not only the ``F`` bins the network sees.
 """
 
 from __future__ import annotations
