@@ -97,11 +97,11 @@ def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPla
             min_level_db: float, manifest_uri: str, beam_args: list[str]) -> TrainingSet:
     """Run the training-set jobs; an ``InputError`` lists every track that could not be used.
 
-    The local runner holds each step's whole output in memory, so there, as in
-    ``beamsplitter run``, the tracks go in waves of ``--local_wave_tracks``, one
-    pipeline each, under a progress bar; distributed runners take them in one.
-    Each wave writes its crops' records and mixture powers; a last, small job
-    makes tensorflow-transform's full pass over all the powers.
+    On the local runner, whose pipeline reports nothing until it ends, the
+    tracks go in waves of ``--local_wave_tracks``, one pipeline each, so that a
+    progress bar moves, as in ``beamsplitter run``; distributed runners take
+    them in one. Each wave writes its crops' records and mixture powers; a
+    last, small job makes tensorflow-transform's full pass over all the powers.
     """
     from transforms.training_set import DecodeCrops
 
