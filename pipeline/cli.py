@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     train = commands.add_parser("train", help="train or fine-tune a model on tracks with their stems (the "
-                                              "training set is prepared by a Beam job)")
+                                              "training set is prepared by a Beam job)",
+                                epilog="Apache Beam pipeline options are accepted too (--runner, --flink_master...), "
+                                       "and --local_wave_tracks N: tracks per pipeline on the local runner "
+                                       "(default 8).")
     train.add_argument("--config", required=True, metavar="JSON",
                        help="Spleeter configuration: a JSON file (T, F, batch_size, learning_rate, instrument_list, "
                             "model...) or an embedded name such as spleeter:2stems")
@@ -174,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave out crops whose mixture is this far below the training set's mean power "
                             "(default: -50)")
     train.add_argument("--data-dir", metavar="URI",
-                       help="where the training records go (default: MODEL_DIR/trainset; give one every worker "
-                            "can reach on distributed runners); Beam options (--runner...) are accepted too")
+                       help="where the training records go: local or gs:// (default: MODEL_DIR/trainset; give "
+                            "one every worker can reach on distributed runners)")
     train.set_defaults(handler=_train)
 
     export = commands.add_parser("export-model", help="write a model as a TensorFlow SavedModel")
