@@ -15,10 +15,8 @@ the others are scored. Outputs (``pipeline.scorecard``): ``OUT/frames.parquet``,
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import sys
-import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -146,7 +144,7 @@ class _CatalogueStems:
 
 def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationConfig, model: str,
                        checkpoint: str | None) -> _CatalogueStems:
-    from pipeline.run import run
+    from pipeline.run import new_run_id, run
 
     prefix = storage.join(output, SEPARATION)
     listing = io.StringIO()
@@ -155,8 +153,7 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
     writer.writerows((t.track_id, t.mixture) for t in tracks)
     manifest_uri = storage.join(prefix, "manifest.csv")
     storage.publish_bytes(listing.getvalue().encode(), manifest_uri, "text/csv")
-    run_id = ("evaluate-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-              + "-" + uuid.uuid4().hex[:6])
+    run_id = "evaluate-" + new_run_id()
     argv = ["--manifest", manifest_uri, "--output", prefix, "--model", model, "--codec", STEM_CODEC,
             "--sample_format", STEM_SAMPLE_FORMAT, "--run_id", run_id]
     if checkpoint:

@@ -70,6 +70,11 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
     return committed
 
 
+def new_run_id() -> str:
+    """A run's name: when it started (UTC), and a few random letters for runs started together."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     options.check()
     config = load_config(options.model)
@@ -78,8 +83,7 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
         manifest.manifest_format(options.manifest)  # an unknown format fails here, not on a worker
         if not storage.exists(options.manifest):
             raise manifest.InputError(f"{options.manifest}: no such manifest")
-    run_id = options.run_id or (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-                                + "-" + uuid.uuid4().hex[:6])
+    run_id = options.run_id or new_run_id()
     layout = Layout(options.output, model_folder(config.name, sha))
     if settle and not storage.exists(layout.model_card()):
         card = {"model": config.name, "checkpoint_sha256": sha, "config": config.raw}
