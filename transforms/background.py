@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from apache_beam.pvalue import TaggedOutput
@@ -105,9 +105,10 @@ class Background:
         return self._finished(keep=0)
 
     def discard(self) -> None:
-        """Forget the work of a failed bundle (what runs still finishes, unseen)."""
+        """Drop the work of a failed bundle: what has not started never will, what runs is waited for."""
         for _, future in self._pending:
             future.cancel()
+        wait([future for _, future in self._pending])  # its results are dropped, its errors too
         self._pending.clear()
 
     def close(self) -> None:

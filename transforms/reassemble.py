@@ -204,14 +204,21 @@ class _AssembleInOrder(_AssembleDoFn):
 
     def start_bundle(self):
         super().start_bundle()
-        self.writers: dict[str, TrackWriter | None] = {}  # None: the track failed, its chunks are skipped
+        self._drop_unfinished()  # a failed bundle's, if any
 
     def finish_bundle(self):
         yield from super().finish_bundle()
-        for writer in self.writers.values():
+        self._drop_unfinished()
+
+    def teardown(self):
+        super().teardown()
+        self._drop_unfinished()
+
+    def _drop_unfinished(self):
+        for writer in getattr(self, "writers", {}).values():
             if writer is not None:
                 writer.abort()
-        self.writers.clear()
+        self.writers: dict[str, TrackWriter | None] = {}  # None: the track failed, its chunks are skipped
 
     def _work(self, keyed):
         return (keyed[1],)

@@ -107,6 +107,27 @@ def test_background_raises_the_works_error_and_discard_forgets_the_rest():
     background.close()
 
 
+def test_discard_waits_for_running_work_and_never_starts_the_rest():
+    started, finished = [], []
+    release = threading.Event()
+
+    def work(i):
+        started.append(i)
+        release.wait(5)
+        time.sleep(0.05)
+        finished.append(i)
+
+    background = Background(work, workers=1, limit=8)
+    for i in range(3):
+        list(background.submit(_windowed(i), i))
+    while not started:
+        time.sleep(0.01)
+    release.set()
+    background.discard()  # a new bundle may now reuse what the running work touched
+    assert finished == [0] and started == [0]
+    background.close()
+
+
 def test_rewindow_keeps_tags_and_windows():
     source = WindowedValue("in", 42, [GlobalWindow()])
     plain = rewindow(source, "out")
