@@ -7,8 +7,9 @@ the same way, with threads). Two tools, both bounded so memory stays flat:
 
 * ``prefetch`` runs a generator ahead of its consumer (decoding);
 * ``Background`` runs per-element work on worker threads and hands the results
-  back to the bundle's thread in submission order; ``finish_bundle`` drains it,
-  so a bundle still ends only when all of its work is done.
+  back to the bundle's thread in submission order; ``BackgroundDoFn`` is the
+  DoFn around it, whose ``finish_bundle`` drains it, so a bundle still ends
+  only when all of its work is done.
 
 Beam's metrics belong to the bundle's thread: count in the DoFn, on the results,
 never inside the work itself.
@@ -22,6 +23,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -121,3 +123,41 @@ class Background:
         while self._pending and (len(self._pending) > keep or self._pending[0][1].done()):
             windowed, future = self._pending.popleft()
             yield windowed, future.result()
+
+
+class BackgroundDoFn(beam.DoFn):
+    """A DoFn whose per-element ``work`` runs on ``workers`` threads, ``in_flight`` elements at most.
+
+    Subclasses give ``work`` (on a worker thread), and may give ``arguments``
+    (its arguments, taken from the element on the bundle's thread) and
+    ``outputs`` (what a result yields, on the bundle's thread: count there).
+    """
+
+    workers = 1
+    in_flight = 1
+
+    def setup(self):
+        self.background = Background(self.work, workers=self.workers, limit=self.in_flight)
+
+    def start_bundle(self):
+        self.background.discard()  # a failed bundle's
+
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        for source, result in self.background.submit(windowed, *self.arguments(element)):
+            yield from self.outputs(source, result)
+
+    def finish_bundle(self):
+        for source, result in self.background.drain():
+            yield from self.outputs(source, result)
+
+    def teardown(self):
+        self.background.close()
+
+    def arguments(self, element) -> tuple:
+        return (element,)
+
+    def work(self, *args):
+        raise NotImplementedError
+
+    def outputs(self, source: WindowedValue, result) -> Iterator:
+        yield rewindow(source, result)

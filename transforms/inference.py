@@ -10,7 +10,6 @@ the work on a CPU, run behind it on a thread of their own.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 import time
 from typing import Any, Iterable, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from transforms.background import Background, rewindow
+from transforms.background import BackgroundDoFn
 from transforms.chunks import EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, SeparatedChunk, TrackChunk
 
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
@@ -102,40 +101,25 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
         return "beamsplitter"
 
 
-class _Synthesize(beam.DoFn):
+class _Synthesize(BackgroundDoFn):
     """``(key, EstimatedChunk)`` -> ``(key, SeparatedChunk)``: masks and inverse STFT, off the bundle's thread."""
 
     def __init__(self, model: str, batch_size: int):
-        self.model, self.batch_size = model, batch_size
+        self.model, self.in_flight = model, batch_size
 
     def setup(self):
         from models.config import load_config
 
-        config = load_config(self.model)
-        self.background = Background(functools.partial(_synthesize, config=config), workers=1, limit=self.batch_size)
+        self.config = load_config(self.model)
+        super().setup()
 
-    def start_bundle(self):
-        self.background.discard()
+    def work(self, keyed):
+        from models import spectral
 
-    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        for source, separated in self.background.submit(windowed, element):
-            yield rewindow(source, separated)
-
-    def finish_bundle(self):
-        for source, separated in self.background.drain():
-            yield rewindow(source, separated)
-
-    def teardown(self):
-        self.background.close()
-
-
-def _synthesize(keyed, config):
-    from models import spectral
-
-    key, estimated = keyed
-    c = estimated.chunk
-    stems = spectral.synthesize(estimated.spectrum, estimated.estimates, config)
-    return key, SeparatedChunk(c.track, c.fingerprint, c.index, stems, c.last, c.n_samples)
+        key, estimated = keyed
+        c = estimated.chunk
+        stems = spectral.synthesize(estimated.spectrum, estimated.estimates, self.config)
+        return key, SeparatedChunk(c.track, c.fingerprint, c.index, stems, c.last, c.n_samples)
 
 
 class SeparateChunks(beam.PTransform):

@@ -31,7 +31,7 @@ from models.config import SeparationConfig, load_config
 from models.engine import EncodeOptions
 from models.errors import BeamsplitterError
 from transforms import storage
-from transforms.background import Background, rewindow
+from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.layout import Layout
 from transforms.manifest import Failure
@@ -127,35 +127,15 @@ class _Job:
         return load_config(self.model)
 
 
-class _AssembleDoFn(beam.DoFn):
-    """What both ways share: the writing runs on threads of its own, results are counted here."""
-
-    workers = 1  # threads writing
-    in_flight = 1  # elements handed over and not yet written
+class _AssembleDoFn(BackgroundDoFn):
+    """What both ways share: tracks are written on threads of their own, and counted here."""
 
     def __init__(self, job: _Job):
         self.job = job
         self.done = Metrics.counter("beamsplitter", "tracks_done")
         self.seconds = Metrics.counter("beamsplitter", "audio_seconds")
 
-    def setup(self):
-        self.background = Background(self._write, workers=self.workers, limit=self.in_flight)
-
-    def start_bundle(self):
-        self.background.discard()
-
-    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        for source, result in self.background.submit(windowed, *self._work(element)):
-            yield from self._outputs(source, result)
-
-    def finish_bundle(self):
-        for source, result in self.background.drain():
-            yield from self._outputs(source, result)
-
-    def teardown(self):
-        self.background.close()
-
-    def _outputs(self, source, result):
+    def outputs(self, source, result):
         if isinstance(result, Failure):
             yield rewindow(source, beam.pvalue.TaggedOutput(FAILURES, result))
         elif result:
@@ -170,12 +150,12 @@ class _AssembleGrouped(_AssembleDoFn):
 
     workers = in_flight = 2
 
-    def _work(self, keyed):
+    def arguments(self, keyed):
         track_id, chunks = keyed
         # Sorted here: the runner's grouped values are read on the bundle's thread.
         return track_id, sorted(chunks, key=lambda c: c.index)
 
-    def _write(self, track_id, chunks) -> list | Failure:
+    def work(self, track_id, chunks) -> list | Failure:
         # A track whose decoding failed part-way lacks its last chunk: DecodeChunks
         # reported it, and nothing of it is published.
         if not (chunks[-1].last and [c.index for c in chunks] == list(range(len(chunks)))):
@@ -220,10 +200,10 @@ class _AssembleInOrder(_AssembleDoFn):
                 writer.abort()
         self.writers: dict[str, TrackWriter | None] = {}  # None: the track failed, its chunks are skipped
 
-    def _work(self, keyed):
+    def arguments(self, keyed):
         return (keyed[1],)
 
-    def _write(self, chunk: SeparatedChunk) -> list | Failure:
+    def work(self, chunk: SeparatedChunk) -> list | Failure:
         track_id = chunk.track.track_id
         writer = self.writers.get(track_id)
         if writer is None and track_id in self.writers:
