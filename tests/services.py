@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zipfile
@@ -281,8 +282,14 @@ def _has_no_staging_factory(jar: str | os.PathLike) -> bool:
         return False
 
 
-def _runner_extras(jar: str | os.PathLike, master: str, parallelism: int | None) -> list[str]:
-    options = ["--environment_type=LOOPBACK"]
+def _runner_extras(jar: str | os.PathLike, master: str, parallelism: int | None,
+                   worker_pool: "WorkerPool | None" = None) -> list[str]:
+    if worker_pool is None:
+        options = ["--environment_type=LOOPBACK"]
+    else:
+        options = ["--environment_type=EXTERNAL", f"--environment_config={worker_pool.endpoint}"]
+        if parallelism is not None:  # one SDK worker per slot, as infra/flink deploys it
+            options.append(f"--sdk_worker_parallelism={parallelism}")
     if master not in _MAGIC_MASTERS and _has_no_staging_factory(jar):
         # flink_cluster() has every jar on its classpath: upload none per job
         # (else the job server sends its whole classpath, ~150 MB, ~15 s a job).
@@ -322,6 +329,18 @@ def _java() -> str:
 # slf4j-simple (the logger on that classpath): timestamps in the services' logs.
 _JAVA_LOG_OPTS = ["-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS"]
 
+# The JVM options Flink 1.19's distribution gives its JVMs on Java 17 (see the file).
+FLINK_JAVA17_OPTIONS_FILE = Path(__file__).resolve().parents[1] / "infra" / "flink" / "java17-options.txt"
+
+
+def flink_java17_opts() -> list[str]:
+    """``--add-opens``/``--add-exports`` options that Flink 1.19 starts its JVMs with on Java 17."""
+    lines = FLINK_JAVA17_OPTIONS_FILE.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+_JAVA_OPTS = [*flink_java17_opts(), *_JAVA_LOG_OPTS]  # for every JVM started here
+
 
 def _flink_classpath(jar: str | os.PathLike) -> str:
     """Flink's and Beam's jars: the lib/ folder beside the job server jar."""
@@ -338,10 +357,16 @@ class FlinkJobServer:
     jar: str
     log: Path
 
-    def pipeline_options(self, parallelism: int | None = None) -> list[str]:
-        """Beam options to run a pipeline on this job server (PortableRunner, LOOPBACK)."""
+    def pipeline_options(self, parallelism: int | None = None, worker_pool: "WorkerPool | None" = None) -> list[str]:
+        """Beam options to run a pipeline on this job server (PortableRunner).
+
+        The SDK workers run in this process (LOOPBACK), or with ``worker_pool``
+        (``worker_pool()``) in processes that pool starts (EXTERNAL), as on
+        Kubernetes (infra/flink); then ``parallelism`` also sets
+        --sdk_worker_parallelism, one SDK worker process per slot.
+        """
         return ["--runner=PortableRunner", f"--job_endpoint={self.endpoint}",
-                *_runner_extras(self.jar, self.master, parallelism)]
+                *_runner_extras(self.jar, self.master, parallelism, worker_pool)]
 
 
 @contextlib.contextmanager
@@ -355,7 +380,7 @@ def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: f
     workdir = Path(tempfile.mkdtemp(prefix="flink-job-server-"))
     job_port = free_port()
     cmd = [
-        _java(), f"-Djava.io.tmpdir={workdir}", *_JAVA_LOG_OPTS, "-jar", os.fspath(jar),
+        _java(), f"-Djava.io.tmpdir={workdir}", *_JAVA_OPTS, "-jar", os.fspath(jar),
         "--flink-master", master,
         "--job-host", "127.0.0.1",
         "--job-port", str(job_port),
@@ -444,7 +469,7 @@ def flink_cluster(
     }
     # Flat "key: value" lines: valid in Flink's legacy format and in its YAML one.
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
-    jvm_common = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_LOG_OPTS]
+    jvm_common = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_OPTS]
     master = f"127.0.0.1:{rest_port}"
     try:
         with _processes() as procs:
@@ -470,5 +495,147 @@ def flink_cluster(
 
             _wait_until(ready, procs, f"Flink cluster (REST port {rest_port})", timeout)
             yield FlinkCluster(master=master, rest_url=f"http://{master}", workdir=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- Beam SDK worker pool -----------------------------------------------------
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process under ``root`` (children, grandchildren...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _vm_hwm_bytes(pid: int) -> int:
+    """The peak resident set size of a process (VmHWM), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class WorkerPool:
+    """A running Beam SDK worker pool (``worker_pool()``)."""
+
+    def __init__(self, endpoint: str, log: Path, pid: int, interval: float = 0.2):
+        self.endpoint = endpoint  # "127.0.0.1:<port>", for --environment_config
+        self.log = log
+        self.pid = pid
+        self._peak = 0
+        self._peaks: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._interval = interval
+        self._sampler = threading.Thread(target=self._sample_until_stopped, name="worker-pool-rss", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        for pid in _descendants(self.pid):
+            hwm = _vm_hwm_bytes(pid)
+            with self._lock:
+                self._peaks[pid] = max(self._peaks.get(pid, 0), hwm)
+                self._peak = max(self._peak, hwm)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self._interval)
+
+    def peak_rss_bytes(self) -> int:
+        """The highest peak RSS (VmHWM) seen among the SDK worker processes the pool started.
+
+        Sampled every ~0.2 s from the pool's start (and once more now), so a
+        worker that lived less than that may be missed; 0 before any worker.
+        """
+        self._sample()
+        with self._lock:
+            return self._peak
+
+    def worker_peaks(self) -> dict[int, int]:
+        """Peak RSS in bytes of each SDK worker process seen so far, by pid."""
+        self._sample()
+        with self._lock:
+            return dict(self._peaks)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sampler.join(5.0)
+
+
+# Beam's worker_pool_main (what the SDK container's --worker_pool runs), but
+# listening on 127.0.0.1 only: worker_pool_main binds every interface, and
+# anyone reaching the pool can run code in it.
+_WORKER_POOL_MAIN = """
+import logging, sys
+import grpc
+from apache_beam.portability.api import beam_fn_api_pb2_grpc
+from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+from apache_beam.utils import thread_pool_executor
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                     options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
+beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
+    BeamFnExternalWorkerPoolServicer(use_process=True, data_buffer_time_limit_ms=-1), server)
+address = "127.0.0.1:%s" % sys.argv[1]
+if not server.add_insecure_port(address):
+    sys.exit("worker pool: cannot listen on " + address)
+server.start()
+logging.info("Beam worker pool listening at %s", address)
+server.wait_for_termination()
+"""
+
+
+@contextlib.contextmanager
+def worker_pool(port: int | None = None, timeout: float = 60.0) -> Iterator[WorkerPool]:
+    """A Beam SDK worker pool on 127.0.0.1: SDK workers in processes of their own (EXTERNAL environment).
+
+    The pool (Beam's ``worker_pool_main`` on loopback, in this Python) starts
+    one SDK worker process per request of the runner, with the ``python`` it finds on
+    PATH: this Python's folder goes first on the pool's PATH, so the workers
+    run this environment too. Pass the pool to
+    ``FlinkJobServer.pipeline_options(worker_pool=...)``. The pool and its
+    workers are in one process group, killed together on exit.
+    """
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="beam-worker-pool-"))
+    cmd = [sys.executable, "-c", _WORKER_POOL_MAIN, str(port)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The pool starts each worker as plain `python` (not sys.executable).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    try:
+        with _processes() as procs:
+            proc = _Process("beam-worker-pool", cmd, workdir / "worker-pool.log", env=env, cwd=workdir)
+            procs.append(proc)
+            pool = WorkerPool(f"127.0.0.1:{port}", proc.log, proc.popen.pid)
+            try:
+                _wait_until(lambda: _port_open(port), procs, f"Beam worker pool on port {port}", timeout)
+                yield pool
+            finally:
+                pool.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
