@@ -34,6 +34,19 @@ def pinned_image(ref: str) -> str:
     return ref
 
 
+def tagged_image(ref: str) -> str:
+    """``ref`` if it names an image by a version tag (not latest, not a digest); argparse type.
+
+    For the image a build tags and bakes in as its own reference (BEAMSPLITTER_IMAGE), and for
+    the template that launches it: the launcher compares the two as written. The image repository
+    keeps tags immutable (Terraform), so a tag names one build.
+    """
+    pinned_image(ref)
+    if "@" in ref:
+        raise argparse.ArgumentTypeError(f"{ref!r}: give the image by the tag it was built as, not by digest")
+    return ref
+
+
 def gcs_uri(value: str) -> str:
     """``value`` if it is a gs:// URI; argparse type."""
     if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", value):

@@ -8,7 +8,9 @@
 The run itself skips tracks already done, so a launch is always safe; plan is the record of
 what each run was expected to do. Install: copy this file and beamsplitter_job.py (beside it)
 into the DAGs folder, and set the Airflow Variable `beamsplitter` to JSON with the keys
-project, region, work (gs://WORK bucket), image, service_account, manifest, output, model.
+project, region, work (gs://WORK bucket), image, service_account, manifest, output, model; image
+is plan's (its pod and its Dataflow job), so give the tag the template spec names, for a plan made
+by the code that runs.
 Needs apache-airflow-providers-google and apache-airflow-providers-cncf-kubernetes.
 """
 
@@ -63,8 +65,8 @@ with DAG(
         body=job.launch_body(
             job_name="beamsplitter-{{ ts_nodash | lower }}",
             template=WORK + "/templates/beamsplitter.json",
-            parameters=job.parameters(manifest=var("manifest"), output=var("output"), model=var("model"),
-                                      image=var("image")),
+            # No worker image: the workers run the template's own image (the spec's, see template.py).
+            parameters=job.parameters(manifest=var("manifest"), output=var("output"), model=var("model")),
             environment=job.environment(service_account=var("service_account"), temp_location=WORK + "/temp",
                                         staging_location=WORK + "/staging"),
         ),

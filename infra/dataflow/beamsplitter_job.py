@@ -15,30 +15,52 @@ CPU_MACHINE_TYPE = "n2-standard-8"
 # The inference step alone runs on GPU machines (Dataflow right fitting, from the step's resource
 # hint): one L4 on a g2-standard-8, whose 8 vCPUs also run the STFTs around the network.
 GPU_ACCELERATOR = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
+# Models per GPU machine, shared by its SDK processes (Dataflow starts one per vCPU) through
+# RunInference's model sharing: GPU memory holds one model, not eight (infra/README.md, "GPU workers").
+MODEL_COPIES = 1
+# The Flex Template launcher VM runs main.py from the job's own image, which imports TensorFlow and
+# plans the run (about 0.9 GB resident, measured). Dataflow's default launcher is an n1-standard-1
+# (1 vCPU, 3.75 GB); this is the CPU workers' family, where the image's TensorFlow already runs,
+# with 8 GB for TensorFlow, the plan and a large manifest.
+LAUNCHER_MACHINE_TYPE = "n2-standard-2"
 MAX_WORKERS = 50
 DISK_SIZE_GB = 50  # the GPU image unpacks to about 10 GB
 # GPUs and custom containers need Runner v2 (the Python default; stated so that no one turns it off).
 EXPERIMENTS = ("use_runner_v2",)
+# Service options a job with the inference step's accelerator hint must not carry: worker_accelerator
+# puts a GPU on every worker, which Dataflow's right fitting rules out (and use_nvidia_mps is set
+# through it).
+NOT_WITH_RIGHT_FITTING = ("worker_accelerator", "use_nvidia_mps")
 
 
-def parameters(*, manifest: str, output: str, model: str, image: str, accelerator: str | None = GPU_ACCELERATOR,
-               checkpoint: str | None = None, codec: str | None = None, bitrate: str | None = None,
-               disk_size_gb: int = DISK_SIZE_GB) -> dict[str, str]:
-    """The template's parameters (metadata.json) and the pipeline options passed with them."""
-    params = {"manifest": manifest, "output": output, "model": model, "sdk_container_image": image,
-              "disk_size_gb": str(disk_size_gb)}
-    optional = {"inference_accelerator": accelerator, "checkpoint": checkpoint, "codec": codec, "bitrate": bitrate}
+def parameters(*, manifest: str, output: str, model: str, accelerator: str | None = GPU_ACCELERATOR,
+               model_copies: int = MODEL_COPIES, checkpoint: str | None = None, codec: str | None = None,
+               bitrate: str | None = None, disk_size_gb: int = DISK_SIZE_GB) -> dict[str, str]:
+    """The template's parameters (metadata.json) and the pipeline options passed with them.
+
+    No worker image among them: the workers run the template's own image (main.py).
+    ``model_copies`` goes with ``accelerator``; a CPU-only job leaves both to the job's defaults
+    (no hint, one model per SDK process).
+    """
+    params = {"manifest": manifest, "output": output, "model": model, "disk_size_gb": str(disk_size_gb)}
+    if accelerator:
+        params.update(inference_accelerator=accelerator, model_copies=str(model_copies))
+    optional = {"checkpoint": checkpoint, "codec": codec, "bitrate": bitrate}
     params.update({name: value for name, value in optional.items() if value})
     return params
 
 
 def environment(*, service_account: str, temp_location: str, staging_location: str,
                 machine_type: str = CPU_MACHINE_TYPE, max_workers: int = MAX_WORKERS,
+                launcher_machine_type: str = LAUNCHER_MACHINE_TYPE,
                 experiments: tuple[str, ...] = EXPERIMENTS) -> dict:
     """The launch request's runtime environment (FlexTemplateRuntimeEnvironment)."""
+    refused = [e for e in experiments if e.split("=", 1)[0] in NOT_WITH_RIGHT_FITTING]
+    if refused:
+        raise ValueError(f"{refused[0]}: the job puts a GPU on the inference step alone (right fitting)")
     return {"serviceAccountEmail": service_account, "tempLocation": temp_location,
             "stagingLocation": staging_location, "machineType": machine_type, "maxWorkers": max_workers,
-            "additionalExperiments": list(experiments)}
+            "launcherMachineType": launcher_machine_type, "additionalExperiments": list(experiments)}
 
 
 def launch_body(*, job_name: str, template: str, parameters: dict, environment: dict) -> dict:
@@ -57,6 +79,7 @@ def gcloud_run(*, project: str, region: str, job_name: str, template: str, param
                "--staging-location", environment["stagingLocation"],
                "--worker-machine-type", environment["machineType"],
                "--max-workers", str(environment["maxWorkers"]),
+               "--launcher-machine-type", environment["launcherMachineType"],
                "--additional-experiments", ",".join(environment["additionalExperiments"])]
     for name, value in parameters.items():
         item = f"{name}={value}"

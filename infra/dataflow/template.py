@@ -2,14 +2,18 @@
 """Build the beamsplitter Flex Template, or launch a job from it.
 
     python3 infra/dataflow/template.py build  --project P --work gs://WORK --image IMAGE
-    python3 infra/dataflow/template.py launch --project P --region R --work gs://WORK --image IMAGE \\
+    python3 infra/dataflow/template.py launch --project P --region R --work gs://WORK \\
         --service-account SA --manifest gs://CATALOGUE/manifest.csv --output gs://STEMS/prefix -p spleeter:4stems
     ... --dry-run   prints the gcloud command instead of running it
 
-The template spec lives at WORK/templates/beamsplitter.json and points at IMAGE, which is both
-the launch image and (sdk_container_image) the workers' image. Launches put the inference step
-alone on GPU machines (--accelerator; --cpu-only for none); every other step runs on
---machine-type. Job definition and defaults: beamsplitter_job.py.
+The template spec lives at WORK/templates/beamsplitter.json and names IMAGE, a tag built by
+infra/docker/build.py. IMAGE is the launch image, and the launcher makes it the workers' image too
+(BEAMSPLITTER_IMAGE, baked in at build time): a launch names no image, so launcher and workers
+cannot drift apart. With Terraform, the spec is Terraform's (variable `image`; `terraform apply`
+moves to a new image) and `build` is for projects without it. Launches put the inference step
+alone on GPU machines (--accelerator, with --model-copies models per GPU machine; --cpu-only for
+neither); every other step runs on --machine-type, the launcher on --launcher-machine-type.
+Job definition and defaults: beamsplitter_job.py.
 """
 
 from __future__ import annotations
@@ -44,15 +48,22 @@ def build_commands(args) -> list[list[str]]:
 
 def launch_commands(args) -> list[list[str]]:
     work = args.work.rstrip("/")
-    parameters = job.parameters(manifest=args.manifest, output=args.output, model=args.model, image=args.image,
+    parameters = job.parameters(manifest=args.manifest, output=args.output, model=args.model,
                                 accelerator=None if args.cpu_only else args.accelerator,
+                                model_copies=args.model_copies,
                                 checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
-                                  max_workers=args.max_workers)
+                                  max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
     return [job.gcloud_run(project=args.project, region=args.region,
                            job_name=args.job_name or default_job_name(args.model),
                            template=template_path(work), parameters=parameters, environment=environment)]
+
+
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number, at least 1")
+    return int(value)
 
 
 def parse(argv: list[str] | None):
@@ -63,8 +74,10 @@ def parse(argv: list[str] | None):
         step.add_argument("--project", required=True)
         step.add_argument("--work", type=common.gcs_uri, required=True,
                           help="the work bucket (templates/, temp/, staging/), e.g. gs://PROJECT-beamsplitter-work")
-        step.add_argument("--image", type=common.pinned_image, required=True, help="the beamsplitter image")
         common.add_dry_run(step)
+    steps.choices["build"].add_argument(
+        "--image", type=common.tagged_image, required=True,
+        help="the beamsplitter image, as the tag build.py built it: the launcher's and the workers' image")
     launch = steps.choices["launch"]
     launch.add_argument("--region", required=True)
     launch.add_argument("--service-account", required=True, help="the workers' service account email")
@@ -78,7 +91,12 @@ def parse(argv: list[str] | None):
                         help="machines of the CPU steps (default: %(default)s)")
     launch.add_argument("--accelerator", default=job.GPU_ACCELERATOR,
                         help="resource hint of the inference step (default: %(default)s)")
-    launch.add_argument("--cpu-only", action="store_true", help="no GPU: inference on --machine-type too")
+    launch.add_argument("--model-copies", type=positive, default=job.MODEL_COPIES,
+                        help="models per GPU machine, shared by its SDK processes (default: %(default)s)")
+    launch.add_argument("--cpu-only", action="store_true",
+                        help="no GPU: inference on --machine-type too, one model per SDK process")
+    launch.add_argument("--launcher-machine-type", default=job.LAUNCHER_MACHINE_TYPE,
+                        help="machine of the template launcher, which loads TensorFlow (default: %(default)s)")
     launch.add_argument("--max-workers", type=int, default=job.MAX_WORKERS)
     launch.add_argument("--job-name", help="default: beamsplitter-MODEL-UTCTIME")
     return parser.parse_args(argv)

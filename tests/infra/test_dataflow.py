@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import importlib.util
 import json
 import re
@@ -27,7 +28,7 @@ DATAFLOW = INFRA / "dataflow"
 IMAGE = "us-central1-docker.pkg.dev/proj/beamsplitter/beamsplitter:0.1.0-gpu"
 T4 = "type:nvidia-tesla-t4;count:1;machine_type:n1-standard-8;install-nvidia-driver"
 LAUNCH = ["launch", "--project", "proj", "--region", "us-central1", "--work", "gs://proj-beamsplitter-work",
-          "--image", IMAGE, "--service-account", "beamsplitter-worker@proj.iam.gserviceaccount.com",
+          "--service-account", "beamsplitter-worker@proj.iam.gserviceaccount.com",
           "--manifest", "gs://catalogue/manifest.csv", "--output", "gs://proj-beamsplitter-stems/catalogue",
           "-p", "spleeter:4stems"]
 JOB_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Dataflow job names
@@ -116,6 +117,20 @@ def test_parameter_regexes_accept_what_the_job_accepts(metadata):
     assert not matches(parameter(metadata, "manifest"), "gs://catalogue/manifest.txt")
     assert matches(parameter(metadata, "output"), "gs://stems/catalogue")
     assert matches(parameter(metadata, "bitrate"), "192k") and not matches(parameter(metadata, "bitrate"), "192")
+    copies = parameter(metadata, "model_copies")
+    assert matches(copies, "1") and matches(copies, "12")
+    assert not any(matches(copies, bad) for bad in ("0", "-1", "", "two"))
+
+
+def test_gpu_parameters_travel_together(metadata):
+    """Where the template takes the inference step's accelerator, it takes the models per GPU machine."""
+    names = [p["name"] for p in metadata["parameters"]]
+    assert names.index("model_copies") == names.index("inference_accelerator") + 1
+    assert parameter(metadata, "model_copies").get("isOptional") is True
+    # the default the job gives it (pipeline/options.py) is the default the launchers send
+    plain = PipelineOptions(["--inference_accelerator", job.GPU_ACCELERATOR]).view_as(BeamsplitterOptions)
+    assert plain.shared_model_copies() == job.MODEL_COPIES
+    assert PipelineOptions([]).view_as(BeamsplitterOptions).shared_model_copies() is None
 
 
 def test_build_writes_the_spec_to_the_work_bucket_from_the_image():
@@ -146,10 +161,12 @@ def test_launch_puts_only_inference_on_gpus(metadata):
     assert flag(launch, "--worker-machine-type") == "n2-standard-8"
     assert flag(launch, "--max-workers") == "50"
     assert flag(launch, "--additional-experiments") == "use_runner_v2"
+    assert flag(launch, "--launcher-machine-type") == job.LAUNCHER_MACHINE_TYPE == "n2-standard-2"
     params = launch_parameters(launch)
+    # no worker image: the workers run the template's own image (main.py)
     assert params == {"manifest": "gs://catalogue/manifest.csv", "output": "gs://proj-beamsplitter-stems/catalogue",
-                      "model": "spleeter:4stems", "sdk_container_image": IMAGE, "disk_size_gb": "50",
-                      "inference_accelerator": job.GPU_ACCELERATOR}
+                      "model": "spleeter:4stems", "disk_size_gb": "50",
+                      "inference_accelerator": job.GPU_ACCELERATOR, "model_copies": "1"}
     accelerator = dict(part.partition(":")[::2] for part in params["inference_accelerator"].split(";"))
     assert accelerator == {"type": "nvidia-l4", "count": "1", "machine_type": "g2-standard-8",
                            "install-nvidia-driver": ""}
@@ -170,13 +187,14 @@ def test_launch_options():
     (cpu,) = dry_run("dataflow/template.py", *LAUNCH, "--cpu-only", "--machine-type", "n2-highcpu-16",
                      "--job-name", "nightly", "--max-workers", "10")
     params = launch_parameters(cpu)
-    assert "inference_accelerator" not in params
+    assert "inference_accelerator" not in params and "model_copies" not in params
     assert cpu[4] == "nightly" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
     assert flag(cpu, "--max-workers") == "10"
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
-                    "--codec", "flac")
+                    "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
     params = launch_parameters(t4)
-    assert params["inference_accelerator"] == T4
+    assert params["inference_accelerator"] == T4 and params["model_copies"] == "2"
+    assert flag(t4, "--launcher-machine-type") == "n2-standard-4"
     assert params["checkpoint"] == "gs://models/4stems" and params["codec"] == "flac"
 
 
@@ -187,8 +205,8 @@ def test_launch_escapes_commas_for_gcloud():
 
 
 def test_launch_refuses_bad_arguments():
-    assert "not latest" in rejects("dataflow/template.py",
-                                   *[a if a != IMAGE else "beamsplitter:latest" for a in LAUNCH])
+    assert "unrecognized arguments: --image" in rejects("dataflow/template.py", *LAUNCH, "--image", IMAGE)
+    assert "at least 1" in rejects("dataflow/template.py", *LAUNCH, "--model-copies", "0")
     assert "gs://" in rejects("dataflow/template.py", *[a if a != "gs://catalogue/manifest.csv" else "manifest.csv"
                                                          for a in LAUNCH])
     assert "--service-account" in rejects("dataflow/template.py", *LAUNCH[:LAUNCH.index("--service-account")],
@@ -196,7 +214,7 @@ def test_launch_refuses_bad_arguments():
 
 
 def test_launch_body_is_the_gcloud_launch():
-    params = job.parameters(manifest="gs://c/m.csv", output="gs://s/p", model="spleeter:2stems", image=IMAGE)
+    params = job.parameters(manifest="gs://c/m.csv", output="gs://s/p", model="spleeter:2stems")
     env = job.environment(service_account="w@p.iam.gserviceaccount.com", temp_location="gs://w/temp",
                           staging_location="gs://w/staging")
     body = job.launch_body(job_name="beamsplitter-x", template="gs://w/templates/beamsplitter.json",
@@ -209,12 +227,26 @@ def test_launch_body_is_the_gcloud_launch():
     assert launch_parameters(command) == launch["parameters"]
     gcloud_flags = {"serviceAccountEmail": "--service-account-email", "tempLocation": "--temp-location",
                     "stagingLocation": "--staging-location", "machineType": "--worker-machine-type",
-                    "maxWorkers": "--max-workers", "additionalExperiments": "--additional-experiments"}
+                    "maxWorkers": "--max-workers", "launcherMachineType": "--launcher-machine-type",
+                    "additionalExperiments": "--additional-experiments"}
     assert set(launch["environment"]) == set(gcloud_flags)
     for field, name in gcloud_flags.items():
         value = launch["environment"][field]
         assert flag(command, name) == (",".join(value) if isinstance(value, list) else str(value))
     json.dumps(body)  # the request is plain JSON
+
+
+def test_launch_request_never_asks_for_a_gpu_on_every_worker():
+    """Right fitting: the accelerator is the inference step's hint; worker_accelerator (or MPS, set
+    through it) would put a GPU on every worker."""
+    for option in ("worker_accelerator=type:nvidia-l4;count:1", "use_nvidia_mps"):
+        with pytest.raises(ValueError, match="right fitting"):
+            job.environment(service_account="s", temp_location="t", staging_location="s",
+                            experiments=("use_runner_v2", option))
+    (launch,) = dry_run("dataflow/template.py", *LAUNCH)
+    (cpu,) = dry_run("dataflow/template.py", *LAUNCH, "--cpu-only")
+    for command in (launch, cpu):
+        assert not any("worker_accelerator" in arg or "use_nvidia_mps" in arg for arg in command)
 
 
 def test_plan_arguments_and_dataflow_options():
@@ -232,10 +264,39 @@ def test_entry_file_adds_launch_defaults():
     assert flex_main.with_defaults(["--manifest=gs://c/m.csv"], env) == [
         "--manifest=gs://c/m.csv", "--runner=DataflowRunner", "--sdk_location=container",
         f"--sdk_container_image={IMAGE}"]
-    given = ["--runner=DirectRunner", "--sdk_location=default", "--sdk_container_image=other:1"]
+    given = ["--runner=DirectRunner", "--sdk_location=default", f"--sdk_container_image={IMAGE}"]
     assert flex_main.with_defaults(given, env) == given
     assert flex_main.with_defaults(["--runner", "FlinkRunner"], {}) == ["--runner", "FlinkRunner",
                                                                         "--sdk_location=container"]
+
+
+def refusal(argv: list[str], environ: dict) -> str:
+    options = PipelineOptions(flex_main.with_defaults(argv, environ))
+    with pytest.raises(flex_main.LaunchError) as refused:
+        flex_main.check_launch(options, environ)
+    return str(refused.value)
+
+
+def test_entry_file_refuses_workers_on_another_image_and_gpus_everywhere():
+    env = {"BEAMSPLITTER_IMAGE": IMAGE}
+    other = IMAGE.replace("0.1.0", "0.2.0")
+    assert IMAGE in refusal([f"--sdk_container_image={other}"], env)
+    assert "no workers' image" in refusal([], {})  # Beam's default image has no beamsplitter in it
+    gpu = [f"--inference_accelerator={job.GPU_ACCELERATOR}"]
+    assert "right fitting" in refusal([*gpu, "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1"],
+                                      env)
+    assert "right fitting" in refusal([*gpu, "--experiments=worker_accelerator=type:nvidia-l4;count:1"], env)
+    assert "batch" in refusal([*gpu, "--streaming"], env)
+    for fine in ([], gpu, [f"--sdk_container_image={IMAGE}", *gpu], ["--dataflow_service_options=enable_prime"]):
+        flex_main.check_launch(PipelineOptions(flex_main.with_defaults(fine, env)), env)
+
+
+def test_entry_file_exits_with_the_reason_it_refuses(tmp_path):
+    env = dict(os.environ, BEAMSPLITTER_IMAGE=IMAGE, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(DATAFLOW / "main.py"), "--sdk_container_image=other/image:2"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("beamsplitter launch: --sdk_container_image other/image:2")
 
 
 def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, capsys):
