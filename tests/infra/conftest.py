@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,26 @@ def load_hcl(path: Path) -> dict:
     options = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
     with open(path) as f:
         return hcl2.load(f, serialization_options=options)
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Fail any connection this process tries beyond 127.0.0.1 (and any look-up of a name but localhost)."""
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+    allowed = {"localhost", "127.0.0.1", "::1"}
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in allowed and host is not None:
+            raise OSError(f"test allows loopback only, not a look-up of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in allowed:
+            raise OSError(f"test allows loopback only, not a connection to {address!r}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ import types
 
 import jsonschema
 import pytest
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from infra.dataflow import beamsplitter_job as job
 from infra.dataflow import cost_model
@@ -22,6 +24,7 @@ from infra.dataflow import main as flex_main
 from models.audio import CODECS, SAMPLE_FORMATS
 from models.config import embedded_names
 from pipeline.options import BeamsplitterOptions
+from tests import services
 from tests.infra.conftest import INFRA, REPO, assert_separated, dry_run, flag, flags, rejects
 
 DATAFLOW = INFRA / "dataflow"
@@ -307,6 +310,62 @@ def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, ca
     assert job_id == "local"
     assert "2 catalogue rows, job local, stems under" in capsys.readouterr().out
     assert_separated(prefix)
+
+
+ACCELERATOR_HINT = "beam:resources:accelerator:v1"  # apache_beam.transforms.resources.AcceleratorHint.urn
+
+
+def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_checkpoint, loopback_only, capsys):
+    """What the Flex Template launcher does with main.py: with --template_location, Beam's DataflowRunner
+    stages the pipeline and writes the job's graph there instead of submitting a job, and returns a
+    result without a job; the launch must end well, the launcher submitting the graph it finds.
+    Staging goes to the GCS emulator; nothing here reaches beyond loopback (--no_auth: no credentials)."""
+    graph = tmp_path / "job.json"
+    with services.gcs_emulator() as gcs:
+        job_id = flex_main.launch(
+            ["--project=proj", "--region=us-central1", "--no_auth", "--job_name=beamsplitter-graph",
+             f"--temp_location={gcs.url('temp')}", f"--staging_location={gcs.url('staging')}",
+             f"--template_location={graph}",
+             "--manifest", str(tiny_catalogue / "manifest.csv"), "--output", gcs.url("stems"),
+             "--checkpoint", str(random_checkpoint("spleeter:2stems")),
+             f"--inference_accelerator={job.GPU_ACCELERATOR}", "--model_copies=2"],
+            {"BEAMSPLITTER_IMAGE": IMAGE})
+        assert job_id is None
+        assert "2 catalogue rows, job graph at " + str(graph) in capsys.readouterr().out
+        written = json.loads(graph.read_text())
+        options = written["environment"]["sdkPipelineOptions"]["options"]
+        with FileSystems.open(options["pipelineUrl"]) as f:
+            pipeline = beam_runner_api_pb2.Pipeline.FromString(f.read())
+
+    # the job's options, as the workers will see them
+    assert options["runner"] == "DataflowRunner" and options["streaming"] is False
+    assert options["sdk_container_image"] == IMAGE and options["sdk_location"] == "container"
+    assert options["inference_accelerator"] == job.GPU_ACCELERATOR and options["model_copies"] == 2
+    assert options["model"] == "spleeter:2stems" and options["output"] == "gs://beamsplitter-test/stems"
+    assert options["project"] == "proj" and options["region"] == "us-central1"
+    assert "use_runner_v2" in options["experiments"]
+    assert not any(o.startswith("worker_accelerator") for o in options.get("dataflow_service_options") or [])
+    # every environment runs the launcher's image, one SDK process per vCPU (which is why the model is shared)
+    (pool,) = written["environment"]["workerPools"]
+    images = pool["sdkHarnessContainerImages"]
+    assert images and {i["containerImage"] for i in images} == {IMAGE}
+    assert all(i["useSingleCorePerContainer"] for i in images)
+    assert "use_multiple_sdk_containers" in options["experiments"]
+
+    # the accelerator hint sits on the inference step, and nowhere else
+    environments = pipeline.components.environments
+    transforms = pipeline.components.transforms
+    hinted = {t.unique_name: environments[t.environment_id].resource_hints[ACCELERATOR_HINT]
+              for t in transforms.values()
+              if t.environment_id and ACCELERATOR_HINT in environments[t.environment_id].resource_hints}
+    assert set(hinted.values()) == {job.GPU_ACCELERATOR.encode()}
+    assert all(name.startswith("SeparateChunks/") for name in hinted), sorted(hinted)
+    assert any("RunInference" in name for name in hinted), sorted(hinted)
+    unhinted = {t.unique_name for t in transforms.values() if t.environment_id and t.unique_name not in hinted}
+    assert any(name.startswith("DecodeChunks/") for name in unhinted)
+    assert any(name.startswith("ReassembleTracks/") for name in unhinted)
+    assert {e.payload and beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
+            for e in environments.values()} == {IMAGE}
 
 
 def test_entry_file_is_the_one_the_image_runs():
