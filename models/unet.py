@@ -29,6 +29,28 @@ def _activation(name: str):
     }[name]
 
 
+def _dilated_conv(x, kernel, rate: int):
+    """``tf.nn.conv2d`` with ``dilations=rate`` (stride 1, SAME), differentiable on every CPU.
+
+    TensorFlow's CPU kernels without oneDNN (its default on CPUs without
+    AVX-512, AMD EPYC among them) have no gradient for dilated convolutions;
+    the gradient is taken through the equivalent space-to-batch form instead.
+    The forward pass, hence every stem, is the plain dilated convolution.
+    """
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                z = tf.nn.atrous_conv2d(x, kernel, rate, padding="SAME")
+            return tape.gradient(z, [x, kernel], output_gradients=dy)
+
+        return tf.nn.conv2d(x, kernel, strides=1, padding="SAME", dilations=rate), grad
+
+    return conv(x, kernel)
+
+
 def _global_name(layer: str, index: int) -> str:
     """Keras 2 names the first layer of a kind bare, then ``_1``, ``_2``..."""
     return layer if index == 0 else f"{layer}_{index}"
@@ -107,7 +129,11 @@ class SeparationNetwork(tf.Module):
 
     def _conv(self, x, index, strides=2, dilations=1):
         name = _global_name("conv2d", index)
-        y = tf.nn.conv2d(x, self.weights[f"{name}/kernel"], strides=strides, padding="SAME", dilations=dilations)
+        kernel = self.weights[f"{name}/kernel"]
+        if dilations > 1:
+            y = _dilated_conv(x, kernel, dilations)
+        else:
+            y = tf.nn.conv2d(x, kernel, strides=strides, padding="SAME")
         return y + self.weights[f"{name}/bias"]
 
     def _deconv(self, x, index):
