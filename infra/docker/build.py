@@ -6,6 +6,8 @@
     ... --dry-run   prints the commands instead of running them
 
 The build context is the repository root; --models picks the checkpoints baked in under /models.
+--image is both the tag and the image's own reference (BEAMSPLITTER_IMAGE), so one build, one tag:
+as the Flex Template's image it launches jobs whose workers run that same tag.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def commands(args) -> list[list[str]]:
 def parse(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("cpu", "gpu"), required=True)
-    parser.add_argument("--image", type=common.pinned_image, required=True, help="REGISTRY/NAME:TAG to build")
+    parser.add_argument("--image", type=common.tagged_image, required=True,
+                        help="REGISTRY/NAME:TAG to build; the image knows itself by it")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help="checkpoints to bake in, space-separated; '' for none (default: %(default)s)")
     parser.add_argument("--push", action="store_true", help="push after a local build")

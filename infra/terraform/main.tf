@@ -6,6 +6,14 @@ locals {
   work          = "gs://${local.work_bucket}"
   output        = var.output != "" ? var.output : "gs://${local.stems_bucket}/catalogue"
   template_path = "${local.work}/templates/beamsplitter.json"
+  # The Flex Template spec, as `gcloud dataflow flex-template build` writes it (template.py build,
+  # for projects without Terraform): var.image launches every job, and the launcher makes it the
+  # workers' image too (infra/dataflow/main.py), so launcher and workers are one build, one tag.
+  template_spec = {
+    image    = var.image
+    sdkInfo  = { language = "PYTHON" }
+    metadata = jsondecode(file("${path.module}/../dataflow/metadata.json"))
+  }
 }
 
 resource "google_project_service" "apis" {
@@ -39,7 +47,20 @@ resource "google_artifact_registry_repository" "images" {
   repository_id = var.name
   location      = var.region
   format        = "DOCKER"
-  depends_on    = [google_project_service.apis]
+  # A tag names one build for good: the image's own reference (BEAMSPLITTER_IMAGE) is its tag.
+  docker_config {
+    immutable_tags = true
+  }
+  depends_on = [google_project_service.apis]
+}
+
+# Moving to a new image is `terraform apply` with the new tag: the spec follows, and with it the
+# scheduled runs' launcher and workers.
+resource "google_storage_bucket_object" "template" {
+  bucket       = google_storage_bucket.work.name
+  name         = "templates/beamsplitter.json"
+  content_type = "application/json"
+  content      = jsonencode(local.template_spec)
 }
 
 # Dataflow workers and the Flex Template launcher.

@@ -14,6 +14,11 @@ output "template_path" {
   value = local.template_path
 }
 
+output "image" {
+  description = "the image the template launches (launcher and workers): build and push this tag"
+  value       = var.image
+}
+
 output "image_repository" {
   description = "push images here: <this>/beamsplitter:TAG"
   value       = "${var.region}-docker.pkg.dev/${var.project}/${google_artifact_registry_repository.images.repository_id}"

@@ -3,25 +3,34 @@
 # The fixed job name makes Dataflow refuse a launch while the previous run is still going.
 
 locals {
+  # Sent with every launch (beamsplitter_job.parameters). No worker image: the workers run the
+  # spec's image (main.tf, template_spec).
+  job_parameters = {
+    manifest     = var.manifest
+    output       = local.output
+    model        = var.model
+    disk_size_gb = tostring(var.disk_size_gb)
+  }
+  # Sent with an accelerator only: the inference step's hint, and how many models each GPU machine
+  # loads for all of its SDK processes. A CPU-only job (accelerator = "") leaves both to the job's
+  # defaults: no hint, one model per SDK process.
+  gpu_parameters = {
+    inference_accelerator = var.accelerator
+    model_copies          = tostring(var.model_copies)
+  }
   # The request of beamsplitter_job.launch_body (infra/dataflow), in HCL; tests keep the two equal.
   launch_body = {
     launchParameter = {
       jobName              = "${var.name}-reprocess"
       containerSpecGcsPath = local.template_path
-      parameters = {
-        manifest              = var.manifest
-        output                = local.output
-        model                 = var.model
-        sdk_container_image   = var.image
-        disk_size_gb          = tostring(var.disk_size_gb)
-        inference_accelerator = var.accelerator
-      }
+      parameters           = merge(local.job_parameters, var.accelerator == "" ? {} : local.gpu_parameters)
       environment = {
         serviceAccountEmail   = google_service_account.worker.email
         tempLocation          = "${local.work}/temp"
         stagingLocation       = "${local.work}/staging"
         machineType           = var.machine_type
         maxWorkers            = var.max_workers
+        launcherMachineType   = var.launcher_machine_type
         additionalExperiments = var.experiments
       }
     }
@@ -73,5 +82,5 @@ resource "google_cloud_scheduler_job" "reprocess" {
       scope                 = "https://www.googleapis.com/auth/cloud-platform"
     }
   }
-  depends_on = [google_project_service.apis]
+  depends_on = [google_project_service.apis, google_storage_bucket_object.template]
 }

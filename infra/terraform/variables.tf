@@ -23,10 +23,10 @@ variable "catalogue_buckets" {
 
 variable "image" {
   type        = string
-  description = "the beamsplitter image (GPU variant for GPU runs), with a version tag or digest"
+  description = "the beamsplitter image (GPU variant for GPU runs) by the tag infra/docker/build.py built it as: the template launches it, and its launcher makes it the workers' image"
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]*)$", var.image)) && !endswith(var.image, ":latest")
-    error_message = "Give the image with a version tag or digest, not latest."
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*[a-z0-9]:[A-Za-z0-9_][A-Za-z0-9_.-]*$", var.image)) && !endswith(var.image, ":latest")
+    error_message = "Give the image by the version tag it was built as (not latest, not a digest)."
   }
 }
 
@@ -52,10 +52,26 @@ variable "accelerator" {
   default     = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
 }
 
+variable "model_copies" {
+  type        = number
+  description = "with an accelerator: models each GPU machine loads, shared by all of its SDK processes (one per vCPU)"
+  default     = 1
+  validation {
+    condition     = var.model_copies >= 1 && floor(var.model_copies) == var.model_copies
+    error_message = "model_copies: a whole number, at least 1."
+  }
+}
+
 variable "machine_type" {
   type        = string
   description = "machines of every other step"
   default     = "n2-standard-8"
+}
+
+variable "launcher_machine_type" {
+  type        = string
+  description = "machine of the Flex Template launcher, which loads the image's TensorFlow to plan the run (Dataflow's default: n1-standard-1)"
+  default     = "n2-standard-2"
 }
 
 variable "max_workers" {
@@ -71,6 +87,12 @@ variable "disk_size_gb" {
 variable "experiments" {
   type    = list(string)
   default = ["use_runner_v2"]
+  validation {
+    # Right fitting puts a GPU on the inference step alone; worker_accelerator (and use_nvidia_mps,
+    # set through it) would put one on every worker.
+    condition     = alltrue([for e in var.experiments : !contains(["worker_accelerator", "use_nvidia_mps"], split("=", e)[0])])
+    error_message = "No worker_accelerator or use_nvidia_mps: the job's accelerator is the inference step's resource hint."
+  }
 }
 
 variable "schedule" {

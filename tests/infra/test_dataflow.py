@@ -145,6 +145,9 @@ def test_build_writes_the_spec_to_the_work_bucket_from_the_image():
     assert flag(build, "--sdk-language") == "PYTHON"
     assert flag(build, "--project") == "proj"
     assert (REPO / flag(build, "--metadata-file")).is_file()
+    # the launcher compares its own reference (the tag it was built as) with the workers' image
+    assert "not by digest" in rejects("dataflow/template.py", "build", "--project", "proj", "--work",
+                                      "gs://proj-beamsplitter-work", "--image", "r/beamsplitter@sha256:" + "a" * 64)
 
 
 def launch_parameters(command: list[str]) -> dict[str, str]:

@@ -134,11 +134,27 @@ def test_build_with_cloud_build_matches_cloudbuild_yaml():
     (step,) = config["steps"]
     assert step["args"][:3] == ["build", "-f", "infra/docker/Dockerfile"] and "${_TARGET}" in step["args"]
     assert config["images"] == ["${_IMAGE}"]
+    # one build, one tag: the pushed tag is the reference the image has of itself
+    assert flag(step["args"], "-t") == "${_IMAGE}"
+    assert [step["args"][i + 1] for i, a in enumerate(step["args"][:-1]) if a == "--build-arg"] == [
+        "IMAGE=${_IMAGE}", "MODELS=${_MODELS}"]
+
+
+def test_local_build_tags_the_image_with_its_own_reference():
+    build, push = dry_run("docker/build.py", "--variant", "cpu", "--image", IMAGE, "--push")
+    assert flag(build, "-t") == IMAGE and f"IMAGE={IMAGE}" in build and push[-1] == IMAGE
+    # the Dockerfile turns that build argument into the variable the Flex Template entry reads
+    for stage in ("cpu", "gpu"):
+        lines = stages(DOCKERFILE)[stage]
+        assert ("ARG", 'IMAGE=""') in lines and ("ENV", "BEAMSPLITTER_IMAGE=${IMAGE}") in lines
+    assert 'environ.get("BEAMSPLITTER_IMAGE")' in (INFRA / "dataflow" / "main.py").read_text()
 
 
 def test_build_refuses_unpinned_images_and_half_options():
     assert "not latest" in rejects("docker/build.py", "--variant", "cpu", "--image", "registry/beamsplitter:latest")
     assert "not latest" in rejects("docker/build.py", "--variant", "cpu", "--image", "registry/beamsplitter")
+    assert "not by digest" in rejects("docker/build.py", "--variant", "cpu", "--image",
+                                      "registry/beamsplitter@sha256:" + "a" * 64)
     assert "--project" in rejects("docker/build.py", "--variant", "cpu", "--image", IMAGE, "--cloud-build")
 
 

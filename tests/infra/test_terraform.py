@@ -9,7 +9,7 @@ import pytest
 from infra import common
 from infra.dataflow import beamsplitter_job as job
 from infra.dataflow import template
-from tests.infra.conftest import INFRA, dry_run, load_hcl, rejects
+from tests.infra.conftest import INFRA, REPO, dry_run, flag, load_hcl, rejects
 
 TERRAFORM = INFRA / "terraform"
 
@@ -81,16 +81,17 @@ def test_scheduler_posts_the_flex_template_launch(hcl):
 
 def test_launch_body_is_the_jobs_launch_request(hcl):
     """The HCL request has the fields of beamsplitter_job.launch_body, and the same folders as template.py."""
+    gpu = job.parameters(manifest="m", output="o", model="p")
     ours = job.launch_body(
-        job_name="x", template="t",
-        parameters=job.parameters(manifest="m", output="o", model="p", image="i", checkpoint=None),
+        job_name="x", template="t", parameters=gpu,
         environment=job.environment(service_account="s", temp_location="t", staging_location="s"))
     theirs = hcl["locals"]["launch_body"]
 
     def shape(value):
         return {k: shape(v) for k, v in value.items()} if isinstance(value, dict) else None
 
-    assert shape(theirs) == shape(ours)
+    assert shape(theirs["launchParameter"]["environment"]) == shape(ours["launchParameter"]["environment"])
+    assert set(theirs["launchParameter"]) == set(ours["launchParameter"])
     launch = theirs["launchParameter"]
     locals_ = hcl["locals"]
     assert locals_["work"] == "gs://${local.work_bucket}"
@@ -98,10 +99,39 @@ def test_launch_body_is_the_jobs_launch_request(hcl):
     assert locals_["template_path"] == template.template_path("${local.work}")
     assert launch["environment"]["tempLocation"] == "${local.work}/temp"
     assert launch["environment"]["stagingLocation"] == "${local.work}/staging"
-    assert launch["parameters"]["sdk_container_image"] == "${var.image}"
-    assert launch["parameters"]["inference_accelerator"] == "${var.accelerator}"
+    assert launch["environment"]["launcherMachineType"] == "${var.launcher_machine_type}"
     assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", launch["jobName"].replace("${var.name}",
                                                                                 hcl["variable"]["name"]["default"]))
+    # the parameters: always the job's own; with an accelerator, its hint and the models per GPU machine
+    assert launch["parameters"] == '${merge(local.job_parameters, var.accelerator == "" ? {} : local.gpu_parameters)}'
+    cpu = job.parameters(manifest="m", output="o", model="p", accelerator=None)
+    assert set(locals_["job_parameters"]) == set(cpu)
+    assert set(locals_["job_parameters"]) | set(locals_["gpu_parameters"]) == set(gpu)
+    assert locals_["gpu_parameters"] == {"inference_accelerator": "${var.accelerator}",
+                                         "model_copies": "${tostring(var.model_copies)}"}
+    assert "sdk_container_image" not in set(locals_["job_parameters"]) | set(locals_["gpu_parameters"])
+
+
+def test_terraform_writes_the_template_spec_from_its_image(hcl):
+    """One tag: Terraform's `image` is the spec's launch image, and the launcher makes it the workers' image;
+    the spec is what `gcloud dataflow flex-template build` writes from the same metadata file."""
+    spec = hcl["locals"]["template_spec"]
+    assert spec["image"] == "${var.image}"
+    assert spec["sdkInfo"] == {"language": "PYTHON"}
+    (metadata,) = re.fullmatch(r'\$\{jsondecode\(file\("\$\{path\.module\}/(.+)"\)\)\}', spec["metadata"]).groups()
+    (build,) = dry_run("dataflow/template.py", "build", "--project", "p", "--work", "gs://p-work", "--image",
+                       "r/beamsplitter:1")
+    assert (TERRAFORM / metadata).resolve() == (REPO / flag(build, "--metadata-file")).resolve()
+    assert flag(build, "--sdk-language") == spec["sdkInfo"]["language"]
+    obj = hcl["resource"]["google_storage_bucket_object"]["template"]
+    assert obj["bucket"] == "${google_storage_bucket.work.name}"
+    assert obj["content"] == "${jsonencode(local.template_spec)}"
+    assert template.template_path("gs://w") == "gs://w/" + obj["name"]
+    scheduler = hcl["resource"]["google_cloud_scheduler_job"]["reprocess"]
+    assert "${google_storage_bucket_object.template}" in scheduler["depends_on"]
+    repository = hcl["resource"]["google_artifact_registry_repository"]["images"]
+    assert repository["docker_config"][0]["immutable_tags"] is True  # a tag names one build
+    assert hcl["output"]["image"]["value"] == "${var.image}"
 
 
 def test_defaults_agree_with_the_dataflow_job(hcl):
@@ -111,6 +141,8 @@ def test_defaults_agree_with_the_dataflow_job(hcl):
     assert v["max_workers"]["default"] == job.MAX_WORKERS
     assert v["disk_size_gb"]["default"] == job.DISK_SIZE_GB
     assert v["experiments"]["default"] == list(job.EXPERIMENTS)
+    assert v["launcher_machine_type"]["default"] == job.LAUNCHER_MACHINE_TYPE
+    assert v["model_copies"]["default"] == job.MODEL_COPIES
     assert v["model"]["default"] == "spleeter:2stems"
     assert len(v["schedule"]["default"].split()) == 5
 
@@ -123,11 +155,19 @@ def test_image_validation_agrees_with_the_scripts(hcl):
                   "beamsplitter", "beamsplitter:latest", "Beamsplitter:1"):
         ours = True
         try:
-            common.pinned_image(image)
+            common.tagged_image(image)
         except Exception:
             ours = False
         theirs = bool(re.match(pattern, image)) and not image.endswith(":latest")
         assert ours == theirs, image
+
+
+def test_variables_refuse_a_gpu_on_every_worker_and_no_model(hcl):
+    (experiments,) = hcl["variable"]["experiments"]["validation"]
+    assert all(option in experiments["condition"] for option in job.NOT_WITH_RIGHT_FITTING)
+    assert 'split("=", e)[0]' in experiments["condition"]  # worker_accelerator=type:...;count:1 included
+    (copies,) = hcl["variable"]["model_copies"]["validation"]
+    assert copies["condition"] == "${var.model_copies >= 1 && floor(var.model_copies) == var.model_copies}"
 
 
 def test_apply_wrapper(tmp_path):
