@@ -265,6 +265,32 @@ def test_plan_arguments_and_dataflow_options():
     assert parsed["machine_type"] == job.CPU_MACHINE_TYPE and parsed["experiments"] == list(job.EXPERIMENTS)
 
 
+def readme_commands() -> list[list[str]]:
+    """The infra README's Dataflow commands that run build.py or template.py, placeholders filled in."""
+    text = (INFRA / "README.md").read_text()
+    section = text.split("## Commands, in order (Dataflow)", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    prose = " ".join(section.split("```", 2)[2].split())
+    lines = [line for line in block.splitlines()
+             if line.startswith(("python3 infra/docker/build.py", "python3 infra/dataflow/template.py"))]
+    lines += re.findall(r"`(python3 infra/dataflow/template\.py build [^`]+)`", prose)
+    filled = []
+    for line in lines:
+        line = line.split("#", 1)[0].replace("$IMAGE", IMAGE).replace("PROJECT", "proj").replace("CATALOGUE", "catalogue")
+        filled.append(line.split())
+    return filled
+
+
+def test_readme_commands_run():
+    commands = readme_commands()
+    scripts = [c[1] for c in commands]
+    assert scripts.count("infra/dataflow/template.py") == 2 and "infra/docker/build.py" in scripts
+    for command in commands:
+        dry_run(command[1].removeprefix("infra/"), *command[2:])
+    (launch,) = [c for c in commands if c[2:3] == ["launch"]]
+    assert "--image" not in launch  # the spec's image launches, and runs the workers
+
+
 def test_entry_file_adds_launch_defaults():
     env = {"BEAMSPLITTER_IMAGE": IMAGE}
     assert flex_main.with_defaults(["--manifest=gs://c/m.csv"], env) == [
