@@ -35,8 +35,7 @@ class Separator:
 
     def analyze(self, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Segment ``[span, 2]`` -> (STFT ``[T, bins, 2]`` complex64, magnitude ``[T, F, 2]`` float32)."""
-        spectrum = spectral.stft(segment, self.config.frame_length, self.config.frame_step)
-        return spectrum, np.abs(spectrum[:, : self.config.F, :])
+        return spectral.analyze(segment, self.config)
 
     def estimate(self, magnitudes: np.ndarray) -> np.ndarray:
         """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""

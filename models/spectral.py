@@ -54,6 +54,12 @@ def stft(segment: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     return _tf_stft(frame_length, frame_step)(channels).numpy().transpose(1, 2, 0)
 
 
+def analyze(segment: np.ndarray, config: SeparationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Segment ``[span, 2]`` -> (STFT ``[T, bins, 2]`` complex64, the network's input: magnitude ``[T, F, 2]``)."""
+    spectrum = stft(segment, config.frame_length, config.frame_step)
+    return spectrum, np.abs(spectrum[:, : config.F, :])
+
+
 def istft(spectrum: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     """Windowed overlap-add of the inverse frames of ``spectrum`` [..., frames, bins, 2].
 

@@ -7,6 +7,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models.errors import InputError
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
+FAN_OUTS = ("auto", "none", "tracks", "chunks")
 
 
 def _flag(value: str) -> bool:
@@ -37,6 +38,15 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the inference step only, e.g. "
                                  "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
+        parser.add_argument("--fan_out", default="auto", choices=FAN_OUTS,
+                            help="how work spreads over workers: 'tracks' (each worker separates whole tracks, "
+                                 "no audio crosses a shuffle), 'chunks' (decoded model chunks go to the inference "
+                                 "step, separated chunks wait in scratch storage under the output prefix), "
+                                 "'none' (one process); auto: none on the local runner, chunks with "
+                                 "--inference_accelerator, else tracks")
+        parser.add_argument("--model_copies", type=int, default=None,
+                            help="models per worker machine, shared by its SDK processes (Beam's model_copies); "
+                                 "default: 1 with --inference_accelerator, else one model per SDK process")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks per wave, one pipeline each (progress is reported per wave)")
@@ -46,6 +56,28 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError("give the catalogue with --manifest URI or --input GLOB")
         if not self.output:
             raise InputError("give the output prefix with --output")
+        if self.model_copies is not None and self.model_copies < 1:
+            raise InputError(f"--model_copies {self.model_copies}: give at least 1")
+
+    def fan_out_mode(self, local: bool) -> str:
+        """``--fan_out`` with ``auto`` settled for the runner at hand.
+
+        On a CPU cluster whole tracks per worker is cheapest: nothing but track
+        references crosses a shuffle. With an accelerator only the inference
+        step runs on the accelerator's machines, so model chunks must travel
+        to it and back.
+        """
+        if self.fan_out != "auto":
+            return self.fan_out
+        if local:
+            return "none"
+        return "chunks" if self.inference_accelerator else "tracks"
+
+    def shared_model_copies(self) -> int | None:
+        """Models per machine shared across SDK processes, or None for one per process."""
+        if self.model_copies is not None:
+            return self.model_copies
+        return 1 if self.inference_accelerator else None
 
 
 def pin_local_runner(options: PipelineOptions) -> bool:
@@ -61,4 +93,9 @@ def pin_local_runner(options: PipelineOptions) -> bool:
     standard = options.view_as(StandardOptions)
     if standard.runner in LOCAL_RUNNERS:
         standard.runner = "FnApiRunner"
-    return standard.runner in ("FnApiRunner", "BundleBasedDirectRunner")
+    return is_local(options)
+
+
+def is_local(options: PipelineOptions) -> bool:
+    """Whether the (pinned) runner runs the job in this process."""
+    return options.view_as(StandardOptions).runner in ("FnApiRunner", "BundleBasedDirectRunner")

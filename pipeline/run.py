@@ -21,7 +21,7 @@ from models.checkpoint import checkpoint_digest
 from models.config import load_config
 from models.engine import EncodeOptions
 from models.provider import resolve_checkpoint
-from pipeline.options import BeamsplitterOptions, pin_local_runner
+from pipeline.options import BeamsplitterOptions, is_local, pin_local_runner
 from transforms import manifest, storage
 from transforms.decode import DecodeChunks
 from transforms.inference import SeparateChunks, SpleeterModelHandler
@@ -29,6 +29,7 @@ from transforms.layout import Layout, model_folder
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
+from transforms.stash import Stash
 from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_record
 
 log = logging.getLogger(__name__)
@@ -92,29 +93,38 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, committed)
 
 
-def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1), fan_out: bool = True) -> None:
+def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)) -> None:
     """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue.
 
-    ``fan_out`` reshuffles the decoded chunks before inference, so that
-    inference scales (and, with an accelerator hint, runs) apart from decoding.
+    How work spreads over workers follows ``--fan_out`` (see
+    ``BeamsplitterOptions.fan_out_mode``): whole tracks, or model chunks
+    separated wherever the inference step runs and parked in scratch storage
+    until their track is reassembled. Either way, only track references,
+    waveform chunks and chunk references cross a shuffle.
     """
     o, layout = plan.options, plan.layout
+    fan_out = o.fan_out_mode(is_local(pipeline.options))
     # The metadata this pipeline writes, and its commit marker, carry this name.
     batch = plan.run_id + (f"-w{wave[0]:04d}" if wave[1] > 1 else "")
-    handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256)
+    handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256,
+                                   o.shared_model_copies())
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
     tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, wave)
     todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
-    decoded = todo.todo | "DecodeChunks" >> DecodeChunks(o.model)
+    todo_tracks = todo.todo
+    if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
+        todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model)
     chunks = decoded.chunks
-    if fan_out:  # spread chunks over workers; a single local process gains nothing from it
-        chunks = chunks | "FanOut" >> beam.Reshuffle()
-    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints)
-    # Without fan-out, each track's chunks reach reassembly in order, in one bundle.
+    stash = None
+    if fan_out == "chunks":  # chunks go wherever inference runs; their stems wait in scratch storage
+        chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
+        stash = Stash(layout, plan.run_id)
+    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, stash)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id, batch, in_order=not fan_out)
+                                                                  plan.run_id, batch, stashed=stash is not None)
     _ = ((assembled.metadata, todo.recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")
@@ -175,7 +185,7 @@ def run(argv: list[str]) -> int:
               file=sys.stderr) as progress:
         for wave in range(waves):
             pipeline = beam.Pipeline(options=pipeline_options)
-            build(pipeline, plan, (wave, waves), fan_out=not local)
+            build(pipeline, plan, (wave, waves))
             result = pipeline.run()
             result.wait_until_finish()
             found = counters(result)
@@ -183,6 +193,8 @@ def run(argv: list[str]) -> int:
                 totals[name] = totals.get(name, 0) + value
             progress.update(sum(v for k, v in found.items()
                                 if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
+    # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
+    storage.remove_with_empty_parents(plan.layout.scratch(plan.run_id), options.output)
     summary = Summary.of(totals, time.monotonic() - started)
     print(summary.text(plan))
     return 1 if summary.failed else 0

@@ -41,6 +41,19 @@ class SeparatedChunk:
     n_samples: int | None
 
 
+@dataclass(frozen=True)
+class StashedChunk:
+    """A separated chunk's stems written to scratch storage at ``uri`` (or ``error``, why not)."""
+
+    track: Track
+    fingerprint: dict
+    index: int
+    uri: str
+    last: bool
+    n_samples: int | None
+    error: str | None = None
+
+
 @dataclass
 class EstimatedChunk:
     """A chunk after the network: its STFT ``[T, bins, 2]`` and the estimates ``[n, T, F, 2]``.
@@ -83,3 +96,4 @@ for _kind in (TrackChunk, SeparatedChunk, EstimatedChunk):
 KeyedTrackChunk = Tuple[Tuple[str, int], TrackChunk]
 KeyedEstimatedChunk = Tuple[Tuple[str, int], EstimatedChunk]
 KeyedSeparatedChunk = Tuple[Tuple[str, int], SeparatedChunk]
+KeyedStashedChunk = Tuple[str, StashedChunk]

@@ -10,6 +10,7 @@ the work on a CPU, run behind it on a thread of their own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from typing import Any, Iterable, Sequence
@@ -20,12 +21,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
 from transforms.background import BackgroundDoFn
-from transforms.chunks import EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, SeparatedChunk, TrackChunk
+from transforms.chunks import (EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, KeyedStashedChunk,
+                               SeparatedChunk, TrackChunk)
+from transforms.stash import Stash
 
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
 
-# One model per process and configuration: the local runner builds a pipeline
-# per wave of tracks, and each would otherwise load and trace the network again.
 _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -46,25 +47,58 @@ def _enable_gpu_memory_growth() -> bool:
     return bool(gpus)
 
 
-class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
-    """Loads a separation model once per worker process; separates batches of chunks.
+class _Network:
+    """What the model handler loads: the network, fed batches of one shape on a GPU.
 
     On a GPU, batches are padded to ``batch_size`` so the network always sees
     one shape (no re-tuning of kernels per shape); on a CPU padding would only
-    waste time. ``checkpoint_sha256``, when given, must match the loaded weights: every
+    waste time. With models shared across processes this object lives in the
+    process that holds the model, and only ``estimate`` crosses over.
+    """
+
+    def __init__(self, separator, batch_size: int, pad: bool):
+        self.separator, self.batch_size, self.pad = separator, batch_size, pad
+
+    def estimate(self, magnitudes: np.ndarray) -> np.ndarray:
+        """Estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
+        n = len(magnitudes)
+        if self.pad and n < self.batch_size:
+            padded = np.zeros((self.batch_size,) + magnitudes.shape[1:], np.float32)
+            padded[:n] = magnitudes
+            magnitudes = padded
+        return self.separator.estimate(magnitudes)[:, :n]
+
+
+class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
+    """Loads a separation model once per worker process (or ``model_copies`` per machine); runs batches of chunks.
+
+    ``model_copies``: that many models per machine, shared by all its SDK
+    processes through Beam's model sharing, for GPU workers where every SDK
+    process would otherwise hold its own copy in GPU memory. The STFT stays in
+    the calling process; only the network's input and output cross over.
+    ``checkpoint_sha256``, when given, must match the loaded weights: every
     worker then provably uses the checkpoint the run was planned with.
     """
 
     def __init__(self, model: str, checkpoint: str | None = None, batch_size: int = 4,
-                 checkpoint_sha256: str | None = None):
+                 checkpoint_sha256: str | None = None, model_copies: int | None = None):
         self.model, self.checkpoint = model, checkpoint
         self.batch_size, self.checkpoint_sha256 = batch_size, checkpoint_sha256
+        self.copies = model_copies
 
-    def load_model(self):
+    def share_model_across_processes(self) -> bool:
+        return self.copies is not None
+
+    def model_copies(self) -> int:
+        return self.copies or 1
+
+    def load_model(self) -> _Network:
         from models.errors import ModelError
         from models.provider import load_separator
 
-        self._pad = _enable_gpu_memory_growth()
+        gpu = _enable_gpu_memory_growth()
+        # Beam shares a model only within one pipeline; the local runner builds
+        # a pipeline per wave of tracks, and each would load and trace it again.
         with _MODELS_LOCK:
             key = (self.model, self.checkpoint)
             if key not in _MODELS:
@@ -75,15 +109,20 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
                 f"{self.model}: this worker loaded checkpoint sha256 {separator.checkpoint_sha256}, "
                 f"the run was planned with {self.checkpoint_sha256}; pass the same --checkpoint to all workers"
             )
-        return separator
+        return _Network(separator, self.batch_size, pad=gpu)
+
+    @functools.cached_property
+    def config(self):
+        from models.config import load_config
+
+        return load_config(self.model)
 
     def run_inference(self, batch: Sequence[TrackChunk], model, inference_args=None) -> Iterable[EstimatedChunk]:
+        from models import spectral
+
         started = time.perf_counter()
-        spectra, magnitudes = zip(*(model.analyze(chunk.samples) for chunk in batch))
-        slots = max(self.batch_size, len(batch)) if getattr(self, "_pad", False) else len(batch)
-        stacked = np.zeros((slots,) + magnitudes[0].shape, np.float32)
-        stacked[: len(batch)] = magnitudes
-        estimates = model.estimate(stacked)
+        spectra, magnitudes = zip(*(spectral.analyze(chunk.samples, self.config) for chunk in batch))
+        estimates = model.estimate(np.stack(magnitudes))
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
         # The waveform is not needed any more: the spectrum says it all.
         return [EstimatedChunk(dataclasses.replace(c, samples=None), spectra[i], estimates[:, i])
@@ -125,19 +164,24 @@ class _Synthesize(BackgroundDoFn):
 class SeparateChunks(beam.PTransform):
     """``((track_id, index), TrackChunk)`` -> ``((track_id, index), SeparatedChunk)``.
 
+    With ``stash`` (chunk fan-out), each separated chunk is written to scratch
+    storage and the output is ``(track_id, StashedChunk)`` references instead.
     ``resource_hints`` (e.g. ``accelerator=...``) apply to this step alone, so
-    only inference lands on GPU machines; both of its parts carry them, so that
-    they stay fused and the spectrograms never leave the machine.
+    only inference lands on GPU machines; all of its parts carry them, so that
+    they stay fused and neither spectrograms nor separated chunks cross a shuffle.
     """
 
-    def __init__(self, handler: SpleeterModelHandler, resource_hints: dict | None = None):
+    def __init__(self, handler: SpleeterModelHandler, resource_hints: dict | None = None,
+                 stash: Stash | None = None):
         super().__init__()
-        self.handler, self.hints = handler, resource_hints or {}
+        self.handler, self.hints, self.stash = handler, resource_hints or {}, stash
 
     def expand(self, chunks):
         steps = [("Network", RunInference(KeyedModelHandler(self.handler)).with_output_types(KeyedEstimatedChunk)),
                  ("Synthesize", beam.ParDo(_Synthesize(self.handler.model, self.handler.batch_size))
                   .with_output_types(KeyedSeparatedChunk))]
+        if self.stash is not None:
+            steps.append(("Stash", beam.ParDo(self.stash).with_output_types(KeyedStashedChunk)))
         for name, step in steps:
             chunks = chunks | name >> (step.with_resource_hints(**self.hints) if self.hints else step)
         return chunks

@@ -7,6 +7,9 @@
       metadata/<model>/run-<batch>-*.parquet          one row per (track, instrument)
       metadata/<model>/_committed/run-<batch>         written once that batch of metadata has landed
       failures/run-<run_id>-*.parquet                 one row per failed track or row
+      scratch/<model>/<run_id>/                       separated chunks between inference and
+                                                      reassembly (--fan_out=chunks), removed as
+                                                      each track is written
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
@@ -20,6 +23,7 @@ metadata files the dead run left).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from transforms.storage import join
@@ -65,3 +69,11 @@ class Layout:
 
     def failures(self, batch: str) -> str:
         return join(self.prefix, "failures", f"run-{batch}")
+
+    def scratch(self, run_id: str) -> str:
+        return join(self.prefix, "scratch", self.model, run_id)
+
+    def scratch_chunk(self, run_id: str, track_id: str, index: int) -> str:
+        # A digest, not the track id: one flat, safe folder name whatever the id holds.
+        folder = hashlib.sha1(track_id.encode()).hexdigest()[:20]
+        return join(self.scratch(run_id), folder, f"{index:06d}.npy")

@@ -2,14 +2,15 @@
 
 Two ways to bring a track's chunks together, one writer for both:
 
-* grouped (distributed runners): chunks separated anywhere are grouped by
-  track, sorted and written; the group holds the whole separated track
-  (about 21 MB per instrument and minute);
-* in order (the pinned local runner, which does not fan out): a bundle
-  decodes, separates and hands over each track's chunks in order on one
-  thread, so each chunk is written as it comes, with no grouping: grouping
-  would copy every separated sample through the runner several times, which
-  costs about as much CPU as the inverse STFT, and hold a wave's audio in memory.
+* in order (``--fan_out`` none or tracks: the local runner, CPU clusters): a
+  bundle decodes, separates and hands over each track's chunks in order on one
+  thread, so each chunk is written as it comes, with no grouping;
+* stashed (``--fan_out=chunks``): chunks separated anywhere wait in scratch
+  storage (transforms/stash.py); their references, a few hundred bytes each,
+  are grouped by track, and the chunks are read back in order, one at a time.
+
+Either way a worker holds one chunk per track it writes, whatever the track's
+length, and no element that grows with a track crosses a shuffle.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from models.chunking import ChunkGeometry, OverlapAdd
 from models.config import SeparationConfig, load_config
 from models.engine import EncodeOptions
 from models.errors import BeamsplitterError
-from transforms import storage
+from transforms import stash, storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.layout import Layout
-from transforms.manifest import Failure
+from transforms.manifest import Failure, Track
 
 FAILURES = "failures"
 
@@ -46,8 +47,8 @@ class TrackWriter:
     ``abort`` drops them. Not thread-safe: one thread feeds a writer.
     """
 
-    def __init__(self, job: "_Job", first: SeparatedChunk):
-        self.job, self.track, self.fingerprint = job, first.track, first.fingerprint
+    def __init__(self, job: "_Job", track: Track, fingerprint: dict):
+        self.job, self.track, self.fingerprint = job, track, fingerprint
         config, encoding = job.config, job.encoding
         self.joiner = OverlapAdd(ChunkGeometry.of(config))
         self.scratch = tempfile.mkdtemp(prefix="beamsplitter-")
@@ -64,15 +65,16 @@ class TrackWriter:
         self.energy = dict.fromkeys(config.instruments, 0.0)
         self.n_samples: int | None = None
 
-    def add(self, chunk: SeparatedChunk) -> None:
-        final = self.joiner.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
+    def add(self, index: int, stems: np.ndarray, n_samples: int | None = None) -> None:
+        """Chunk ``index``'s stems ``[n_instruments, span, 2]``; ``n_samples``, the track's length, with the last."""
+        final = self.joiner.add(index, stems, n_samples)
         for name, samples in zip(self.job.config.instruments, final):
             self.encoders[name].write(samples)
             if samples.size:
                 self.peak[name] = max(self.peak[name], float(np.abs(samples).max()))
                 self.energy[name] += float(np.square(samples, dtype=np.float64).sum())
-        if chunk.last:
-            self.n_samples = chunk.n_samples
+        if n_samples is not None:
+            self.n_samples = n_samples
 
     def finish(self) -> list[dict]:
         """Publish the stems and the completion record; returns the track's metadata rows."""
@@ -145,32 +147,34 @@ class _AssembleDoFn(BackgroundDoFn):
                 yield rewindow(source, row)
 
 
-class _AssembleGrouped(_AssembleDoFn):
-    """``(track_id, [SeparatedChunk])`` -> rows; two tracks at a time (one thread cannot keep ffmpeg busy)."""
+class _AssembleStashed(_AssembleDoFn):
+    """``(track_id, [StashedChunk])`` -> rows; two tracks at a time (one thread cannot keep ffmpeg busy)."""
 
     workers = in_flight = 2
 
     def arguments(self, keyed):
-        track_id, chunks = keyed
+        track_id, refs = keyed
         # Sorted here: the runner's grouped values are read on the bundle's thread.
-        return track_id, sorted(chunks, key=lambda c: c.index)
+        return track_id, sorted(refs, key=lambda r: r.index)
 
-    def work(self, track_id, chunks) -> list | Failure:
-        # A track whose decoding failed part-way lacks its last chunk: DecodeChunks
-        # reported it, and nothing of it is published.
-        if not (chunks[-1].last and [c.index for c in chunks] == list(range(len(chunks)))):
-            return []
+    def work(self, track_id, refs) -> list | Failure:
         try:
-            writer = TrackWriter(self.job, chunks[0])
+            # A track whose decoding failed part-way lacks its last chunk:
+            # DecodeChunks reported it, and nothing of it is published.
+            if not (refs[-1].last and [r.index for r in refs] == list(range(len(refs)))):
+                return []
+            writer = TrackWriter(self.job, refs[0].track, refs[0].fingerprint)
             try:
-                for chunk in chunks:
-                    writer.add(chunk)
+                for ref in refs:
+                    writer.add(ref.index, stash.load(ref), ref.n_samples if ref.last else None)
             except BaseException:
                 writer.abort()
                 raise
             return writer.finish()
         except BeamsplitterError as exc:
-            return Failure.of(track_id, chunks[0].track.uri, exc)
+            return Failure.of(track_id, refs[0].track.uri, exc)
+        finally:
+            stash.drop(refs)
 
 
 class _AssembleInOrder(_AssembleDoFn):
@@ -213,8 +217,8 @@ class _AssembleInOrder(_AssembleDoFn):
                 if chunk.index != 0:
                     raise RuntimeError(f"{track_id}: chunk {chunk.index} came first; in-order assembly "
                                        "needs each track's chunks in one bundle, in order (the local runner)")
-                writer = self.writers[track_id] = TrackWriter(self.job, chunk)
-            writer.add(chunk)
+                writer = self.writers[track_id] = TrackWriter(self.job, chunk.track, chunk.fingerprint)
+            writer.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
             if not chunk.last:
                 return []
             del self.writers[track_id]
@@ -227,22 +231,22 @@ class _AssembleInOrder(_AssembleDoFn):
 
 
 class ReassembleTracks(beam.PTransform):
-    """``((track_id, index), SeparatedChunk)`` -> metadata rows (dicts), plus a ``failures`` output.
+    """Separated chunks -> metadata rows (dicts), plus a ``failures`` output.
 
-    ``in_order``: the chunks arrive per track in one bundle, in order (the
-    local runner without fan-out), and are written without grouping.
+    In order: ``((track_id, index), SeparatedChunk)``, each track's chunks in
+    one bundle, in order (fan-out none or tracks). ``stashed``: ``(track_id,
+    StashedChunk)`` references from anywhere, grouped here by track.
     """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str, in_order: bool = False):
+                 batch: str, stashed: bool = False):
         super().__init__()
-        self.job, self.in_order = _Job(layout, model, model_id, encoding, run_id, batch), in_order
+        self.job, self.stashed = _Job(layout, model, model_id, encoding, run_id, batch), stashed
 
     def expand(self, separated):
-        if self.in_order:
+        if not self.stashed:
             return separated | "Assemble" >> beam.ParDo(_AssembleInOrder(self.job)).with_outputs(
                 FAILURES, main="metadata")
         return (separated
-                | "ByTrack" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
                 | "GroupChunks" >> beam.GroupByKey()
-                | "Assemble" >> beam.ParDo(_AssembleGrouped(self.job)).with_outputs(FAILURES, main="metadata"))
+                | "Assemble" >> beam.ParDo(_AssembleStashed(self.job)).with_outputs(FAILURES, main="metadata"))

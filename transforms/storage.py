@@ -153,6 +153,20 @@ def remove(uri: str) -> None:
     delete([m.path for result in found for m in result.metadata_list])
 
 
+def remove_with_empty_parents(uri: str, above: str) -> None:
+    """``remove(uri)``, then the local folders between it and ``above`` that it left empty."""
+    remove(uri)
+    if is_local(uri):
+        folder = os.path.dirname(os.path.abspath(uri))
+        top = os.path.abspath(above)
+        while folder.startswith(top + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: another run's, or a folder of the output
+                break
+            folder = os.path.dirname(folder)
+
+
 def _cause(exc: Exception) -> str:
     causes = getattr(exc, "exception_details", None)
     if isinstance(causes, dict) and causes:
