@@ -51,6 +51,15 @@ def with_defaults(argv: list[str], environ=os.environ) -> list[str]:
     return args
 
 
+def same_build(image: str, own: str) -> bool:
+    """Whether ``image`` names this image: its own tag, or a digest in the same repository (a
+    launcher may pin the spec's tag to what it resolved to; the repository's tags are immutable)."""
+    if image == own:
+        return True
+    repository = own.rsplit(":", 1)[0] if own.rfind(":") > own.rfind("/") else own
+    return image.startswith(repository + "@sha256:")
+
+
 def check_launch(options: PipelineOptions, environ=os.environ) -> None:
     """Refuse what would start a job that cannot work as planned.
 
@@ -62,7 +71,7 @@ def check_launch(options: PipelineOptions, environ=os.environ) -> None:
     """
     own = environ.get("BEAMSPLITTER_IMAGE")
     image = options.view_as(WorkerOptions).sdk_container_image
-    if own and image and image != own:
+    if own and image and not same_build(image, own):
         raise LaunchError(f"--sdk_container_image {image}: the workers run this launcher's own image, {own}; "
                           "launch the template built from the image you want")
     if options.view_as(StandardOptions).runner == DATAFLOW and not image:

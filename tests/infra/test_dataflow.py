@@ -276,7 +276,8 @@ def readme_commands() -> list[list[str]]:
     lines += re.findall(r"`(python3 infra/dataflow/template\.py build [^`]+)`", prose)
     filled = []
     for line in lines:
-        line = line.split("#", 1)[0].replace("$IMAGE", IMAGE).replace("PROJECT", "proj").replace("CATALOGUE", "catalogue")
+        line = line.split("#", 1)[0].replace("$IMAGE", IMAGE)
+        line = line.replace("PROJECT", "proj").replace("CATALOGUE", "catalogue")
         filled.append(line.split())
     return filled
 
@@ -319,7 +320,11 @@ def test_entry_file_refuses_workers_on_another_image_and_gpus_everywhere():
                                       env)
     assert "right fitting" in refusal([*gpu, "--experiments=worker_accelerator=type:nvidia-l4;count:1"], env)
     assert "batch" in refusal([*gpu, "--streaming"], env)
-    for fine in ([], gpu, [f"--sdk_container_image={IMAGE}", *gpu], ["--dataflow_service_options=enable_prime"]):
+    repository = IMAGE.rsplit(":", 1)[0]
+    assert IMAGE in refusal([f"--sdk_container_image={repository}-cpu@sha256:" + "a" * 64], env)
+    pinned = f"--sdk_container_image={repository}@sha256:" + "a" * 64  # the tag, as a launcher may resolve it
+    for fine in ([], gpu, [f"--sdk_container_image={IMAGE}", *gpu], [pinned],
+                 ["--dataflow_service_options=enable_prime"]):
         flex_main.check_launch(PipelineOptions(flex_main.with_defaults(fine, env)), env)
 
 
