@@ -8,11 +8,16 @@ Plain context managers (no pytest in here; conftest.py wraps them as fixtures):
   a TaskManager process); its ``.master`` goes to ``--flink_master``;
 * ``flink_job_server(jar, master)``: one Beam Flink job server for many
   pipelines (a FlinkRunner pipeline otherwise starts a job server JVM of its
-  own, which lives until this process exits).
+  own, which lives until this process exits);
+* ``worker_pool()``: a Beam SDK worker pool, SDK workers in processes of their
+  own (the EXTERNAL environment infra/flink deploys), with their peak memory.
+
+scripts/flink-cluster runs the last three for a user, until stopped.
 
 Beam options: ``DIRECT_RUNNER_OPTIONS`` (pure-Python local runner),
 ``flink_pipeline_options(jar, master)`` (FlinkRunner) and
-``FlinkJobServer.pipeline_options()`` (PortableRunner on a shared job server).
+``FlinkJobServer.pipeline_options(parallelism, worker_pool)`` (PortableRunner on a
+shared job server, SDK workers LOOPBACK or from a ``worker_pool()``).
 ``jar`` is the path that ``scripts/fetch-flink-jobserver`` prints.
 
 Every start picks free ports at run time, waits a bounded time for the
@@ -282,12 +287,21 @@ def _has_no_staging_factory(jar: str | os.PathLike) -> bool:
         return False
 
 
+# How long a TaskManager keeps a job's SDK workers once no task uses them.
+# Flink runs a batch job stage by stage, and with Beam's default (0) each stage
+# starts SDK workers of its own: with EXTERNAL workers a new process per stage,
+# each importing TensorFlow again (one 60 s track on flink_cluster(): 13 worker
+# processes and 102 s; kept a minute: 2 processes and 46 s).
+ENVIRONMENT_CACHE_MILLIS = 60_000
+
+
 def _runner_extras(jar: str | os.PathLike, master: str, parallelism: int | None,
                    worker_pool: "WorkerPool | None" = None) -> list[str]:
     if worker_pool is None:
         options = ["--environment_type=LOOPBACK"]
     else:
-        options = ["--environment_type=EXTERNAL", f"--environment_config={worker_pool.endpoint}"]
+        options = ["--environment_type=EXTERNAL", f"--environment_config={worker_pool.endpoint}",
+                   f"--environment_cache_millis={ENVIRONMENT_CACHE_MILLIS}"]
         if parallelism is not None:  # one SDK worker per slot, as infra/flink deploys it
             options.append(f"--sdk_worker_parallelism={parallelism}")
     if master not in _MAGIC_MASTERS and _has_no_staging_factory(jar):
@@ -363,22 +377,25 @@ class FlinkJobServer:
         The SDK workers run in this process (LOOPBACK), or with ``worker_pool``
         (``worker_pool()``) in processes that pool starts (EXTERNAL), as on
         Kubernetes (infra/flink); then ``parallelism`` also sets
-        --sdk_worker_parallelism, one SDK worker process per slot.
+        --sdk_worker_parallelism, one SDK worker process per slot, and the
+        workers are kept between stages (``ENVIRONMENT_CACHE_MILLIS``).
         """
         return ["--runner=PortableRunner", f"--job_endpoint={self.endpoint}",
                 *_runner_extras(self.jar, self.master, parallelism, worker_pool)]
 
 
 @contextlib.contextmanager
-def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0) -> Iterator[FlinkJobServer]:
+def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0,
+                     port: int | None = None) -> Iterator[FlinkJobServer]:
     """One Beam Flink job server on 127.0.0.1 for many pipelines (``.pipeline_options()``).
 
     With master "[local]" each job runs in a Flink mini cluster inside the job
     server; else ``master`` is a cluster's REST address (``flink_cluster()``).
     Saves the job server start (a few seconds) of each FlinkRunner pipeline.
+    ``port``: the job port (default: a free one).
     """
     workdir = Path(tempfile.mkdtemp(prefix="flink-job-server-"))
-    job_port = free_port()
+    job_port = port or free_port()
     cmd = [
         _java(), f"-Djava.io.tmpdir={workdir}", *_JAVA_OPTS, "-jar", os.fspath(jar),
         "--flink-master", master,
@@ -431,6 +448,8 @@ def flink_cluster(
     slots: int = 2,
     taskmanager_memory: str = "2048m",
     timeout: float = 90.0,
+    config: dict | None = None,
+    rest_port: int | None = None,
 ) -> Iterator[FlinkCluster]:
     """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager process.
 
@@ -438,14 +457,16 @@ def flink_cluster(
     so its Flink is the job server's. Yields once the REST API reports the
     TaskManager's slots. Run pipelines with ``flink_pipeline_options(jar,
     cluster.master)`` or ``flink_job_server(jar, cluster.master)``.
+    ``config``: Flink configuration entries to add or override; ``rest_port``:
+    the REST API's and web UI's port (default: a free one).
     """
     java, classpath = _java(), _flink_classpath(jar)
     workdir = Path(tempfile.mkdtemp(prefix="flink-cluster-"))
     conf_dir, tmp_dir = workdir / "conf", workdir / "tmp"
     conf_dir.mkdir()
     tmp_dir.mkdir()
-    rest_port, rpc_port = free_port(), free_port()
-    config = {
+    rest_port, rpc_port = rest_port or free_port(), free_port()
+    config = {**{
         "jobmanager.rpc.address": "127.0.0.1",
         "jobmanager.rpc.port": rpc_port,
         "jobmanager.bind-host": "127.0.0.1",
@@ -466,7 +487,7 @@ def flink_cluster(
         # Beam is on the cluster's classpath: take its classes from there,
         # never from jars a job brings.
         "classloader.resolve-order": "parent-first",
-    }
+    }, **(config or {})}
     # Flat "key: value" lines: valid in Flink's legacy format and in its YAML one.
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
     jvm_common = [f"-Djava.io.tmpdir={tmp_dir}", *_JAVA_OPTS]
@@ -611,7 +632,8 @@ server.wait_for_termination()
 
 
 @contextlib.contextmanager
-def worker_pool(port: int | None = None, timeout: float = 60.0) -> Iterator[WorkerPool]:
+def worker_pool(port: int | None = None, timeout: float = 60.0,
+                cwd: str | os.PathLike | None = None) -> Iterator[WorkerPool]:
     """A Beam SDK worker pool on 127.0.0.1: SDK workers in processes of their own (EXTERNAL environment).
 
     The pool (Beam's ``worker_pool_main`` on loopback, in this Python) starts
@@ -619,7 +641,9 @@ def worker_pool(port: int | None = None, timeout: float = 60.0) -> Iterator[Work
     PATH: this Python's folder goes first on the pool's PATH, so the workers
     run this environment too. Pass the pool to
     ``FlinkJobServer.pipeline_options(worker_pool=...)``. The pool and its
-    workers are in one process group, killed together on exit.
+    workers are in one process group, killed together on exit. The workers
+    inherit this process's environment, and run in ``cwd`` (default: a
+    temporary folder), where relative paths of a job resolve.
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="beam-worker-pool-"))
@@ -629,7 +653,7 @@ def worker_pool(port: int | None = None, timeout: float = 60.0) -> Iterator[Work
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     try:
         with _processes() as procs:
-            proc = _Process("beam-worker-pool", cmd, workdir / "worker-pool.log", env=env, cwd=workdir)
+            proc = _Process("beam-worker-pool", cmd, workdir / "worker-pool.log", env=env, cwd=cwd or workdir)
             procs.append(proc)
             pool = WorkerPool(f"127.0.0.1:{port}", proc.log, proc.popen.pid)
             try:
