@@ -189,7 +189,7 @@ def _infer(separator, inbox, outbox, batch_size, crashed):
                 break
         batch = [c for c in pending if isinstance(c, _Chunk) and c.needs_model]
         if batch:
-            estimates = separator.estimate(np.stack([c.magnitude for c in batch]))
+            estimates = separator.estimate(np.stack([c.magnitude for c in batch]), batch_size)
             for i, chunk in enumerate(batch):
                 chunk.estimates, chunk.magnitude = estimates[:, i], None
         for item in pending:

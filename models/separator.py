@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from models import spectral
 from models.chunking import ChunkGeometry, OverlapAdd, segments
@@ -23,6 +24,7 @@ class Separator:
         self.checkpoint_sha256 = checkpoint_sha256
         self.network = SeparationNetwork(config)
         self.network.assign(weights)
+        self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
 
     @property
     def model_id(self) -> str:
@@ -37,9 +39,25 @@ class Separator:
         """Segment ``[span, 2]`` -> (STFT ``[T, bins, 2]`` complex64, magnitude ``[T, F, 2]`` float32)."""
         return spectral.analyze(segment, self.config)
 
-    def estimate(self, magnitudes: np.ndarray) -> np.ndarray:
-        """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
-        return self.network(magnitudes).numpy()
+    def estimate(self, magnitudes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``.
+
+        A chunk's stems must not depend on how it was batched, or runners
+        that batch differently would write different bytes. On a CPU,
+        TensorFlow rounds a chunk differently (by ~1e-7, enough to flip a
+        16-bit sample) depending on which chunks share its batch, while one
+        chunk per call costs no throughput: the network runs chunk by chunk.
+        On a GPU it runs on batches of ``batch_size`` chunks, the last padded,
+        so that it always sees one shape.
+        """
+        if not self.on_gpu:
+            return np.concatenate([self.network(m[None]).numpy() for m in magnitudes], axis=1)
+        n = len(magnitudes)
+        if batch_size is None or n % batch_size == 0:
+            return self.network(magnitudes).numpy()
+        padded = np.zeros((-(-n // batch_size) * batch_size,) + magnitudes.shape[1:], np.float32)
+        padded[:n] = magnitudes
+        return self.network(padded).numpy()[:, :n]
 
     def full_band(self, estimates: np.ndarray) -> np.ndarray:
         """Estimates ``[n, T, F, 2]`` zero-padded to all STFT bins, as Spleeter feeds its Wiener filter."""
@@ -59,7 +77,7 @@ class Separator:
 
         def flush():
             spectra, magnitudes = zip(*(self.analyze(s.samples) for s in batch))
-            estimates = self.estimate(np.stack(magnitudes))
+            estimates = self.estimate(np.stack(magnitudes), batch_size)
             for i, segment in enumerate(batch):
                 stems = self.synthesize(spectra[i], estimates[:, i])
                 pieces.append(joiner.add(segment.index, stems, segment.n_samples))

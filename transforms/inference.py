@@ -31,11 +31,8 @@ _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def _enable_gpu_memory_growth() -> bool:
-    """Several SDK processes share one GPU on Dataflow: none may take all its memory.
-
-    Returns whether there is a GPU.
-    """
+def _enable_gpu_memory_growth() -> None:
+    """Several SDK processes may share one GPU: none may take all its memory."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -44,33 +41,12 @@ def _enable_gpu_memory_growth() -> bool:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process
             pass
-    return bool(gpus)
-
-
-class _Network:
-    """What the model handler loads: the network, fed batches of one shape on a GPU.
-
-    On a GPU, batches are padded to ``batch_size`` so the network always sees
-    one shape (no re-tuning of kernels per shape); on a CPU padding would only
-    waste time. With models shared across processes this object lives in the
-    process that holds the model, and only ``estimate`` crosses over.
-    """
-
-    def __init__(self, separator, batch_size: int, pad: bool):
-        self.separator, self.batch_size, self.pad = separator, batch_size, pad
-
-    def estimate(self, magnitudes: np.ndarray) -> np.ndarray:
-        """Estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
-        n = len(magnitudes)
-        if self.pad and n < self.batch_size:
-            padded = np.zeros((self.batch_size,) + magnitudes.shape[1:], np.float32)
-            padded[:n] = magnitudes
-            magnitudes = padded
-        return self.separator.estimate(magnitudes)[:, :n]
 
 
 class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
     """Loads a separation model once per worker process (or ``model_copies`` per machine); runs batches of chunks.
+
+    A chunk's stems never depend on the batch it came in (``Separator.estimate``).
 
     ``model_copies``: that many models per machine, shared by all its SDK
     processes through Beam's model sharing, for GPU workers where every SDK
@@ -92,11 +68,11 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
     def model_copies(self) -> int:
         return self.copies or 1
 
-    def load_model(self) -> _Network:
+    def load_model(self):
         from models.errors import ModelError
         from models.provider import load_separator
 
-        gpu = _enable_gpu_memory_growth()
+        _enable_gpu_memory_growth()
         # Beam shares a model only within one pipeline; the local runner builds
         # a pipeline per wave of tracks, and each would load and trace it again.
         with _MODELS_LOCK:
@@ -109,7 +85,7 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
                 f"{self.model}: this worker loaded checkpoint sha256 {separator.checkpoint_sha256}, "
                 f"the run was planned with {self.checkpoint_sha256}; pass the same --checkpoint to all workers"
             )
-        return _Network(separator, self.batch_size, pad=gpu)
+        return separator
 
     @functools.cached_property
     def config(self):
@@ -122,7 +98,8 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
 
         started = time.perf_counter()
         spectra, magnitudes = zip(*(spectral.analyze(chunk.samples, self.config) for chunk in batch))
-        estimates = model.estimate(np.stack(magnitudes))
+        # Full batches always: a chunk's stems must not depend on how it was batched.
+        estimates = model.estimate(np.stack(magnitudes), self.batch_size)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
         # The waveform is not needed any more: the spectrum says it all.
         return [EstimatedChunk(dataclasses.replace(c, samples=None), spectra[i], estimates[:, i])
