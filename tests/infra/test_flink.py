@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 import string
+import subprocess
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
 
+import apache_beam as beam
 import jsonschema
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
@@ -13,7 +22,7 @@ from infra import common
 from infra.flink import deploy
 from pipeline.options import BeamsplitterOptions  # noqa: F401  (registers the job's options with Beam)
 from tests import services
-from tests.infra.conftest import INFRA, dry_run, flag, load_yaml, rejects
+from tests.infra.conftest import INFRA, REPO, dry_run, flag, load_yaml, rejects
 
 FLINK = INFRA / "flink"
 IMAGE = "europe-west4-docker.pkg.dev/proj/beamsplitter/beamsplitter:0.1.0-cpu"
@@ -161,6 +170,41 @@ def test_task_managers_run_the_sdk_worker_pool(deployed):
     assert spec["serviceAccount"] == "flink"
 
 
+def test_flink_runs_with_flinks_own_java17_options(deployed):
+    """The operator's configuration replaces the image's, where Flink keeps its Java 17 options."""
+    _, _, docs = deployed
+    configuration = docs["FlinkDeployment"]["spec"]["flinkConfiguration"]
+    assert configuration["env.java.opts.all"].split() == services.flink_java17_opts()
+    opts = services.flink_java17_opts()
+    assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in opts and len(opts) == len(set(opts)) == 20
+    assert all(re.match(r"^--add-(opens|exports)=[a-z.]+/[a-z0-9.]+=ALL-UNNAMED$", o) for o in opts)
+    # The TaskManager's gRPC data plane to the SDK workers needs direct memory of its own.
+    assert re.match(r"^\d+m$", configuration["taskmanager.memory.task.off-heap.size"])
+
+
+def test_launcher_jar_carries_the_java17_options(tmp_path):
+    """scripts/fetch-flink-jobserver's launcher: Add-Opens/Add-Exports for `java -jar`, rewritten only on change."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "flink-runtime-1.19.0.jar").write_bytes(b"")
+    version = re.search(r"^BEAM_VERSION=(\S+)", (REPO / "scripts" / "fetch-flink-jobserver").read_text(), re.M)[1]
+    (tmp_path / f".complete-{version}").touch()
+    env = dict(os.environ, BEAMSPLITTER_FLINK_DIR=str(tmp_path))
+    fetch = [str(REPO / "scripts" / "fetch-flink-jobserver")]
+    jar = Path(subprocess.run(fetch, env=env, capture_output=True, text=True, check=True).stdout.strip())
+    with zipfile.ZipFile(jar) as z:
+        manifest = z.read("META-INF/MANIFEST.MF").decode().replace("\r\n ", "")
+    headers = dict(line.split(": ", 1) for line in manifest.splitlines() if ": " in line)
+    assert headers["Main-Class"] == "org.apache.beam.runners.flink.FlinkJobServerDriver"
+    assert headers["Class-Path"] == "lib/flink-runtime-1.19.0.jar"
+    opts = services.flink_java17_opts()
+    assert headers["Add-Opens"].split() == [o.split("=")[1] for o in opts if o.startswith("--add-opens=")]
+    assert headers["Add-Exports"].split() == [o.split("=")[1] for o in opts if o.startswith("--add-exports=")]
+    before = jar.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert subprocess.run(fetch, env=env, capture_output=True, text=True, check=True).stdout.strip() == str(jar)
+    assert jar.stat().st_mtime_ns == before  # nothing changed, nothing written
+
+
 def test_job_server_reaches_the_cluster_and_is_reachable(deployed):
     _, _, docs = deployed
     deployment, service = docs["Deployment"], docs["Service"]
@@ -206,6 +250,8 @@ def test_cronjob_plans_then_runs_through_the_job_server(deployed):
     assert given["environment_config"] == f"localhost:{pool['ports'][0]['containerPort']}"
     slots = docs["FlinkDeployment"]["spec"]["flinkConfiguration"]["taskmanager.numberOfTaskSlots"]
     assert given["sdk_worker_parallelism"] == slots
+    # SDK workers kept from one stage to the next, as the local worker pool's (tests/services.py).
+    assert given["environment_cache_millis"] == str(services.ENVIRONMENT_CACHE_MILLIS)
     parsed = PipelineOptions(run["args"][1:]).get_all_options()  # Beam understands every option
     assert parsed["job_endpoint"] == given["job_endpoint"] and parsed["parallelism"] == 32
     assert parsed["model"] == "spleeter:4stems"
@@ -243,3 +289,89 @@ def test_deploy_refuses_bad_values(tmp_path):
     assert "quote" in bad("--manifest", 'gs://c/"m".csv')
     assert "cron" in bad("--schedule", "daily")
     assert "gs://" in bad("--artifacts-dir", "/tmp/artifacts")
+
+
+# --- the local cluster: tests/services.py's worker pool, scripts/flink-cluster ----------------
+
+
+@pytest.fixture(scope="module")
+def flink_jar() -> str:
+    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def write_lines(options: list[str], path: Path) -> None:
+    """A tiny pipeline, its Python steps in the SDK workers: three lines into ``path``."""
+    with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
+        _ = (pipeline
+             | beam.Create(["a", "b", "c"])
+             | beam.Map(lambda line, pid=os.getpid: f"{line} {pid()}")
+             | beam.io.WriteToText(str(path), shard_name_template=""))
+
+
+def test_worker_pool_runs_the_sdk_workers_and_measures_them(flink_jar, tmp_path):
+    with services.flink_job_server(flink_jar) as server, services.worker_pool() as pool:
+        options = server.pipeline_options(worker_pool=pool)
+        assert f"--environment_config={pool.endpoint}" in options and "--environment_type=EXTERNAL" in options
+        write_lines(options, tmp_path / "out.txt")
+        peak = pool.peak_rss_bytes()
+        assert pool.log.exists()
+    lines = (tmp_path / "out.txt").read_text().split()
+    assert lines[::2] == ["a", "b", "c"]
+    assert int(lines[1]) != os.getpid()  # written by an SDK worker process, not by this one
+    assert 50 * 2**20 < peak < 4 * 2**30  # a Python process with Beam imported
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (whoever adopted it may not reap it at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def _port_open(endpoint: str) -> bool:
+    host, port = endpoint.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
+    """scripts/flink-cluster: start in the background, the options it prints run a job, stop ends everything."""
+    script = str(REPO / "scripts" / "flink-cluster")
+    env = dict(os.environ, BEAMSPLITTER_FLINK_CLUSTER_DIR=str(tmp_path / "state"))
+
+    def call(*args, timeout=240):
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=timeout)
+
+    assert call("status").returncode == 3
+    started = call("start", "--slots", "1")
+    assert started.returncode == 0, started.stderr[-3000:]
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    try:
+        assert "--job_endpoint=" + state["job_endpoint"] in started.stdout
+        printed = started.stdout.split(" run --manifest MANIFEST --output OUTPUT ", 1)[1].split()
+        assert printed == state["options"]
+        assert PipelineOptions(printed).get_all_options()["environment_type"] == "EXTERNAL"
+        assert state["cwd"] == str(tmp_path)
+        with urllib.request.urlopen(state["rest_url"] + "/overview", timeout=5) as response:
+            assert json.loads(response.read())["slots-total"] == 1
+        again = call("start")  # already running: says so, starts nothing
+        assert again.returncode == 0 and json.loads((tmp_path / "state" / "state.json").read_text()) == state
+        assert call("status").returncode == 0
+        # The printed options, and (as the tests' own jobs do) no upload of the cluster's jars.
+        no_upload = [o for o in services.FlinkJobServer(state["job_endpoint"], state["flink_master"], flink_jar,
+                                                         Path()).pipeline_options() if "detector" in o]
+        write_lines(printed + no_upload, Path("relative-out.txt"))  # relative: the workers run in the cwd
+        assert (tmp_path / "relative-out.txt").read_text().split()[::2] == ["a", "b", "c"]
+    finally:
+        stopped = call("stop", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "state" / "state.json").exists()
+    assert _gone(state["pid"])
+    for endpoint in (state["flink_master"], state["job_endpoint"], state["worker_pool"]):
+        assert not _port_open(endpoint), endpoint
+    assert call("status").returncode == 3
