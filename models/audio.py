@@ -255,6 +255,15 @@ def load(path: str, sample_rate: int, offset: float = 0.0, duration: float | Non
     return np.concatenate(blocks) if blocks else np.zeros((0, 2), np.float32)
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How stems are encoded: ``codec`` (CODECS), ``bitrate`` of lossy codecs, ``sample_format`` of wav/flac."""
+
+    codec: str = "wav"
+    bitrate: str | None = "128k"
+    sample_format: str = "s16"
+
+
 class Encoder:
     """Streams float32 stereo blocks into an audio file, published atomically.
 

@@ -5,7 +5,7 @@ whatever the tracks' lengths:
 
     reader thread:  decode -> chunk segments -> STFT         (one track after another)
     caller thread:  batches of chunks, across track borders -> network
-    writer thread:  masks -> inverse STFT -> overlap-add -> encoders
+    writer thread:  masks -> inverse STFT -> StemWriter (overlap-add, encoders)
 
 A failing track (bad input, unwritable output) is reported and its partial
 stems removed; the others go on.
@@ -23,15 +23,16 @@ import queue
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
 from models import audio, spectral
-from models.chunking import OverlapAdd, segments
+from models.chunking import segments
 from models.errors import BeamsplitterError, InputError
 from models.separator import Separator
+from models.stems import StemWriter
 from models.wiener import WienerStatistics, filter_chunk, softmask
 
 
@@ -54,13 +55,6 @@ class TrackResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass
-class EncodeOptions:
-    codec: str = "wav"
-    bitrate: str | None = "128k"
-    sample_format: str = "s16"
 
 
 SEPARATE, MWF_STATISTICS, MWF_FILTER = 0, 1, 2  # what a chunk is read for
@@ -86,8 +80,7 @@ class _Chunk:
 class _Track:
     job: TrackJob
     result: TrackResult
-    joiner: OverlapAdd | None = None
-    encoders: dict[str, audio.Encoder] = field(default_factory=dict)
+    writer: StemWriter | None = None
     failed: bool = False
     scratch: str | None = None  # mwf: the network's estimates from the first pass
     statistics: WienerStatistics | None = None
@@ -104,7 +97,7 @@ _END = object()
 def separate_files(
     separator: Separator,
     jobs: Iterable[TrackJob],
-    encoding: EncodeOptions = EncodeOptions(),
+    encoding: audio.EncodeOptions = audio.EncodeOptions(),
     batch_size: int = 4,
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
@@ -168,8 +161,8 @@ def separate_files(
             except queue.Empty:
                 pass
         for track in tracks:
-            for encoder in track.encoders.values():
-                encoder.abort()
+            if track.writer is not None:
+                track.writer.abort()
     if crashed:
         raise crashed[0]
     return [t.result for t in tracks]
@@ -201,32 +194,22 @@ def _infer(separator, inbox, outbox, batch_size, crashed):
 
 def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
     track = chunk.track
-    config = separator.config
     try:
         if chunk.purpose == MWF_STATISTICS:
             _gather_statistics(separator, chunk)
             return
-        if track.joiner is None:
-            track.joiner = OverlapAdd(separator.geometry)
-            track.encoders = {
-                name: audio.Encoder(track.job.outputs[name], config.sample_rate, encoding.codec,
-                                    encoding.bitrate, encoding.sample_format)
-                for name in separator.instruments
-            }
+        if track.writer is None:
+            track.writer = StemWriter(track.job.outputs, separator.geometry, separator.config.sample_rate, encoding)
         if chunk.purpose == MWF_FILTER:
             stems = _filtered_stems(separator, chunk)
         else:
             stems = separator.synthesize(chunk.spectrum, chunk.estimates)
-        final = track.joiner.add(chunk.index, stems, chunk.n_samples)
-        for name, samples in zip(separator.instruments, final):
-            track.encoders[name].write(samples)
-        seconds = final.shape[1] / config.sample_rate
+        seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / separator.config.sample_rate
         track.result.seconds += seconds
         on_progress(seconds)
         if chunk.last:
-            for encoder in track.encoders.values():
-                encoder.close()
-            track.encoders = {}
+            track.writer.close()
+            track.writer = None
             _drop_scratch(track)
             on_result(track.result)
     except BeamsplitterError as exc:
@@ -260,9 +243,9 @@ def _drop_scratch(track: _Track) -> None:
 def _fail(track: _Track, error: BeamsplitterError, on_result):
     track.failed = True
     _drop_scratch(track)
-    for encoder in track.encoders.values():
-        encoder.abort()  # also withdraws stems of this track already published
-    track.encoders = {}
+    if track.writer is not None:
+        track.writer.abort()  # also withdraws stems of this track already published
+        track.writer = None
     track.result.error = error
     on_result(track.result)
 

@@ -16,7 +16,8 @@ DEFAULT_MODEL = "spleeter:2stems"
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.engine import EncodeOptions, plan_jobs, separate_files
+    from models.audio import EncodeOptions
+    from models.engine import plan_jobs, separate_files
     from models.provider import load_separator
 
     separator = load_separator(args.params_filename, args.checkpoint)

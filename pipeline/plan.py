@@ -27,7 +27,7 @@ from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
 from transforms.layout import Layout
 from transforms.read import ReadCatalogue
-from transforms.skip import is_done
+from transforms.record import CompletionRecord
 
 REASONS = ("new", "changed", "new-model")
 
@@ -48,13 +48,14 @@ class _Classify(beam.DoFn):
             fingerprint = storage.fingerprint(track.uri)
         except BeamsplitterError:
             fingerprint = None  # a run will report it as a failure; plan it so that it does
-        record = storage.read_json(self.layout.record(track.track_id))
-        if fingerprint is not None and is_done(record, track.uri, fingerprint):
+        record = CompletionRecord.read(self.layout.record(track.track_id))
+        if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint):
             Metrics.counter("beamsplitter", "plan.up-to-date").inc()
             return
         if record:
             reason = "changed"
-        elif any(storage.exists(Layout(self.layout.prefix, m).record(track.track_id)) for m in self.other_models):
+        elif any(CompletionRecord.read(Layout(self.layout.prefix, m).record(track.track_id))
+                 for m in self.other_models):
             reason = "new-model"
         else:
             reason = "new"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
-from models.engine import EncodeOptions
+from models.audio import EncodeOptions
 from models.provider import resolve_checkpoint
 from pipeline.options import BeamsplitterOptions, is_local, pin_local_runner
 from transforms import manifest, storage

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import os
 import shutil
 import tempfile
@@ -26,95 +25,86 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models import audio
-from models.chunking import ChunkGeometry, OverlapAdd
+from models.audio import EncodeOptions
+from models.chunking import ChunkGeometry
 from models.config import SeparationConfig, load_config
-from models.engine import EncodeOptions
 from models.errors import BeamsplitterError
+from models.stems import StemWriter
 from transforms import stash, storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.layout import Layout
 from transforms.manifest import Failure, Track
+from transforms.record import CompletionRecord
 
 FAILURES = "failures"
 
 
 class TrackWriter:
-    """Joins one track's separated chunks, given in order, into its stems; publishes them, then its record.
+    """One track's separated chunks, given in order, into its published stems, then its completion record.
 
-    Stems are encoded into a scratch folder and published whole by ``finish``;
-    ``abort`` drops them. Not thread-safe: one thread feeds a writer.
+    The stems go through ``models.stems.StemWriter``, the writer of
+    ``beamsplitter separate`` too: under a local prefix they are encoded in
+    place under temporary names; for an object store they are encoded into a
+    local scratch folder and uploaded whole by ``finish``. ``abort`` drops
+    them. Not thread-safe: one thread feeds a writer.
     """
 
     def __init__(self, job: "_Job", track: Track, fingerprint: dict):
         self.job, self.track, self.fingerprint = job, track, fingerprint
-        config, encoding = job.config, job.encoding
-        self.joiner = OverlapAdd(ChunkGeometry.of(config))
-        self.scratch = tempfile.mkdtemp(prefix="beamsplitter-")
-        self.encoders: dict[str, audio.Encoder] = {}
+        config, codec = job.config, job.encoding.codec
+        self.uris = {name: job.layout.stem(track.track_id, name, codec) for name in config.instruments}
+        self.scratch = None if storage.is_local(job.layout.prefix) else tempfile.mkdtemp(prefix="beamsplitter-")
+        paths = self.uris if self.scratch is None else {
+            name: os.path.join(self.scratch, f"{name}.{codec}") for name in config.instruments}
         try:
-            for name in config.instruments:
-                path = os.path.join(self.scratch, f"{name}.{encoding.codec}")
-                self.encoders[name] = audio.Encoder(path, config.sample_rate, encoding.codec, encoding.bitrate,
-                                                    encoding.sample_format)
+            self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding)
         except BaseException:
-            self.abort()
+            self._drop_scratch()
             raise
-        self.peak = dict.fromkeys(config.instruments, 0.0)
-        self.energy = dict.fromkeys(config.instruments, 0.0)
-        self.n_samples: int | None = None
 
     def add(self, index: int, stems: np.ndarray, n_samples: int | None = None) -> None:
         """Chunk ``index``'s stems ``[n_instruments, span, 2]``; ``n_samples``, the track's length, with the last."""
-        final = self.joiner.add(index, stems, n_samples)
-        for name, samples in zip(self.job.config.instruments, final):
-            self.encoders[name].write(samples)
-            if samples.size:
-                self.peak[name] = max(self.peak[name], float(np.abs(samples).max()))
-                self.energy[name] += float(np.square(samples, dtype=np.float64).sum())
-        if n_samples is not None:
-            self.n_samples = n_samples
+        self.stems.add(index, stems, n_samples)
 
     def finish(self) -> list[dict]:
         """Publish the stems and the completion record; returns the track's metadata rows."""
-        job, track = self.job, self.track
+        job, track, stems = self.job, self.track, self.stems
         config, codec = job.config, job.encoding.codec
         try:
-            for encoder in self.encoders.values():
-                encoder.close()
-            uris = {name: job.layout.stem(track.track_id, name, codec) for name in config.instruments}
-            for name, uri in uris.items():
-                storage.publish_file(self.encoders[name].path, uri)
+            # A track whose stems are being replaced is not done until its new record is written.
+            storage.delete([job.layout.record(track.track_id)])
+            stems.close()
+            if self.scratch is not None:
+                for name, uri in self.uris.items():
+                    storage.publish_file(stems.outputs[name], uri)
         except BaseException:
             self.abort()
             raise
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self._drop_scratch()
         processed_at = datetime.datetime.now(datetime.timezone.utc)
-        n_samples = self.n_samples
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
-            "duration_s": n_samples / config.sample_rate, "sample_rate": config.sample_rate,
-            "channels": config.n_channels, "codec": codec, "model": job.model_id, "peak": self.peak[name],
-            "rms": float(np.sqrt(self.energy[name] / max(1, n_samples * config.n_channels))),
-            "run_id": job.run_id, "processed_at": processed_at,
-        } for name, uri in uris.items()]
+            "duration_s": stems.n_samples / config.sample_rate, "sample_rate": config.sample_rate,
+            "channels": config.n_channels, "codec": codec, "model": job.model_id, "peak": stems.peak[name],
+            "rms": stems.rms(name), "run_id": job.run_id, "processed_at": processed_at,
+        } for name, uri in self.uris.items()]
         for row in rows:  # the manifest's own columns, renamed where they clash with ours
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
-        record = {
-            "track_id": track.track_id, "source_uri": track.uri, "source_fingerprint": self.fingerprint,
-            "model": job.model_id, "stems": uris, "run_id": job.run_id, "metadata_batch": job.batch,
-            "metadata": [dict(row, processed_at=processed_at.isoformat()) for row in rows],
-        }
+        record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, self.uris,
+                                     job.run_id, job.batch, rows)
         # Written last: its presence is what makes the track count as done.
-        storage.publish_bytes(json.dumps(record, indent=1).encode(), job.layout.record(track.track_id))
+        storage.publish_bytes(record.to_json(), job.layout.record(track.track_id))
         storage.remove_partials(job.layout.track_dir(track.track_id))
         return rows
 
     def abort(self) -> None:
-        for encoder in self.encoders.values():
-            encoder.abort()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.stems.abort()
+        self._drop_scratch()
+
+    def _drop_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class _Job:
@@ -163,6 +153,10 @@ class _AssembleStashed(_AssembleDoFn):
             # DecodeChunks reported it, and nothing of it is published.
             if not (refs[-1].last and [r.index for r in refs] == list(range(len(refs)))):
                 return []
+            done = CompletionRecord.read(self.job.layout.record(track_id))
+            if done and done.run_id == self.job.run_id and done.is_done_for(refs[0].track.uri, refs[0].fingerprint):
+                # A retried bundle: an earlier attempt wrote the track and removed its chunks.
+                return done.metadata_rows()
             writer = TrackWriter(self.job, refs[0].track, refs[0].fingerprint)
             try:
                 for ref in refs:

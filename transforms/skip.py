@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -11,23 +9,9 @@ from models.errors import BeamsplitterError
 from transforms import storage
 from transforms.layout import Layout
 from transforms.manifest import Failure
+from transforms.record import CompletionRecord
 
 FAILURES, SKIPPED, RECOVERED = "failures", "skipped", "recovered"
-
-
-def is_done(record: dict | None, uri: str, fingerprint: dict) -> bool:
-    """Done means: a completion record for the same source URI and the same source version."""
-    return bool(record) and record.get("source_uri") == uri and record.get("source_fingerprint") == fingerprint
-
-
-def metadata_rows(record: dict) -> list[dict]:
-    """The metadata rows a completion record carries, as they were first written."""
-    rows = []
-    for row in record.get("metadata", []):
-        row = dict(row)
-        row["processed_at"] = datetime.datetime.fromisoformat(row["processed_at"])
-        rows.append(row)
-    return rows
 
 
 class _Check(beam.DoFn):
@@ -41,13 +25,13 @@ class _Check(beam.DoFn):
         except BeamsplitterError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
         else:
-            record = None if self.force else storage.read_json(self.layout.record(track.track_id))
-            if is_done(record, track.uri, fingerprint):
+            record = None if self.force else CompletionRecord.read(self.layout.record(track.track_id))
+            if record and record.is_done_for(track.uri, fingerprint):
                 self.skipped.inc()
                 yield beam.pvalue.TaggedOutput(SKIPPED, track)
-                if record.get("metadata_batch") not in self.committed_batches:
+                if record.metadata_batch not in self.committed_batches:
                     # Done by a run that was killed before its metadata landed: list it now.
-                    for row in metadata_rows(record):
+                    for row in record.metadata_rows():
                         yield beam.pvalue.TaggedOutput(RECOVERED, row)
             else:
                 yield track, fingerprint

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models import audio
-from models.engine import EncodeOptions, TrackJob, plan_jobs, separate_files, stem_path
+from models.audio import EncodeOptions
+from models.engine import TrackJob, plan_jobs, separate_files, stem_path
 from models.errors import InputError
 from models.provider import load_separator
 
@@ -71,11 +72,11 @@ def test_colliding_stem_paths_are_refused():
 def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, separator, music_track, monkeypatch):
     calls = []
 
-    def broken(magnitudes):
+    def broken(magnitudes, batch_size=None):
         calls.append(len(magnitudes))
         if len(calls) == 2:
             raise RuntimeError("bug in the model")
-        return original(magnitudes)
+        return original(magnitudes, batch_size)
 
     original = separator.estimate
     monkeypatch.setattr(separator, "estimate", broken)

@@ -1,0 +1,80 @@
+"""One track's separated chunks, in order, into one audio file per instrument.
+
+The one stem writer of ``beamsplitter separate`` and of the catalogue job:
+
+    chunk stems [n_instruments, span, 2], in chunk order
+      -> overlap-add (models/chunking.py) -> the samples that became final
+      -> one streaming encoder per instrument, each writing under a temporary name
+      -> close(): every stem renamed into place, or abort(): every stem removed,
+         those already renamed included.
+
+So a stem exists under its final name only when the whole track was
+separated; a track that fails part-way leaves nothing behind. Each stem's
+peak and energy are measured on the way, for the catalogue's metadata.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models import audio
+from models.chunking import ChunkGeometry, OverlapAdd
+
+
+class StemWriter:
+    """Writes ``outputs`` (instrument -> local path) from one track's chunks. Not thread-safe."""
+
+    def __init__(self, outputs: dict[str, str], geometry: ChunkGeometry, sample_rate: int,
+                 encoding: audio.EncodeOptions):
+        self.outputs = dict(outputs)
+        self.joiner = OverlapAdd(geometry)
+        self.encoders: dict[str, audio.Encoder] = {}
+        try:
+            for name, path in self.outputs.items():
+                self.encoders[name] = audio.Encoder(path, sample_rate, encoding.codec, encoding.bitrate,
+                                                    encoding.sample_format)
+        except BaseException:
+            self.abort()
+            raise
+        self.peak = dict.fromkeys(self.outputs, 0.0)
+        self.energy = dict.fromkeys(self.outputs, 0.0)
+        self.n_samples: int | None = None  # the track's length, once its last chunk is in
+        self.channels = 2
+
+    def add(self, index: int, stems: np.ndarray, n_samples: int | None = None) -> int:
+        """Chunk ``index``'s stems; ``n_samples`` (the track's length) with the last chunk.
+
+        Returns how many samples per stem became final.
+        """
+        try:
+            final = self.joiner.add(index, stems, n_samples)
+            self.channels = final.shape[-1]
+            for name, samples in zip(self.outputs, final):
+                self.encoders[name].write(samples)
+                if samples.size:
+                    self.peak[name] = max(self.peak[name], float(np.abs(samples).max()))
+                    self.energy[name] += float(np.square(samples, dtype=np.float64).sum())
+        except BaseException:
+            self.abort()
+            raise
+        if n_samples is not None:
+            self.n_samples = n_samples
+        return final.shape[1]
+
+    def rms(self, name: str) -> float:
+        """Root mean square of stem ``name`` over the track (full scale 1.0)."""
+        return float(np.sqrt(self.energy[name] / max(1, (self.n_samples or 0) * self.channels)))
+
+    def close(self) -> None:
+        """Finish every stem and move it to its final name; on any error, remove them all."""
+        try:
+            for encoder in self.encoders.values():
+                encoder.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove every stem of the track, published or not."""
+        for encoder in self.encoders.values():
+            encoder.abort()

@@ -1,0 +1,59 @@
+"""The completion record: what the writer writes is what SkipDone and plan read; anything else is no record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from transforms.record import CompletionRecord
+
+ROW = {"track_id": "pop/one", "instrument": "vocals", "uri": "/out/stems/m/pop/one/vocals.wav",
+       "processed_at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), "peak": 0.5}
+
+
+def record() -> CompletionRecord:
+    return CompletionRecord.of("pop/one", "/music/one.wav", {"size": 1234, "mtime": 1700000000.5},
+                               "spleeter:2stems@sha256:ab", {"vocals": ROW["uri"]}, "run1", "run1-w0001", [ROW])
+
+
+def test_a_written_record_reads_back_with_its_rows(tmp_path):
+    path = tmp_path / "_SUCCESS.json"
+    path.write_bytes(record().to_json())
+    read = CompletionRecord.read(str(path))
+    assert read == record()
+    assert read.metadata_rows() == [ROW]
+    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
+    assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000001.0})
+    assert not read.is_done_for("/music/other.wav", {"size": 1234, "mtime": 1700000000.5})
+
+
+def _valid() -> dict:
+    return json.loads(record().to_json())
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    record().to_json()[:-20],  # truncated
+    b"[1, 2, 3]",
+    b"\xff\xfe garbage",
+    b"null",
+    json.dumps({k: v for k, v in _valid().items() if k != "source_fingerprint"}).encode(),
+    json.dumps(dict(_valid(), source_fingerprint={"size": "big"})).encode(),
+    json.dumps(dict(_valid(), stems={})).encode(),
+    json.dumps(dict(_valid(), run_id=7)).encode(),
+    json.dumps(dict(_valid(), metadata=[{"instrument": "vocals"}])).encode(),
+    json.dumps(dict(_valid(), metadata=[dict(_valid()["metadata"][0], processed_at="yesterday")])).encode(),
+], ids=["empty", "truncated", "list", "garbage", "null", "no-fingerprint", "bad-fingerprint", "no-stems",
+        "run-id-number", "row-without-time", "row-bad-time"])
+def test_anything_but_a_valid_record_is_no_record(tmp_path, content):
+    path = tmp_path / "_SUCCESS.json"
+    path.write_bytes(content)
+    assert CompletionRecord.read(str(path)) is None
+    with pytest.raises(ValueError):
+        CompletionRecord.from_json(content)
+
+
+def test_a_missing_record_is_no_record(tmp_path):
+    assert CompletionRecord.read(str(tmp_path / "none" / "_SUCCESS.json")) is None

@@ -1,0 +1,79 @@
+"""A track's completion record, ``_SUCCESS.json``: written after its stems, it is what makes the track done.
+
+One type for the writer (ReassembleTracks), the skipping of done tracks
+(SkipDone) and ``beamsplitter plan``. A record that cannot be read or is not a
+valid record (truncated, another JSON value, garbage) counts as absent: the
+track is redone, never skipped on the strength of a broken file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import asdict, dataclass
+
+from transforms import storage
+
+
+@dataclass(frozen=True)
+class CompletionRecord:
+    track_id: str
+    source_uri: str
+    source_fingerprint: dict  # {"size": bytes, "mtime": seconds}, as storage.fingerprint gives it
+    model: str  # "spleeter:4stems@sha256:<checkpoint digest>"
+    stems: dict  # instrument -> stem URI
+    run_id: str
+    metadata_batch: str  # the metadata batch holding its rows; see layout.py
+    metadata: tuple  # the track's metadata rows, processed_at as ISO 8601 text
+
+    @classmethod
+    def of(cls, track_id: str, source_uri: str, fingerprint: dict, model: str, stems: dict, run_id: str,
+           metadata_batch: str, rows: list[dict]) -> "CompletionRecord":
+        text_rows = tuple(dict(row, processed_at=row["processed_at"].isoformat()) for row in rows)
+        return cls(track_id, source_uri, fingerprint, model, dict(stems), run_id, metadata_batch, text_rows)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "CompletionRecord":
+        """The record in ``data``; ValueError when it is not a valid one."""
+        fields = json.loads(data)
+        if not isinstance(fields, dict):
+            raise ValueError(f"a JSON {type(fields).__name__}, not an object")
+        text = ("track_id", "source_uri", "model", "run_id", "metadata_batch")
+        missing = [k for k in (*text, "source_fingerprint", "stems", "metadata") if k not in fields]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        if not all(isinstance(fields[k], str) for k in text):
+            raise ValueError("a text field is not text")
+        fingerprint, stems, rows = fields["source_fingerprint"], fields["stems"], fields["metadata"]
+        if not (isinstance(fingerprint, dict) and set(fingerprint) == {"size", "mtime"}
+                and all(isinstance(v, (int, float)) for v in fingerprint.values())):
+            raise ValueError(f"source_fingerprint {fingerprint!r}")
+        if not (isinstance(stems, dict) and stems and all(isinstance(v, str) for v in stems.values())):
+            raise ValueError(f"stems {stems!r}")
+        if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+            raise ValueError("metadata is not a list of rows")
+        for row in rows:
+            try:
+                datetime.datetime.fromisoformat(row["processed_at"])
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"a metadata row without a time: {exc}") from None
+        return cls(**{k: fields[k] for k in (*text, "source_fingerprint", "stems")}, metadata=tuple(rows))
+
+    @classmethod
+    def read(cls, uri: str) -> "CompletionRecord | None":
+        """The record at ``uri``; None when there is none, or none that is valid."""
+        try:
+            return cls.from_json(storage.read_bytes(uri))
+        except Exception:  # absent, unreadable or invalid: not done
+            return None
+
+    def is_done_for(self, source_uri: str, fingerprint: dict) -> bool:
+        """Done means: this very source (URI, size and modification time) was separated."""
+        return self.source_uri == source_uri and self.source_fingerprint == fingerprint
+
+    def metadata_rows(self) -> list[dict]:
+        """The track's metadata rows as first written (processed_at a datetime again)."""
+        return [dict(row, processed_at=datetime.datetime.fromisoformat(row["processed_at"])) for row in self.metadata]
