@@ -1,7 +1,12 @@
-"""The same job on object storage (a GCS emulator) and on Flink (embedded and standalone), for real.
+"""The same job on Flink (embedded, and a standalone cluster with a Beam worker pool) and on object storage.
 
-Each must write exactly what the local runner writes on local disk: the same
-stem bytes, the same metadata rows, the same failures.
+Real music lengths, as a catalogue has them: songs of 3.5 and 4.7 minutes, a
+33-minute mix, a track that stops decoding after three minutes, a missing file.
+(The suite's runner tests once used 8-second tracks and passed while every
+ordinary song failed on Flink.) Each runner must write exactly what the local
+runner writes: the same stem bytes, the same metadata rows, the same failures,
+with both ways of spreading the work (``--fan_out`` tracks and chunks) and
+both model shapes (2 and 4 stems); nothing may be left in scratch storage.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
+from models import audio
 from pipeline import demo
 from pipeline.run import run
 from tests import services
@@ -22,7 +28,166 @@ from tests.pipeline.conftest import write_manifest
 # Flink's LOOPBACK workers end with gRPC "socket closed" tracebacks in their threads.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 REPO = Path(__file__).resolve().parents[2]
-INSTRUMENTS = ("accompaniment", "vocals")
+GB = 1 << 30
+# The SDK worker's peak RSS on the 33-minute mix, 2stems (README: "Running on Flink").
+WORKER_RSS_BOUND_2STEMS = 2.5 * GB
+
+BALLAD = "Café del Mar - l'été, 1999.wav"  # 3.5 min; accents, a quote, a comma
+SONG = "song.mp3"  # 4.7 min, the length that failed on Flink
+MIX = "live set.flac"  # 33 min
+CUT = "cut.flac"  # decodes for about 3 minutes, then fails
+FAILURES = {"cut": "truncated", "lost": "no such file"}
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> Path:
+    """The catalogue folder with ``m2.csv`` (every track) and ``m4.csv`` (without the mix)."""
+    folder = tmp_path_factory.mktemp("songs")
+    demo.make_track(folder / BALLAD, seconds=210.0, seed=41)
+    song = demo.make_track(folder / "song.wav", seconds=282.0, seed=42)
+    _ffmpeg("-i", str(song), "-b:a", "192k", str(folder / SONG))
+    _ffmpeg("-i", str(song), str(folder / "song.flac"))
+    flac = (folder / "song.flac").read_bytes()
+    (folder / CUT).write_bytes(flac[: len(flac) * 2 // 3])
+    # The mix loops a 3-minute piece 11 times: chunk borders fall elsewhere in each pass.
+    piece = demo.make_track(folder / "piece.wav", seconds=180.0, seed=43)
+    _ffmpeg("-stream_loop", "10", "-i", str(piece), "-c:a", "flac", str(folder / MIX))
+    for leftover in (song, folder / "song.flac", piece):
+        leftover.unlink()
+    rows = [("ballad", BALLAD, "a"), ("song", SONG, "b"), ("cut", CUT, "c"), ("lost", "gone.wav", "d")]
+    write_manifest(folder / "m4.csv", rows)
+    write_manifest(folder / "m2.csv", rows + [("live/mix", MIX, "e")])
+    return folder
+
+
+def run_catalogue(manifest: Path, output, checkpoint, *options: str) -> None:
+    assert run(["--manifest", str(manifest), "--output", str(output), "--checkpoint", str(checkpoint),
+                *options]) == 1  # the cut and the lost track fail
+
+
+def stems_of(prefix: str) -> dict[str, bytes]:
+    """Stem bytes by ``track_id/instrument``."""
+    found = {}
+    for entry in FileSystems.match([FileSystems.join(prefix, "stems", "*", "**")])[0].metadata_list:
+        if entry.path.endswith(".wav"):
+            track_id, name = entry.path.split("/stems/", 1)[1].split("/", 1)[1].rsplit("/", 1)
+            with FileSystems.open(entry.path, compression_type="uncompressed") as f:
+                found[f"{track_id}/{name[:-4]}"] = f.read()
+    return found
+
+
+@pytest.fixture(scope="module")
+def checkpoint_4stems(random_checkpoint):
+    return random_checkpoint("spleeter:4stems")
+
+
+@pytest.fixture(scope="module")
+def local_2stems(songs, checkpoint_2stems, tmp_path_factory) -> dict[str, bytes]:
+    """The local runner's stems for m2.csv, the reference for the other runners."""
+    prefix = tmp_path_factory.mktemp("local2")
+    run_catalogue(songs / "m2.csv", prefix, checkpoint_2stems)
+    stems = stems_of(str(prefix))
+    assert sorted(stems) == [f"{t}/{i}" for t in ("ballad", "live/mix", "song") for i in ("accompaniment", "vocals")]
+    return stems
+
+
+@pytest.fixture(scope="module")
+def local_4stems(songs, checkpoint_4stems, tmp_path_factory) -> dict[str, bytes]:
+    prefix = tmp_path_factory.mktemp("local4")
+    run_catalogue(songs / "m4.csv", prefix, checkpoint_4stems, "-p", "spleeter:4stems")
+    stems = stems_of(str(prefix))
+    assert len(stems) == 8
+    assert len({stems[f"song/{i}"] for i in ("vocals", "drums", "bass", "other")}) == 4  # the stems differ
+    return stems
+
+
+def read_parquet_folder(folder: str):
+    paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list]
+    tables = []
+    for path in paths:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            tables.append(pq.read_table(io.BytesIO(f.read())).to_pandas())
+    return tables
+
+
+def check_same_as_local(prefix: str, local: dict[str, bytes], failures: dict[str, str]) -> None:
+    found = stems_of(prefix)
+    assert sorted(found) == sorted(local)
+    different = [name for name in found if found[name] != local[name]]
+    assert not different, f"stems differ from the local runner's: {different}"
+    model = FileSystems.match([FileSystems.join(prefix, "stems", "*", "_MODEL.json")])[0].metadata_list
+    metadata = read_parquet_folder(FileSystems.join(prefix, "metadata", model[0].path.split("/")[-2]))
+    assert sum(len(t) for t in metadata) == len(local)
+    rows = [row for t in read_parquet_folder(FileSystems.join(prefix, "failures")) for row in t.itertuples()]
+    assert {row.track_id: row.stage for row in rows} == dict.fromkeys(failures, "decode")
+    for row in rows:
+        assert failures[row.track_id] in row.message, row.message
+    assert not FileSystems.match([FileSystems.join(prefix, "scratch", "**")])[0].metadata_list
+
+
+# --- Flink -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flink_jar() -> str:
+    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def embedded_flink(flink_jar):
+    """A job server running each job in a Flink mini cluster of its own; SDK workers in this process."""
+    with services.flink_job_server(flink_jar, master="[local]") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def flink_cluster(flink_jar):
+    """A standalone Flink cluster (JobManager, TaskManager with 2 slots), its job server, and a Beam
+    worker pool whose SDK worker processes run the job's code: the shape infra/flink deploys."""
+    with (services.flink_cluster(flink_jar) as cluster,
+          services.flink_job_server(flink_jar, cluster.master) as server,
+          services.worker_pool() as pool):
+        yield cluster, server, pool
+
+
+def test_songs_and_a_long_mix_on_embedded_flink(songs, checkpoint_2stems, local_2stems, embedded_flink, tmp_path):
+    """2stems, whole tracks per worker (the default on a CPU cluster)."""
+    run_catalogue(songs / "m2.csv", tmp_path, checkpoint_2stems, *embedded_flink.pipeline_options(parallelism=2))
+    check_same_as_local(str(tmp_path), local_2stems, FAILURES)
+
+
+def test_songs_and_a_long_mix_on_a_flink_cluster_in_flat_memory(songs, checkpoint_2stems, local_2stems,
+                                                                flink_cluster, tmp_path):
+    """2stems, chunks fanned out to the inference step; every SDK worker process stays under the bound."""
+    cluster, server, pool = flink_cluster
+    run_catalogue(songs / "m2.csv", tmp_path, checkpoint_2stems, "--fan_out=chunks",
+                  *server.pipeline_options(parallelism=2, worker_pool=pool))
+    check_same_as_local(str(tmp_path), local_2stems, FAILURES)
+    peak = pool.peak_rss_bytes()
+    assert 0.3 * GB < peak < WORKER_RSS_BOUND_2STEMS, f"SDK worker peak RSS {peak / GB:.2f} GB"
+    assert cluster.overview().get("jobs-finished", 0) >= 1
+
+
+def test_4stems_on_embedded_flink_with_chunks(songs, checkpoint_4stems, local_4stems, embedded_flink, tmp_path):
+    run_catalogue(songs / "m4.csv", tmp_path, checkpoint_4stems, "-p", "spleeter:4stems", "--fan_out=chunks",
+                  *embedded_flink.pipeline_options(parallelism=2))
+    check_same_as_local(str(tmp_path), local_4stems, FAILURES)
+
+
+def test_4stems_on_a_flink_cluster(songs, checkpoint_4stems, local_4stems, flink_cluster, tmp_path):
+    _, server, pool = flink_cluster
+    run_catalogue(songs / "m4.csv", tmp_path, checkpoint_4stems, "-p", "spleeter:4stems",
+                  *server.pipeline_options(parallelism=2, worker_pool=pool))
+    check_same_as_local(str(tmp_path), local_4stems, FAILURES)
+
+
+# --- object storage (short tracks: what is tested here is the storage) ---------
 
 
 @pytest.fixture(scope="module")
@@ -35,82 +200,30 @@ def small_catalogue(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_result(small_catalogue, checkpoint_2stems, tmp_path_factory) -> dict[str, bytes]:
-    """Stem bytes by ``track_id/instrument`` from the local runner, the reference for the others."""
+def local_small(small_catalogue, checkpoint_2stems, tmp_path_factory) -> dict[str, bytes]:
     prefix = tmp_path_factory.mktemp("local")
-    assert run(["--manifest", str(small_catalogue / "m.csv"), "--output", str(prefix),
-                "--checkpoint", str(checkpoint_2stems)]) == 1
-    return {f"{p.parent.name}/{p.stem}": p.read_bytes() for p in prefix.glob("stems/*/*/*.wav")}
+    run_catalogue(small_catalogue / "m.csv", prefix, checkpoint_2stems)
+    return stems_of(str(prefix))
 
 
-@pytest.fixture(scope="module")
-def flink_jar() -> str:
-    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
-
-
-def read_parquet_folder(folder: str):
-    paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list]
-    tables = []
-    for path in paths:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            tables.append(pq.read_table(io.BytesIO(f.read())).to_pandas())
-    return tables
-
-
-def check_same_as_local(prefix: str, local_result: dict[str, bytes], failures_expected: int = 1) -> None:
-    stems = FileSystems.match([FileSystems.join(prefix, "stems", "*", "*", "*.wav")])[0].metadata_list
-    found = {}
-    for entry in stems:
-        parts = entry.path.rsplit("/", 2)
-        with FileSystems.open(entry.path, compression_type="uncompressed") as f:
-            found[f"{parts[1]}/{parts[2][:-4]}"] = f.read()
-    assert sorted(found) == sorted(local_result)
-    different = [name for name in found if found[name] != local_result[name]]
-    assert not different, f"stems differ from the local runner's: {different}"
-    model = stems[0].path.split("/")[-3]
-    metadata = read_parquet_folder(FileSystems.join(prefix, "metadata", model))
-    assert sum(len(t) for t in metadata) == len(local_result)
-    failures = read_parquet_folder(FileSystems.join(prefix, "failures"))
-    assert sum(len(t) for t in failures) == failures_expected
-    assert "no such file" in failures[0].message.iloc[0]
-
-
-def test_catalogue_on_object_storage(small_catalogue, checkpoint_2stems, local_result):
+def test_catalogue_on_object_storage(small_catalogue, checkpoint_2stems, local_small):
+    """gs:// sources, outputs and scratch storage (``--fan_out=chunks``) against a GCS emulator."""
     with services.gcs_emulator() as gcs:
         for path in small_catalogue.iterdir():
             with FileSystems.create(gcs.url(f"catalogue/{path.name}")) as out:
                 out.write(path.read_bytes())
-        args = ["--manifest", gcs.url("catalogue/m.csv"), "--output", gcs.url("out"),
-                "--checkpoint", str(checkpoint_2stems)]
-        assert run(args) == 1
-        check_same_as_local(gcs.url("out"), local_result)
+        args = [gcs.url("catalogue/m.csv"), gcs.url("out"), checkpoint_2stems]
+        run_catalogue(*args, "--fan_out=chunks")
+        check_same_as_local(gcs.url("out"), local_small, {"lost": "no such file"})
         records = FileSystems.match([gcs.url("out/stems/*/*/_SUCCESS.json")])[0].metadata_list
         before = {m.path: m.last_updated_in_seconds for m in records}
         assert len(before) == 2
-        assert run(args) == 1  # nothing to redo
+        run_catalogue(*args)  # nothing to redo
         after = FileSystems.match([gcs.url("out/stems/*/*/_SUCCESS.json")])[0].metadata_list
         assert {m.path: m.last_updated_in_seconds for m in after} == before
 
 
-def test_catalogue_on_embedded_flink(small_catalogue, checkpoint_2stems, local_result, flink_jar, tmp_path):
-    with services.flink_job_server(flink_jar, master="[local]") as server:
-        assert run(["--manifest", str(small_catalogue / "m.csv"), "--output", str(tmp_path),
-                    "--checkpoint", str(checkpoint_2stems), *server.pipeline_options()]) == 1
-    check_same_as_local(str(tmp_path), local_result)
-
-
-def test_catalogue_on_a_flink_cluster(small_catalogue, checkpoint_2stems, local_result, flink_jar, tmp_path):
-    with services.flink_cluster(flink_jar) as cluster, services.flink_job_server(flink_jar, cluster.master) as server:
-        assert run(["--manifest", str(small_catalogue / "m.csv"), "--output", str(tmp_path),
-                    "--checkpoint", str(checkpoint_2stems), *server.pipeline_options(parallelism=2)]) == 1
-        jobs = cluster.overview()
-    check_same_as_local(str(tmp_path), local_result)
-    assert jobs.get("jobs-finished", 0) >= 1, jobs
-
-
-def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_result, monkeypatch):
+def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_small, monkeypatch):
     """s3:// through Beam's S3 filesystem against moto's S3 server on loopback."""
     import boto3
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -130,12 +243,10 @@ def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_result, monke
             s3.upload_file(str(path), "catalogue", f"in/{path.name}")
         s3_options = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
                       "--s3_region_name=us-east-1"]
-        args = ["--manifest", "s3://catalogue/in/m.csv", "--output", "s3://catalogue/out",
-                "--checkpoint", str(checkpoint_2stems), *s3_options]
-        assert run(args) == 1
+        run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3_options)
         FileSystems.set_options(PipelineOptions(s3_options))
-        check_same_as_local("s3://catalogue/out", local_result)
-        assert run(args) == 1  # a second run finds every track done
+        check_same_as_local("s3://catalogue/out", local_small, {"lost": "no such file"})
+        run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3_options)
         records = s3.list_objects_v2(Bucket="catalogue", Prefix="out/stems/")["Contents"]
         assert sum(o["Key"].endswith("_SUCCESS.json") for o in records) == 2
     finally:
