@@ -3,10 +3,17 @@
 
     python3 infra/dataflow/cost_model.py --tracks 1000000 --mean-seconds 210 --stems 4 \\
         --gpu-xrt 100 --cpu-xrt 50 --vcpu-price 0.056 --mem-price 0.003557 --gpu-price 0.56 \\
-        --shuffle-price 0.011 --storage-price 0.02
+        --shuffle-price 0.011 --class-a-price 0.05 --class-b-price 0.004 --storage-price 0.02
+
+    python3 infra/dataflow/cost_model.py --traffic --mean-seconds 210 \\
+        --shuffle-price 0.011 --class-a-price 0.05 --class-b-price 0.004
 
 Every input is a named option (COSTS.md says where each comes from); prints a Markdown table,
-or JSON with --json. Standard library only.
+or JSON with --json. --fan-out says how the catalogue job spreads its work (its --fan_out):
+'chunks' (the GPU shape: decoded chunks cross one shuffle to the inference step, separated
+chunks wait in scratch storage) or 'tracks' (CPU only: only track references are shuffled).
+--traffic prints, for 2, 4 and 5 stems and each way, the bytes shuffled and the bytes through
+scratch storage per minute of audio and per track. Standard library only.
 """
 
 from __future__ import annotations
@@ -16,7 +23,26 @@ import json
 import sys
 from dataclasses import MISSING, dataclass, fields
 
-CHUNK_OVERLAP = 527_360 / 524_288  # samples a model chunk reads / samples it advances (3072 overlap)
+# Model chunks (models/chunking.py): Spleeter's T = 512 frames of 1024 samples, 4096-sample frames.
+CHUNK_STEP = 524_288  # samples a chunk advances the track by: 11.888 s at 44.1 kHz
+CHUNK_SPAN = 527_360  # samples a chunk reads (the 3072 it shares with the next one included)
+CHUNK_OVERLAP = CHUNK_SPAN / CHUNK_STEP  # o
+CHUNK_LEAD = 4_096  # zeros Spleeter puts before a track; they are part of its first chunk
+LAST_CHUNK_FILL = 0.5  # the last chunk of a track runs past its end, padded with silence: half a chunk on average
+NPY_HEADER = 128  # bytes np.save puts before a separated chunk's stems in scratch storage
+# Q: one reference as it crosses a shuffle, key included: a track (its Track and fingerprint, measured
+# 221-249 bytes), a chunk's envelope around its samples (Track, fingerprint, index: 490), a StashedChunk
+# (485 with a 120-character scratch URI) or a metadata row (578-597). Rounded up; the manifest's
+# extra columns travel in the Track and in every row, and add to it.
+REFERENCE_BYTES = 640
+# Cloud Storage requests per scratch object (Beam's GcsIO on google-cloud-storage): written as one
+# resumable upload (billed as one Class A operation); read with a metadata get and one media get; its
+# existence checked (a get) before the batch delete (deletes are free).
+SCRATCH_CLASS_A_PER_CHUNK = 1
+SCRATCH_CLASS_B_PER_CHUNK = 3
+HOURS_PER_MONTH = 730  # Cloud Storage bills storage per GB-month pro rata
+FAN_OUTS = ("chunks", "tracks")
+TRAFFIC_STEMS = (2, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -30,7 +56,10 @@ class Inputs:
     mem_price: float  # P_mem, $ per GB-hour
     gpu_price: float  # P_gpu, $ per GPU-hour
     shuffle_price: float  # P_shuffle, $ per GB of shuffle data processed
-    storage_price: float = 0.0  # P_store, $ per GB-month of stems kept
+    class_a_price: float  # P_A, $ per 10,000 Cloud Storage Class A operations (the output bucket's class)
+    class_b_price: float  # P_B, $ per 10,000 Class B operations
+    storage_price: float = 0.0  # P_store, $ per GB-month of the output bucket (stems kept, scratch held)
+    fan_out: str = "chunks"  # the job's --fan_out: chunks (GPU shape) or tracks (CPU only)
     gpu_worker_vcpus: int = 8  # g2-standard-8
     gpu_worker_gb: float = 32.0
     gpus_per_worker: int = 1
@@ -39,34 +68,79 @@ class Inputs:
     gpu_workers: int = 50  # for the wall-clock estimate
     sample_rate: int = 44_100
     channels: int = 2
-    bytes_per_sample: int = 4  # chunks cross the shuffle as float32
+    bytes_per_sample: int = 4  # chunks cross the shuffle, and stems wait in scratch, as float32
     stem_kbps: float = 1411.2  # 16-bit 44.1 kHz stereo WAV; FLAC about 900, mp3 -b 192k: 192
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes one track of ``seconds`` sends through the shuffle and through scratch storage (written,
+    then read back once), and its scratch objects."""
+
+    shuffled: float
+    scratch: float
+    objects: float
+
+
+def chunks_per_track(seconds: float, sample_rate: int = 44_100) -> float:
+    """Model chunks of a track, on average over tracks of about that length."""
+    return (seconds * sample_rate + CHUNK_LEAD) / CHUNK_STEP + LAST_CHUNK_FILL
+
+
+def traffic(seconds: float, stems: int, fan_out: str, sample_rate: int = 44_100, channels: int = 2,
+            bytes_per_sample: int = 4) -> Traffic:
+    """What one track costs in transfer under ``fan_out``; ``"shuffled"``: the design before --fan_out,
+    which shuffled the chunks in and their S stems back."""
+    chunk_bytes = CHUNK_SPAN * channels * bytes_per_sample
+    n = chunks_per_track(seconds, sample_rate)
+    listed = (1 + stems) * REFERENCE_BYTES  # its catalogue row de-duplicated, its S metadata rows to one file
+    if fan_out == "tracks":  # its reference spread over the workers; all the rest stays on one worker
+        return Traffic(listed + REFERENCE_BYTES, 0.0, 0.0)
+    if fan_out == "chunks":  # each chunk in with its envelope; its StashedChunk to its track's group
+        return Traffic(listed + n * (chunk_bytes + 2 * REFERENCE_BYTES),
+                       n * (stems * chunk_bytes + NPY_HEADER), n)
+    if fan_out == "shuffled":  # before --fan_out: the chunks in, their S stems back
+        return Traffic(listed + n * ((1 + stems) * chunk_bytes + 2 * REFERENCE_BYTES), 0.0, 0.0)
+    raise ValueError(f"fan-out {fan_out!r}: one of {', '.join(FAN_OUTS)} or 'shuffled'")
 
 
 def estimate(i: Inputs) -> dict[str, float]:
     audio_s = i.tracks * i.mean_seconds
     gpu_worker_h = audio_s / i.gpu_xrt / 3600
     cpu_worker_h = audio_s / (i.cpu_xrt * i.cpu_worker_vcpus) / 3600
+    wall_h = gpu_worker_h / i.gpu_workers
     gpu_worker_rate = (i.gpus_per_worker * i.gpu_price + i.gpu_worker_vcpus * i.vcpu_price
                        + i.gpu_worker_gb * i.mem_price)
     cpu_worker_rate = i.cpu_worker_vcpus * i.vcpu_price + i.cpu_worker_gb * i.mem_price
-    bytes_per_audio_s = i.sample_rate * i.channels * i.bytes_per_sample * CHUNK_OVERLAP
-    shuffle_gb = audio_s * bytes_per_audio_s * (1 + i.stems) / 1e9  # chunks in, S stems back
+    per_track = traffic(i.mean_seconds, i.stems, i.fan_out, i.sample_rate, i.channels, i.bytes_per_sample)
+    shuffle_gb = i.tracks * per_track.shuffled / 1e9
+    scratch_gb = i.tracks * per_track.scratch / 1e9  # written, and the same read back
+    scratch_objects = i.tracks * per_track.objects
     stems_gb = audio_s * i.stems * i.stem_kbps * 1000 / 8 / 1e9
     gpu_cost = gpu_worker_h * gpu_worker_rate
     cpu_cost = cpu_worker_h * cpu_worker_rate
     shuffle_cost = shuffle_gb * i.shuffle_price
-    total = gpu_cost + cpu_cost + shuffle_cost
+    scratch_ops_cost = scratch_objects * (SCRATCH_CLASS_A_PER_CHUNK * i.class_a_price
+                                          + SCRATCH_CLASS_B_PER_CHUNK * i.class_b_price) / 10_000
+    # A batch job groups a track's chunks only once every chunk is separated: scratch fills over the
+    # inference stage and drains over reassembly; the two taken as equally long, it is half full on average.
+    scratch_held_cost = scratch_gb * wall_h / HOURS_PER_MONTH * i.storage_price
+    total = gpu_cost + cpu_cost + shuffle_cost + scratch_ops_cost + scratch_held_cost
     return {
         "audio_hours": audio_s / 3600,
         "gpu_hours": gpu_worker_h * i.gpus_per_worker,
         "gpu_worker_hours": gpu_worker_h,
         "cpu_worker_hours": cpu_worker_h,
-        "wall_hours": gpu_worker_h / i.gpu_workers,
+        "wall_hours": wall_h,
+        "chunks": i.tracks * chunks_per_track(i.mean_seconds, i.sample_rate),
         "shuffle_gb": shuffle_gb,
+        "scratch_gb": scratch_gb,
+        "scratch_objects": scratch_objects,
         "gpu_cost": gpu_cost,
         "cpu_cost": cpu_cost,
         "shuffle_cost": shuffle_cost,
+        "scratch_ops_cost": scratch_ops_cost,
+        "scratch_held_cost": scratch_held_cost,
         "total_cost": total,
         "cost_per_million_tracks": total * 1e6 / i.tracks,
         "cost_per_audio_hour": total / (audio_s / 3600),
@@ -75,16 +149,25 @@ def estimate(i: Inputs) -> dict[str, float]:
     }
 
 
-ROWS = (  # key, label, format
+SHUFFLE_LABELS = {
+    "chunks": "shuffle data (GB) = (n·(span·c·b + 2Q) + N·(1+S)·Q)/1e9",
+    "tracks": "shuffle data (GB) = N·(2+S)·Q/1e9",
+}
+ROWS = (  # key, label (or one per fan-out), format
     ("audio_hours", "audio to separate (h) = N·L/3600", "{:,.0f}"),
     ("gpu_hours", "GPU-hours = N·L/(X_gpu·3600)·G", "{:,.0f}"),
     ("gpu_worker_hours", "GPU worker-hours", "{:,.0f}"),
     ("cpu_worker_hours", "CPU worker-hours = N·L/(X_cpu·V_c·3600)", "{:,.0f}"),
     ("wall_hours", "wall clock with K GPU workers (h)", "{:,.1f}"),
-    ("shuffle_gb", "shuffle data (GB) = N·L·r·c·b·o·(1+S)/1e9", "{:,.0f}"),
+    ("chunks", "model chunks n = N·((L·r + 4096)/524,288 + ½)", "{:,.0f}"),
+    ("shuffle_gb", SHUFFLE_LABELS, "{:,.0f}"),
+    ("scratch_gb", "scratch written, then read (GB) = n·(S·span·c·b + 128)/1e9", "{:,.0f}"),
+    ("scratch_objects", "scratch objects", "{:,.0f}"),
     ("gpu_cost", "GPU workers ($)", "{:,.0f}"),
     ("cpu_cost", "CPU workers ($)", "{:,.0f}"),
     ("shuffle_cost", "Dataflow Shuffle ($)", "{:,.0f}"),
+    ("scratch_ops_cost", "scratch operations ($) = objects·(P_A + 3·P_B)/1e4", "{:,.0f}"),
+    ("scratch_held_cost", "scratch storage while held ($)", "{:,.0f}"),
     ("total_cost", "total ($)", "{:,.0f}"),
     ("cost_per_million_tracks", "per million tracks ($)", "{:,.0f}"),
     ("cost_per_audio_hour", "per hour of audio ($)", "{:,.3f}"),
@@ -93,34 +176,105 @@ ROWS = (  # key, label, format
 )
 
 
-def markdown(result: dict[str, float]) -> str:
+def markdown(result: dict[str, float], fan_out: str = "chunks") -> str:
     lines = ["| quantity | value |", "| --- | ---: |"]
-    lines += [f"| {label} | {fmt.format(result[key])} |" for key, label, fmt in ROWS]
+    for key, label, fmt in ROWS:
+        label = label[fan_out] if isinstance(label, dict) else label
+        lines.append(f"| {label} | {fmt.format(result[key])} |")
     return "\n".join(lines)
 
 
-def parse(argv: list[str] | None) -> tuple[Inputs, bool]:
+def size(n_bytes: float) -> str:
+    if n_bytes == 0:
+        return "0"
+    if n_bytes >= 1e6:
+        return f"{n_bytes / 1e6:,.1f} MB"
+    if n_bytes >= 1e3:
+        return f"{n_bytes / 1e3:,.1f} kB"
+    return f"{n_bytes:,.0f} B"
+
+
+def traffic_markdown(seconds: float, sample_rate: int = 44_100, channels: int = 2, bytes_per_sample: int = 4,
+                     prices: tuple[float, float, float] | None = None) -> str:
+    """Bytes shuffled and through scratch storage per minute of audio and per track of ``seconds``;
+    with ``prices`` (P_shuffle, P_A, P_B), what they cost per million such tracks."""
+    per_minute = 60 * sample_rate / CHUNK_STEP  # chunks per minute of audio
+    chunk_bytes = CHUNK_SPAN * channels * bytes_per_sample
+    ways = (("chunks", "`chunks` (GPU)"), ("tracks", "`tracks` (CPU only)"),
+            ("shuffled", "before `--fan_out`: stems shuffled back"))
+    header = (f"| fan-out | stems | shuffled per minute of audio | through scratch per minute | "
+              f"shuffled per {seconds / 60:g}-minute track | through scratch per track | scratch objects per track |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    if prices:
+        header += " shuffle + scratch operations per million tracks ($) |"
+        rule += " ---: |"
+    lines = [header, rule]
+    for way, label in ways:
+        for stems in TRAFFIC_STEMS:
+            track = traffic(seconds, stems, way, sample_rate, channels, bytes_per_sample)
+            if way == "tracks":  # references are per track, not per minute
+                minute = (0.0, 0.0)
+            elif way == "chunks":
+                minute = (per_minute * (chunk_bytes + 2 * REFERENCE_BYTES),
+                          per_minute * (stems * chunk_bytes + NPY_HEADER))
+            else:
+                minute = (per_minute * ((1 + stems) * chunk_bytes + 2 * REFERENCE_BYTES), 0.0)
+            objects = f"{track.objects:.2f}" if track.objects else "0"
+            row = (f"| {label} | {stems} | {size(minute[0])} | {size(minute[1])} | {size(track.shuffled)} | "
+                   f"{size(track.scratch)} | {objects} |")
+            if prices:
+                shuffle_price, class_a_price, class_b_price = prices
+                cost = (track.shuffled / 1e9 * shuffle_price + track.objects * (
+                    SCRATCH_CLASS_A_PER_CHUNK * class_a_price + SCRATCH_CLASS_B_PER_CHUNK * class_b_price) / 10_000)
+                row += f" {cost * 1e6:,.2f} |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> tuple[Inputs | None, dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    required = []
     for field in fields(Inputs):
-        kind = int if field.type == "int" else float  # annotations are strings here
         option = "--" + field.name.replace("_", "-")
+        if field.name == "fan_out":
+            parser.add_argument(option, choices=FAN_OUTS, default=field.default, help="default: %(default)s")
+            continue
+        kind = int if field.type == "int" else float  # annotations are strings here
         if field.default is MISSING:
-            parser.add_argument(option, type=kind, required=True)
+            required.append(option)
+            parser.add_argument(option, type=kind, help="required (but with --traffic)")
         else:
             parser.add_argument(option, type=kind, default=field.default, help="default: %(default)s")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    parser.add_argument("--traffic", action="store_true",
+                        help="print bytes shuffled and through scratch storage per minute of audio and per track "
+                             "of --mean-seconds (default 210) instead; with --shuffle-price, --class-a-price and "
+                             "--class-b-price, what they cost per million tracks")
     args = vars(parser.parse_args(argv))
-    as_json = args.pop("json")
+    flags = {"json": args.pop("json"), "traffic": args.pop("traffic")}
+    if flags["traffic"]:
+        args["mean_seconds"] = args["mean_seconds"] or 210.0
+        if args["mean_seconds"] <= 0:
+            parser.error("mean seconds must be positive")
+        return None, {**flags, **args}
+    missing = [o for o in required if args[o[2:].replace("-", "_")] is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     inputs = Inputs(**args)
     if min(inputs.tracks, inputs.mean_seconds, inputs.stems, inputs.gpu_xrt, inputs.cpu_xrt) <= 0:
         parser.error("tracks, mean seconds, stems and x-realtime figures must be positive")
-    return inputs, as_json
+    return inputs, flags
 
 
 def main(argv: list[str] | None = None) -> int:
-    inputs, as_json = parse(argv)
+    inputs, flags = parse(argv)
+    if inputs is None:
+        prices = (flags["shuffle_price"], flags["class_a_price"], flags["class_b_price"])
+        print(traffic_markdown(flags["mean_seconds"], flags["sample_rate"], flags["channels"],
+                               flags["bytes_per_sample"], prices if None not in prices else None))
+        return 0
     result = estimate(inputs)
-    print(json.dumps(result, indent=2) if as_json else markdown(result))
+    print(json.dumps(result, indent=2) if flags["json"] else markdown(result, inputs.fan_out))
     return 0
 
 

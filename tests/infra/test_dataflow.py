@@ -412,7 +412,10 @@ def test_entry_file_is_the_one_the_image_runs():
 # --- cost model ---------------------------------------------------------------------------------
 
 SMALL = dict(tracks=3600, mean_seconds=100.0, stems=4, gpu_xrt=100.0, cpu_xrt=10.0, vcpu_price=0.05,
-             mem_price=0.005, gpu_price=1.0, shuffle_price=0.01, storage_price=0.02)
+             mem_price=0.005, gpu_price=1.0, shuffle_price=0.01, class_a_price=0.05, class_b_price=0.004,
+             storage_price=0.02)
+CHUNK_BYTES = 527_360 * 2 * 4  # a TrackChunk's float32 samples
+Q = cost_model.REFERENCE_BYTES
 
 
 def test_cost_model_arithmetic():
@@ -422,26 +425,79 @@ def test_cost_model_arithmetic():
     assert r["cpu_worker_hours"] == pytest.approx(100.0 / (10 * 8))
     assert r["gpu_cost"] == pytest.approx(1.0 * (1.0 + 8 * 0.05 + 32 * 0.005))
     assert r["cpu_cost"] == pytest.approx(1.25 * (8 * 0.05 + 32 * 0.005))
-    shuffle_gb = 360_000 * 44100 * 2 * 4 * (527_360 / 524_288) * 5 / 1e9
+    # --fan_out chunks: each chunk crosses once with its envelope, its StashedChunk once more
+    chunks = 3600 * ((100 * 44100 + 4096) / 524_288 + 0.5)
+    assert r["chunks"] == pytest.approx(chunks) == pytest.approx(r["scratch_objects"])
+    shuffle_gb = (chunks * (CHUNK_BYTES + 2 * Q) + 3600 * 5 * Q) / 1e9
     assert r["shuffle_gb"] == pytest.approx(shuffle_gb)
-    assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + shuffle_gb * 0.01)
-    assert r["cost_per_million_tracks"] == pytest.approx(r["total_cost"] * 1e6 / 3600)
+    # one copy of the audio in (A·r·c·b·o; the design before shuffled 1 + S copies), plus the padding of
+    # each track's last chunk: 6 % on 100 s tracks, under 1 % on hour-long ones
+    one_copy_gb = 360_000 * 44100 * 2 * 4 * (527_360 / 524_288) / 1e9
+    assert r["shuffle_gb"] == pytest.approx(one_copy_gb, rel=0.07)
+    hours = cost_model.estimate(cost_model.Inputs(**{**SMALL, "tracks": 100, "mean_seconds": 3600.0}))
+    assert hours["shuffle_gb"] == pytest.approx(one_copy_gb, rel=0.01)
+    assert r["scratch_gb"] == pytest.approx(chunks * (4 * CHUNK_BYTES + 128) / 1e9)
+    ops = chunks * (1 * 0.05 + 3 * 0.004) / 10_000
+    assert r["scratch_ops_cost"] == pytest.approx(ops)
     assert r["wall_hours"] == pytest.approx(1.0 / 50)
+    held = r["scratch_gb"] * (1.0 / 50) / 730 * 0.02
+    assert r["scratch_held_cost"] == pytest.approx(held)
+    assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + shuffle_gb * 0.01 + ops + held)
+    assert r["cost_per_million_tracks"] == pytest.approx(r["total_cost"] * 1e6 / 3600)
     assert r["stems_tb"] == pytest.approx(360_000 * 4 * 1411.2 * 1000 / 8 / 1e12)
     doubled = cost_model.estimate(cost_model.Inputs(**{**SMALL, "gpu_xrt": 200.0}))
     assert doubled["gpu_cost"] == pytest.approx(r["gpu_cost"] / 2)
+    # the shuffle no longer grows with the stems; the scratch does
+    two = cost_model.estimate(cost_model.Inputs(**{**SMALL, "stems": 2}))
+    assert two["shuffle_gb"] == pytest.approx(r["shuffle_gb"], rel=1e-4)
+    assert two["scratch_gb"] == pytest.approx(r["scratch_gb"] / 2, rel=1e-4)
 
 
-def costs_doc_example() -> tuple[list[str], str]:
-    """The command in COSTS.md's worked example and the table printed under it."""
+def test_cost_model_tracks_fan_out_shuffles_references_only():
+    r = cost_model.estimate(cost_model.Inputs(**{**SMALL, "fan_out": "tracks"}))
+    assert r["shuffle_gb"] == pytest.approx(3600 * (2 + 4) * Q / 1e9)
+    assert r["scratch_gb"] == r["scratch_objects"] == r["scratch_ops_cost"] == r["scratch_held_cost"] == 0
+    assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + r["shuffle_gb"] * 0.01)
+
+
+def test_cost_model_traffic_per_track():
+    a_minute = cost_model.traffic(60.0, 4, "chunks")
+    two_minutes = cost_model.traffic(120.0, 4, "chunks")
+    per_minute = 60 * 44100 / 524_288  # chunks
+    assert two_minutes.shuffled - a_minute.shuffled == pytest.approx(per_minute * (CHUNK_BYTES + 2 * Q))
+    assert two_minutes.scratch - a_minute.scratch == pytest.approx(per_minute * (4 * CHUNK_BYTES + 128))
+    old = cost_model.traffic(120.0, 4, "shuffled")
+    assert old.shuffled - cost_model.traffic(60.0, 4, "shuffled").shuffled == pytest.approx(
+        per_minute * (5 * CHUNK_BYTES + 2 * Q))
+    tracks = cost_model.traffic(600.0, 5, "tracks")
+    assert tracks == cost_model.traffic(60.0, 5, "tracks") and tracks.shuffled < 5000 and tracks.scratch == 0
+    with pytest.raises(ValueError):
+        cost_model.traffic(60.0, 4, "none")
+
+
+def test_chunk_count_matches_the_pipelines_chunking():
+    from models.chunking import ChunkGeometry
+    geometry = ChunkGeometry(frame_length=4096, frame_step=1024, T=512)
+    assert (geometry.step, geometry.span, geometry.lead) == (
+        cost_model.CHUNK_STEP, cost_model.CHUNK_SPAN, cost_model.CHUNK_LEAD)
+    # averaged over lengths, the model's count is the chunker's
+    seconds = [150 + k * 0.37 for k in range(400)]
+    counted = sum(geometry.n_chunks(round(s * 44100)) for s in seconds) / len(seconds)
+    assert cost_model.chunks_per_track(sum(seconds) / len(seconds)) == pytest.approx(counted, rel=0.01)
+
+
+def costs_doc_example(flag: str = "--tracks", marker: str = "output") -> tuple[list[str], str]:
+    """A command in COSTS.md and the table printed under it."""
     text = (DATAFLOW / "COSTS.md").read_text()
-    (command,) = re.findall(r"^python3 infra/dataflow/cost_model\.py .*$", text, re.MULTILINE)
-    table = re.search(r"<!-- cost_model.py output[^>]*-->\n(.*?)\n<!-- end of cost_model.py output -->", text, re.S)
+    (command,) = re.findall(rf"^python3 infra/dataflow/cost_model\.py {flag} .*$", text, re.MULTILINE)
+    table = re.search(rf"<!-- cost_model.py {marker}[^>]*-->\n(.*?)\n<!-- end of cost_model.py {marker} -->", text,
+                      re.S)
     return command.split()[2:], table[1]
 
 
-def test_costs_doc_table_is_the_scripts_output():
-    args, table = costs_doc_example()
+@pytest.mark.parametrize("flag, marker", [("--tracks", "output"), ("--traffic", "--traffic output")])
+def test_costs_doc_tables_are_the_scripts_output(flag, marker):
+    args, table = costs_doc_example(flag, marker)
     result = subprocess.run(["python3", str(DATAFLOW / "cost_model.py"), *args], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
@@ -454,10 +510,11 @@ def test_costs_doc_names_every_input_of_the_script():
     named = {name.strip() for row in inputs.splitlines()[3:] if row.startswith("| ")
              for name in row.split("|")[1].split(",")}
     assert named >= {"N", "L", "S", "X_gpu", "X_cpu", "V_g", "M_g", "G", "V_c", "M_c", "K", "P_vcpu", "P_mem",
-                     "P_gpu", "P_shuffle", "P_store", "r", "c", "b", "o", "R"}
-    arithmetic = text.split("## Arithmetic", 1)[1].split("## Worked example", 1)[0]
-    used = set(re.findall(r"\b[A-Za-z]_?[a-z]*\b", arithmetic))
-    assert {"X_gpu", "X_cpu", "P_gpu", "P_shuffle", "P_store"} <= used
+                     "P_gpu", "P_shuffle", "P_A", "P_B", "P_store", "r", "c", "b", "o", "Q", "F", "R"}
+    arithmetic = text.split("## Arithmetic", 1)[1].split("## Bytes per minute", 1)[0]
+    used = set(re.findall(r"\b[A-Za-z][A-Za-z_]*\b", arithmetic))
+    assert {"X_gpu", "X_cpu", "P_gpu", "P_shuffle", "P_A", "P_B", "P_store"} <= used
+    assert str(cost_model.REFERENCE_BYTES) in inputs
     assert not re.search(r"\b(TODO|TBD|XXX)\b", text)
 
 
@@ -466,10 +523,17 @@ def test_cost_model_cli(capsys):
     assert cost_model.main([*args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == pytest.approx(cost_model.estimate(cost_model.Inputs(**SMALL)))
+    assert cost_model.main([*args, "--fan-out", "tracks"]) == 0
+    assert "shuffle data (GB) = N·(2+S)·Q/1e9" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cost_model.main([*args, "--gpu-xrt=0"])
     with pytest.raises(SystemExit):
         cost_model.main(args[1:])  # --tracks is required
+    with pytest.raises(SystemExit):
+        cost_model.main([*args, "--fan-out", "none"])
+    assert cost_model.main(["--traffic"]) == 0  # no other input needed
+    table = capsys.readouterr().out
+    assert "3.5-minute track" in table and "per million tracks" not in table
 
 
 # --- Airflow DAG --------------------------------------------------------------------------------
