@@ -29,7 +29,7 @@ from transforms.layout import Layout, model_folder
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
-from transforms.stash import Stash
+from transforms.stash import Scratch, Stash
 from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_record
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,10 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     fan_out = o.fan_out_mode(is_local(pipeline.options))
     # The metadata this pipeline writes, and its commit marker, carry this name.
     batch = plan.run_id + (f"-w{wave[0]:04d}" if wave[1] > 1 else "")
+    # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
+    scratch = Scratch(layout, plan.run_id) if fan_out == "chunks" else None
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256,
-                                   o.shared_model_copies())
+                                   o.shared_model_copies(), scratch)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
@@ -116,15 +118,13 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     todo_tracks = todo.todo
     if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
-    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model)
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, scratch)
     chunks = decoded.chunks
-    stash = None
-    if fan_out == "chunks":  # chunks go wherever inference runs; their stems wait in scratch storage
+    if scratch:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
-        stash = Stash(layout, plan.run_id)
-    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, stash)
+    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id, batch, stashed=stash is not None)
+                                                                  plan.run_id, batch, scratch)
     _ = ((assembled.metadata, todo.recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")

@@ -19,14 +19,16 @@ class TrackChunk:
 
     ``last`` marks the final chunk, which also carries the track length; the
     reassembly step completes a track only when it holds chunks 0..last.
+    With chunk fan-out the samples wait in scratch storage at ``uri`` instead.
     """
 
     track: Track
     fingerprint: dict
     index: int
-    samples: np.ndarray
+    samples: np.ndarray | None
     last: bool
     n_samples: int | None
+    uri: str | None = None
 
 
 @dataclass

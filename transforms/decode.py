@@ -13,13 +13,14 @@ from transforms import storage
 from transforms.background import prefetch
 from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.manifest import Failure
+from transforms.stash import Scratch
 
 FAILURES = "failures"
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, model: str):
-        self.model = model
+    def __init__(self, model: str, scratch: Scratch | None):
+        self.model, self.scratch = model, scratch
 
     def setup(self):
         self.config = load_config(self.model)
@@ -34,20 +35,28 @@ class _Decode(beam.DoFn):
                 # Decoding runs ahead on a thread while the chunks before it are separated.
                 for segment in prefetch(segments(blocks, self.geometry), depth=2):
                     self.chunks.inc()
+                    samples, uri = segment.samples, None
+                    if self.scratch is not None:
+                        uri = self.scratch.uri(track.track_id, segment.index, "in")
+                        self.scratch.save(samples, uri)
+                        samples = None
                     yield (track.track_id, segment.index), TrackChunk(
-                        track, fingerprint, segment.index, segment.samples, segment.last, segment.n_samples)
+                        track, fingerprint, segment.index, samples, segment.last, segment.n_samples, uri)
         except BeamsplitterError as exc:
             # Chunks already emitted never complete the track: the last one is missing.
             yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
 
 
 class DecodeChunks(beam.PTransform):
-    """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output."""
+    """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output.
 
-    def __init__(self, model: str):
+    With ``scratch`` the chunks' samples are written there, and the chunks carry only their URI.
+    """
+
+    def __init__(self, model: str, scratch: Scratch | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.scratch = model, scratch
 
     def expand(self, todo):
-        return todo | beam.ParDo(_Decode(self.model)).with_output_types(KeyedTrackChunk).with_outputs(
+        return todo | beam.ParDo(_Decode(self.model, self.scratch)).with_output_types(KeyedTrackChunk).with_outputs(
             FAILURES, main="chunks")

@@ -23,7 +23,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from transforms.background import BackgroundDoFn
 from transforms.chunks import (EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, KeyedStashedChunk,
                                SeparatedChunk, TrackChunk)
-from transforms.stash import Stash
+from transforms.stash import Scratch, Stash
 
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
 
@@ -57,10 +57,11 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
     """
 
     def __init__(self, model: str, checkpoint: str | None = None, batch_size: int = 4,
-                 checkpoint_sha256: str | None = None, model_copies: int | None = None):
+                 checkpoint_sha256: str | None = None, model_copies: int | None = None,
+                 scratch: Scratch | None = None):
         self.model, self.checkpoint = model, checkpoint
         self.batch_size, self.checkpoint_sha256 = batch_size, checkpoint_sha256
-        self.copies = model_copies
+        self.copies, self.scratch = model_copies, scratch
 
     def share_model_across_processes(self) -> bool:
         return self.copies is not None
@@ -97,7 +98,7 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
         from models import spectral
 
         started = time.perf_counter()
-        spectra, magnitudes = zip(*(spectral.analyze(chunk.samples, self.config) for chunk in batch))
+        spectra, magnitudes = zip(*(spectral.analyze(self._samples(chunk), self.config) for chunk in batch))
         # Full batches always: a chunk's stems must not depend on how it was batched.
         estimates = model.estimate(np.stack(magnitudes), self.batch_size)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
@@ -105,13 +106,16 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
         return [EstimatedChunk(dataclasses.replace(c, samples=None), spectra[i], estimates[:, i])
                 for i, c in enumerate(batch)]
 
+    def _samples(self, chunk: TrackChunk) -> np.ndarray:
+        return chunk.samples if chunk.samples is not None else self.scratch.load(chunk.uri)
+
     def batch_elements_kwargs(self):
         # Full batches from the start (BatchElements would otherwise begin at one
         # and grow); a bundle's last batch may still be smaller.
         return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
 
     def get_num_bytes(self, batch: Sequence[TrackChunk]) -> int:
-        return sum(chunk.samples.nbytes for chunk in batch)
+        return sum(chunk.samples.nbytes if chunk.samples is not None else 512 for chunk in batch)
 
     def get_metrics_namespace(self) -> str:
         return "beamsplitter"
@@ -141,8 +145,9 @@ class _Synthesize(BackgroundDoFn):
 class SeparateChunks(beam.PTransform):
     """``((track_id, index), TrackChunk)`` -> ``((track_id, index), SeparatedChunk)``.
 
-    With ``stash`` (chunk fan-out), each separated chunk is written to scratch
-    storage and the output is ``(track_id, StashedChunk)`` references instead.
+    With ``stash`` (chunk fan-out), the chunks' samples come from scratch
+    storage, each separated chunk is written there, and the output is
+    ``(track_id, StashedChunk)`` references instead.
     ``resource_hints`` (e.g. ``accelerator=...``) apply to this step alone, so
     only inference lands on GPU machines; all of its parts carry them, so that
     they stay fused and neither spectrograms nor separated chunks cross a shuffle.

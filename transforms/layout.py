@@ -73,7 +73,10 @@ class Layout:
     def scratch(self, run_id: str) -> str:
         return join(self.prefix, "scratch", self.model, run_id)
 
-    def scratch_chunk(self, run_id: str, track_id: str, index: int) -> str:
+    def scratch_track(self, run_id: str, track_id: str) -> str:
         # A digest, not the track id: one flat, safe folder name whatever the id holds.
-        folder = hashlib.sha1(track_id.encode()).hexdigest()[:20]
-        return join(self.scratch(run_id), folder, f"{index:06d}.npy")
+        return join(self.scratch(run_id), hashlib.sha1(track_id.encode()).hexdigest()[:20])
+
+    def scratch_chunk(self, run_id: str, track_id: str, index: int, kind: str) -> str:
+        """Chunk ``index`` of a track, ``kind`` "in" (decoded) or "out" (separated)."""
+        return join(self.scratch_track(run_id, track_id), f"{kind}-{index:06d}.npy")

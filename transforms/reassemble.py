@@ -30,12 +30,13 @@ from models.chunking import ChunkGeometry
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError
 from models.stems import StemWriter
-from transforms import stash, storage
+from transforms import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.layout import Layout
 from transforms.manifest import Failure, Track
 from transforms.record import CompletionRecord
+from transforms.stash import Scratch
 
 FAILURES = "failures"
 
@@ -142,6 +143,10 @@ class _AssembleStashed(_AssembleDoFn):
 
     workers = in_flight = 2
 
+    def __init__(self, job: _Job, scratch: Scratch):
+        super().__init__(job)
+        self.scratch = scratch
+
     def arguments(self, keyed):
         track_id, refs = keyed
         # Sorted here: the runner's grouped values are read on the bundle's thread.
@@ -160,7 +165,9 @@ class _AssembleStashed(_AssembleDoFn):
             writer = TrackWriter(self.job, refs[0].track, refs[0].fingerprint)
             try:
                 for ref in refs:
-                    writer.add(ref.index, stash.load(ref), ref.n_samples if ref.last else None)
+                    if ref.error:
+                        raise storage.StorageError(ref.error)
+                    writer.add(ref.index, self.scratch.load(ref.uri), ref.n_samples if ref.last else None)
             except BaseException:
                 writer.abort()
                 raise
@@ -168,7 +175,7 @@ class _AssembleStashed(_AssembleDoFn):
         except BeamsplitterError as exc:
             return Failure.of(track_id, refs[0].track.uri, exc)
         finally:
-            stash.drop(refs)
+            self.scratch.remove_track(track_id)
 
 
 class _AssembleInOrder(_AssembleDoFn):
@@ -210,7 +217,7 @@ class _AssembleInOrder(_AssembleDoFn):
             if writer is None:
                 if chunk.index != 0:
                     raise RuntimeError(f"{track_id}: chunk {chunk.index} came first; in-order assembly "
-                                       "needs each track's chunks in one bundle, in order (the local runner)")
+                                       "needs each track's chunks in one bundle, in order (--fan_out none or tracks)")
                 writer = self.writers[track_id] = TrackWriter(self.job, chunk.track, chunk.fingerprint)
             writer.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
             if not chunk.last:
@@ -228,19 +235,20 @@ class ReassembleTracks(beam.PTransform):
     """Separated chunks -> metadata rows (dicts), plus a ``failures`` output.
 
     In order: ``((track_id, index), SeparatedChunk)``, each track's chunks in
-    one bundle, in order (fan-out none or tracks). ``stashed``: ``(track_id,
+    one bundle, in order (fan-out none or tracks). With ``scratch``: ``(track_id,
     StashedChunk)`` references from anywhere, grouped here by track.
     """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str, stashed: bool = False):
+                 batch: str, scratch: Scratch | None = None):
         super().__init__()
-        self.job, self.stashed = _Job(layout, model, model_id, encoding, run_id, batch), stashed
+        self.job, self.scratch = _Job(layout, model, model_id, encoding, run_id, batch), scratch
 
     def expand(self, separated):
-        if not self.stashed:
+        if self.scratch is None:
             return separated | "Assemble" >> beam.ParDo(_AssembleInOrder(self.job)).with_outputs(
                 FAILURES, main="metadata")
         return (separated
                 | "GroupChunks" >> beam.GroupByKey()
-                | "Assemble" >> beam.ParDo(_AssembleStashed(self.job)).with_outputs(FAILURES, main="metadata"))
+                | "Assemble" >> beam.ParDo(_AssembleStashed(self.job, self.scratch))
+                .with_outputs(FAILURES, main="metadata"))

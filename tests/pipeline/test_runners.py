@@ -105,6 +105,23 @@ def local_4stems(songs, checkpoint_4stems, tmp_path_factory) -> dict[str, bytes]
     return stems
 
 
+@pytest.mark.parametrize("model", ["spleeter:2stems", "spleeter:4stems"])
+def test_the_local_runner_writes_what_separate_writes(model, songs, checkpoint_2stems, checkpoint_4stems,
+                                                      request, tmp_path):
+    """The chain: every runner writes the local runner's bytes, which are `beamsplitter separate`'s."""
+    from pipeline.cli import main
+
+    local = request.getfixturevalue("local_2stems" if model.endswith("2stems") else "local_4stems")
+    checkpoint = checkpoint_2stems if model.endswith("2stems") else checkpoint_4stems
+    assert main(["separate", str(songs / SONG), str(songs / BALLAD), "-o", str(tmp_path), "-p", model,
+                 "--checkpoint", str(checkpoint)]) == 0
+    for track_id, name in (("song", SONG), ("ballad", BALLAD)):
+        stems = sorted((tmp_path / Path(name).stem).glob("*.wav"))
+        assert len(stems) == (2 if model.endswith("2stems") else 4)
+        for stem in stems:
+            assert stem.read_bytes() == local[f"{track_id}/{stem.stem}"], stem
+
+
 def read_parquet_folder(folder: str):
     paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list]
     tables = []
