@@ -240,6 +240,24 @@ def test_catalogue_on_object_storage(small_catalogue, checkpoint_2stems, local_s
         assert {m.path: m.last_updated_in_seconds for m in after} == before
 
 
+def test_one_model_shared_by_the_processes_of_a_machine(small_catalogue, checkpoint_2stems, local_small, tmp_path,
+                                                         monkeypatch):
+    """--model_copies: the network is reached through Beam's model sharing, with the same stems."""
+    from transforms.inference import SpleeterModelHandler
+
+    models = []
+    run_inference = SpleeterModelHandler.run_inference
+
+    def recording(self, batch, model, inference_args=None):
+        models.append(type(model).__name__)
+        return run_inference(self, batch, model, inference_args)
+
+    monkeypatch.setattr(SpleeterModelHandler, "run_inference", recording)
+    run_catalogue(small_catalogue / "m.csv", tmp_path, checkpoint_2stems, "--model_copies=1")
+    check_same_as_local(str(tmp_path), local_small, {"lost": "no such file"})
+    assert models and set(models) == {"_AutoProxyWrapper"}, models  # a proxy to the one shared model
+
+
 def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_small, monkeypatch):
     """s3:// through Beam's S3 filesystem against moto's S3 server on loopback."""
     import boto3
