@@ -10,10 +10,11 @@
 
 Every input is a named option (COSTS.md says where each comes from); prints a Markdown table,
 or JSON with --json. --fan-out says how the catalogue job spreads its work (its --fan_out):
-'chunks' (the GPU shape: decoded chunks cross one shuffle to the inference step, separated
-chunks wait in scratch storage) or 'tracks' (CPU only: only track references are shuffled).
---traffic prints, for 2, 4 and 5 stems and each way, the bytes shuffled and the bytes through
-scratch storage per minute of audio and per track. Standard library only.
+'chunks' (the GPU shape: decoded chunks and their separated stems wait in scratch storage, only
+references cross the shuffles) or 'tracks' (CPU only: only track references are shuffled).
+--traffic prints, for 2, 4 and 5 stems and each way (and the designs before), the bytes shuffled,
+the bytes through scratch storage and its requests per minute of audio and per track. Standard
+library only.
 """
 
 from __future__ import annotations
@@ -29,17 +30,32 @@ CHUNK_SPAN = 527_360  # samples a chunk reads (the 3072 it shares with the next 
 CHUNK_OVERLAP = CHUNK_SPAN / CHUNK_STEP  # o
 CHUNK_LEAD = 4_096  # zeros Spleeter puts before a track; they are part of its first chunk
 LAST_CHUNK_FILL = 0.5  # the last chunk of a track runs past its end, padded with silence: half a chunk on average
-NPY_HEADER = 128  # bytes np.save puts before a separated chunk's stems in scratch storage
+NPY_HEADER = 128  # bytes np.save puts before a chunk's samples, or its stems, in scratch storage
 # Q: one reference as it crosses a shuffle, key included: a track (its Track and fingerprint, measured
-# 221-249 bytes), a chunk's envelope around its samples (Track, fingerprint, index: 490), a StashedChunk
-# (485 with a 120-character scratch URI) or a metadata row (578-597). Rounded up; the manifest's
-# extra columns travel in the Track and in every row, and add to it.
+# 221-249 bytes), a TrackChunk without its samples (Track, fingerprint, index and a 122-character
+# scratch URI: 443-447), a StashedChunk (440-485) or a metadata row (578-597). Rounded up; the
+# manifest's extra columns travel in the Track and in every row, and add to it.
 REFERENCE_BYTES = 640
-# Cloud Storage requests per scratch object (Beam's GcsIO on google-cloud-storage): written as one
-# resumable upload (billed as one Class A operation); read with a metadata get and one media get; its
-# existence checked (a get) before the batch delete (deletes are free).
-SCRATCH_CLASS_A_PER_CHUNK = 1
-SCRATCH_CLASS_B_PER_CHUNK = 3
+# Cloud Storage requests of the scratch (transforms/stash.py and storage.py on Beam's GcsIO over
+# google-cloud-storage), per chunk: two uploads (its decoded samples "in-", its stems "out-"), each one
+# resumable upload, which Google bills as one Class A operation once complete; two reads (a metadata
+# get and one media get each); and its two objects' removal: storage.delete gets each to see that it
+# exists, then Beam's GCSFileSystem.delete matches each path again (an existence get and a metadata
+# get) before deleting it in a batch of one (deletes are free): 3 gets an object.
+SCRATCH_CLASS_A_PER_CHUNK = 2
+SCRATCH_CLASS_B_PER_CHUNK = 2 * 2 + 2 * 3
+# Per track, storage.remove of its folder: a listing under it (objects.list, one per 1,000 objects:
+# a track under about 99 minutes) and a get of the folder's own name (a match without a glob; 404).
+SCRATCH_CLASS_A_PER_TRACK = 1
+SCRATCH_CLASS_B_PER_TRACK = 1
+# The design of commit e29a90a (decoded chunks shuffled, only the stems in scratch): one upload, a
+# metadata and a media get, an existence get before the delete, per chunk; nothing per track.
+DECODED_SHUFFLED_OPERATIONS = (1, 3, 0, 0)
+# A batch job starts the step after a shuffle once the step before it has finished: the decoded copies
+# are all in scratch before inference starts and stay there through it (T), the stems fill over it;
+# reassembly, taken as long as T, drains both. Hours each GB is held on average, in units of T.
+HELD_DECODED = 1.5
+HELD_SEPARATED = 1.0
 HOURS_PER_MONTH = 730  # Cloud Storage bills storage per GB-month pro rata
 FAN_OUTS = ("chunks", "tracks")
 TRAFFIC_STEMS = (2, 4, 5)
@@ -74,12 +90,27 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Bytes one track of ``seconds`` sends through the shuffle and through scratch storage (written,
-    then read back once), and its scratch objects."""
+    """What one track of ``seconds`` sends through the shuffle and through scratch storage (each byte
+    written, then read back once): bytes, scratch objects, Class A and Class B requests."""
 
     shuffled: float
-    scratch: float
-    objects: float
+    decoded: float = 0.0  # bytes of its decoded chunks in scratch
+    separated: float = 0.0  # bytes of its separated chunks (stems) in scratch
+    objects: float = 0.0
+    class_a: float = 0.0
+    class_b: float = 0.0
+
+    @property
+    def scratch(self) -> float:
+        return self.decoded + self.separated
+
+    @property
+    def held(self) -> float:
+        """Scratch bytes weighted by how long they stay, in units of the inference stage's wall clock."""
+        return HELD_DECODED * self.decoded + HELD_SEPARATED * self.separated
+
+    def operations_cost(self, class_a_price: float, class_b_price: float) -> float:
+        return (self.class_a * class_a_price + self.class_b * class_b_price) / 10_000
 
 
 def chunks_per_track(seconds: float, sample_rate: int = 44_100) -> float:
@@ -89,19 +120,35 @@ def chunks_per_track(seconds: float, sample_rate: int = 44_100) -> float:
 
 def traffic(seconds: float, stems: int, fan_out: str, sample_rate: int = 44_100, channels: int = 2,
             bytes_per_sample: int = 4) -> Traffic:
-    """What one track costs in transfer under ``fan_out``; ``"shuffled"``: the design before --fan_out,
-    which shuffled the chunks in and their S stems back."""
+    """What one track costs in transfer under ``fan_out``. Besides FAN_OUTS, the designs before:
+    ``"decoded"`` (commit e29a90a: decoded chunks shuffled to inference, their stems through scratch) and
+    ``"shuffled"`` (before --fan_out: the chunks shuffled in, their S stems shuffled back)."""
     chunk_bytes = CHUNK_SPAN * channels * bytes_per_sample
     n = chunks_per_track(seconds, sample_rate)
     listed = (1 + stems) * REFERENCE_BYTES  # its catalogue row de-duplicated, its S metadata rows to one file
     if fan_out == "tracks":  # its reference spread over the workers; all the rest stays on one worker
-        return Traffic(listed + REFERENCE_BYTES, 0.0, 0.0)
-    if fan_out == "chunks":  # each chunk in with its envelope; its StashedChunk to its track's group
+        return Traffic(listed + REFERENCE_BYTES)
+    if fan_out == "chunks":  # each chunk's TrackChunk reference to inference, its StashedChunk to its track's group
+        return Traffic(listed + n * 2 * REFERENCE_BYTES,
+                       decoded=n * (chunk_bytes + NPY_HEADER), separated=n * (stems * chunk_bytes + NPY_HEADER),
+                       objects=2 * n,
+                       class_a=n * SCRATCH_CLASS_A_PER_CHUNK + SCRATCH_CLASS_A_PER_TRACK,
+                       class_b=n * SCRATCH_CLASS_B_PER_CHUNK + SCRATCH_CLASS_B_PER_TRACK)
+    if fan_out == "decoded":  # e29a90a: each chunk in with its samples; its StashedChunk to its track's group
+        a_chunk, b_chunk, a_track, b_track = DECODED_SHUFFLED_OPERATIONS
         return Traffic(listed + n * (chunk_bytes + 2 * REFERENCE_BYTES),
-                       n * (stems * chunk_bytes + NPY_HEADER), n)
+                       separated=n * (stems * chunk_bytes + NPY_HEADER), objects=n,
+                       class_a=n * a_chunk + a_track, class_b=n * b_chunk + b_track)
     if fan_out == "shuffled":  # before --fan_out: the chunks in, their S stems back
-        return Traffic(listed + n * ((1 + stems) * chunk_bytes + 2 * REFERENCE_BYTES), 0.0, 0.0)
-    raise ValueError(f"fan-out {fan_out!r}: one of {', '.join(FAN_OUTS)} or 'shuffled'")
+        return Traffic(listed + n * ((1 + stems) * chunk_bytes + 2 * REFERENCE_BYTES))
+    raise ValueError(f"fan-out {fan_out!r}: one of {', '.join(FAN_OUTS)}, 'decoded' or 'shuffled'")
+
+
+def per_minute(stems: int, fan_out: str, sample_rate: int = 44_100, channels: int = 2,
+               bytes_per_sample: int = 4) -> Traffic:
+    """What each further minute of a track adds (a track's references, and requests, excluded)."""
+    one, two = (traffic(seconds, stems, fan_out, sample_rate, channels, bytes_per_sample) for seconds in (60, 120))
+    return Traffic(*(getattr(two, f.name) - getattr(one, f.name) for f in fields(Traffic)))
 
 
 def estimate(i: Inputs) -> dict[str, float]:
@@ -120,11 +167,11 @@ def estimate(i: Inputs) -> dict[str, float]:
     gpu_cost = gpu_worker_h * gpu_worker_rate
     cpu_cost = cpu_worker_h * cpu_worker_rate
     shuffle_cost = shuffle_gb * i.shuffle_price
-    scratch_ops_cost = scratch_objects * (SCRATCH_CLASS_A_PER_CHUNK * i.class_a_price
-                                          + SCRATCH_CLASS_B_PER_CHUNK * i.class_b_price) / 10_000
-    # A batch job groups a track's chunks only once every chunk is separated: scratch fills over the
-    # inference stage and drains over reassembly; the two taken as equally long, it is half full on average.
-    scratch_held_cost = scratch_gb * wall_h / HOURS_PER_MONTH * i.storage_price
+    scratch_ops_cost = i.tracks * per_track.operations_cost(i.class_a_price, i.class_b_price)
+    # A batch job starts each step after a shuffle once the one before has finished: the decoded chunks
+    # are all in scratch through the inference stage, the stems fill over it, and reassembly (taken as
+    # long) drains both: 1.5 and 1 times T on average (HELD_DECODED, HELD_SEPARATED).
+    scratch_held_cost = i.tracks * per_track.held / 1e9 * wall_h / HOURS_PER_MONTH * i.storage_price
     total = gpu_cost + cpu_cost + shuffle_cost + scratch_ops_cost + scratch_held_cost
     return {
         "audio_hours": audio_s / 3600,
@@ -136,6 +183,8 @@ def estimate(i: Inputs) -> dict[str, float]:
         "shuffle_gb": shuffle_gb,
         "scratch_gb": scratch_gb,
         "scratch_objects": scratch_objects,
+        "scratch_class_a": i.tracks * per_track.class_a,
+        "scratch_class_b": i.tracks * per_track.class_b,
         "gpu_cost": gpu_cost,
         "cpu_cost": cpu_cost,
         "shuffle_cost": shuffle_cost,
@@ -150,7 +199,7 @@ def estimate(i: Inputs) -> dict[str, float]:
 
 
 SHUFFLE_LABELS = {
-    "chunks": "shuffle data (GB) = (n·(span·c·b + 2Q) + N·(1+S)·Q)/1e9",
+    "chunks": "shuffle data (GB) = (2n + N·(1+S))·Q/1e9",
     "tracks": "shuffle data (GB) = N·(2+S)·Q/1e9",
 }
 ROWS = (  # key, label (or one per fan-out), format
@@ -161,13 +210,15 @@ ROWS = (  # key, label (or one per fan-out), format
     ("wall_hours", "wall clock with K GPU workers (h)", "{:,.1f}"),
     ("chunks", "model chunks n = N·((L·r + 4096)/524,288 + ½)", "{:,.0f}"),
     ("shuffle_gb", SHUFFLE_LABELS, "{:,.0f}"),
-    ("scratch_gb", "scratch written, then read (GB) = n·(S·span·c·b + 128)/1e9", "{:,.0f}"),
-    ("scratch_objects", "scratch objects", "{:,.0f}"),
+    ("scratch_gb", "scratch written, then read (GB) = n·((1+S)·span·c·b + 2·128)/1e9", "{:,.0f}"),
+    ("scratch_objects", "scratch objects = 2n", "{:,.0f}"),
+    ("scratch_class_a", "scratch Class A operations = 2n + N", "{:,.0f}"),
+    ("scratch_class_b", "scratch Class B operations = 10n + N", "{:,.0f}"),
     ("gpu_cost", "GPU workers ($)", "{:,.0f}"),
     ("cpu_cost", "CPU workers ($)", "{:,.0f}"),
-    ("shuffle_cost", "Dataflow Shuffle ($)", "{:,.0f}"),
-    ("scratch_ops_cost", "scratch operations ($) = objects·(P_A + 3·P_B)/1e4", "{:,.0f}"),
-    ("scratch_held_cost", "scratch storage while held ($)", "{:,.0f}"),
+    ("shuffle_cost", "Dataflow Shuffle ($)", "{:,.2f}"),
+    ("scratch_ops_cost", "scratch operations ($) = (A·P_A + B·P_B)/1e4", "{:,.0f}"),
+    ("scratch_held_cost", "scratch storage while held ($) = (1.5·B_in + B_out)·T/730·P_store", "{:,.0f}"),
     ("total_cost", "total ($)", "{:,.0f}"),
     ("cost_per_million_tracks", "per million tracks ($)", "{:,.0f}"),
     ("cost_per_audio_hour", "per hour of audio ($)", "{:,.3f}"),
@@ -196,36 +247,32 @@ def size(n_bytes: float) -> str:
 
 def traffic_markdown(seconds: float, sample_rate: int = 44_100, channels: int = 2, bytes_per_sample: int = 4,
                      prices: tuple[float, float, float] | None = None) -> str:
-    """Bytes shuffled and through scratch storage per minute of audio and per track of ``seconds``;
-    with ``prices`` (P_shuffle, P_A, P_B), what they cost per million such tracks."""
-    per_minute = 60 * sample_rate / CHUNK_STEP  # chunks per minute of audio
-    chunk_bytes = CHUNK_SPAN * channels * bytes_per_sample
-    ways = (("chunks", "`chunks` (GPU)"), ("tracks", "`tracks` (CPU only)"),
-            ("shuffled", "before `--fan_out`: stems shuffled back"))
+    """Bytes shuffled and through scratch storage per minute of audio and per track of ``seconds``, and
+    the track's scratch objects and requests; with ``prices`` (P_shuffle, P_A, P_B), what the shuffle and
+    the scratch requests cost per million such tracks."""
+    ways = (("chunks", "`chunks` (GPU)", TRAFFIC_STEMS), ("tracks", "`tracks` (CPU only)", TRAFFIC_STEMS),
+            ("decoded", "`chunks` before 48e91db: decoded chunks shuffled", (4,)),
+            ("shuffled", "before `--fan_out`: stems shuffled back", TRAFFIC_STEMS))
     header = (f"| fan-out | stems | shuffled per minute of audio | through scratch per minute | "
-              f"shuffled per {seconds / 60:g}-minute track | through scratch per track | scratch objects per track |")
-    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+              f"shuffled per {seconds / 60:g}-minute track | through scratch per track | scratch objects per track | "
+              f"scratch requests per track, Class A + B |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     if prices:
         header += " shuffle + scratch operations per million tracks ($) |"
         rule += " ---: |"
     lines = [header, rule]
-    for way, label in ways:
-        for stems in TRAFFIC_STEMS:
+    for way, label, stem_counts in ways:
+        for stems in stem_counts:
             track = traffic(seconds, stems, way, sample_rate, channels, bytes_per_sample)
-            if way == "tracks":  # references are per track, not per minute
-                minute = (0.0, 0.0)
-            elif way == "chunks":
-                minute = (per_minute * (chunk_bytes + 2 * REFERENCE_BYTES),
-                          per_minute * (stems * chunk_bytes + NPY_HEADER))
-            else:
-                minute = (per_minute * ((1 + stems) * chunk_bytes + 2 * REFERENCE_BYTES), 0.0)
+            # references are per chunk, or per track: a minute of `tracks` adds nothing
+            minute = per_minute(stems, way, sample_rate, channels, bytes_per_sample)
             objects = f"{track.objects:.2f}" if track.objects else "0"
-            row = (f"| {label} | {stems} | {size(minute[0])} | {size(minute[1])} | {size(track.shuffled)} | "
-                   f"{size(track.scratch)} | {objects} |")
+            requests = f"{track.class_a:.2f} + {track.class_b:.2f}" if track.class_a else "0"
+            row = (f"| {label} | {stems} | {size(minute.shuffled)} | {size(minute.scratch)} | {size(track.shuffled)} | "
+                   f"{size(track.scratch)} | {objects} | {requests} |")
             if prices:
                 shuffle_price, class_a_price, class_b_price = prices
-                cost = (track.shuffled / 1e9 * shuffle_price + track.objects * (
-                    SCRATCH_CLASS_A_PER_CHUNK * class_a_price + SCRATCH_CLASS_B_PER_CHUNK * class_b_price) / 10_000)
+                cost = track.shuffled / 1e9 * shuffle_price + track.operations_cost(class_a_price, class_b_price)
                 row += f" {cost * 1e6:,.2f} |"
             lines.append(row)
     return "\n".join(lines)

@@ -414,7 +414,7 @@ def test_entry_file_is_the_one_the_image_runs():
 SMALL = dict(tracks=3600, mean_seconds=100.0, stems=4, gpu_xrt=100.0, cpu_xrt=10.0, vcpu_price=0.05,
              mem_price=0.005, gpu_price=1.0, shuffle_price=0.01, class_a_price=0.05, class_b_price=0.004,
              storage_price=0.02)
-CHUNK_BYTES = 527_360 * 2 * 4  # a TrackChunk's float32 samples
+CHUNK_BYTES = 527_360 * 2 * 4  # a decoded chunk's float32 samples (and one stem of a separated chunk)
 Q = cost_model.REFERENCE_BYTES
 
 
@@ -425,54 +425,136 @@ def test_cost_model_arithmetic():
     assert r["cpu_worker_hours"] == pytest.approx(100.0 / (10 * 8))
     assert r["gpu_cost"] == pytest.approx(1.0 * (1.0 + 8 * 0.05 + 32 * 0.005))
     assert r["cpu_cost"] == pytest.approx(1.25 * (8 * 0.05 + 32 * 0.005))
-    # --fan_out chunks: each chunk crosses once with its envelope, its StashedChunk once more
+    # --fan_out chunks: only references cross a shuffle, a TrackChunk and a StashedChunk per chunk
     chunks = 3600 * ((100 * 44100 + 4096) / 524_288 + 0.5)
-    assert r["chunks"] == pytest.approx(chunks) == pytest.approx(r["scratch_objects"])
-    shuffle_gb = (chunks * (CHUNK_BYTES + 2 * Q) + 3600 * 5 * Q) / 1e9
+    assert r["chunks"] == pytest.approx(chunks)
+    shuffle_gb = (chunks * 2 * Q + 3600 * 5 * Q) / 1e9
     assert r["shuffle_gb"] == pytest.approx(shuffle_gb)
-    # one copy of the audio in (A·r·c·b·o; the design before shuffled 1 + S copies), plus the padding of
-    # each track's last chunk: 6 % on 100 s tracks, under 1 % on hour-long ones
+    assert r["shuffle_gb"] < 0.1  # for 100 hours of audio
+    # the decoded chunk ("in-") and its 4 stems ("out-") go through scratch, each written once and read once
+    decoded_gb, separated_gb = chunks * (CHUNK_BYTES + 128) / 1e9, chunks * (4 * CHUNK_BYTES + 128) / 1e9
+    assert r["scratch_gb"] == pytest.approx(decoded_gb + separated_gb)
+    # one copy of the audio in, S out (A·r·c·b·o each), plus the padding of each track's last chunk:
+    # 6 % on 100 s tracks, under 1 % on hour-long ones
     one_copy_gb = 360_000 * 44100 * 2 * 4 * (527_360 / 524_288) / 1e9
-    assert r["shuffle_gb"] == pytest.approx(one_copy_gb, rel=0.07)
+    assert r["scratch_gb"] == pytest.approx(5 * one_copy_gb, rel=0.07)
     hours = cost_model.estimate(cost_model.Inputs(**{**SMALL, "tracks": 100, "mean_seconds": 3600.0}))
-    assert hours["shuffle_gb"] == pytest.approx(one_copy_gb, rel=0.01)
-    assert r["scratch_gb"] == pytest.approx(chunks * (4 * CHUNK_BYTES + 128) / 1e9)
-    ops = chunks * (1 * 0.05 + 3 * 0.004) / 10_000
+    assert hours["scratch_gb"] == pytest.approx(5 * one_copy_gb, rel=0.01)
+    # two objects a chunk; two uploads (Class A) and ten gets (Class B) a chunk, a listing and a get a track
+    assert r["scratch_objects"] == pytest.approx(2 * chunks)
+    assert r["scratch_class_a"] == pytest.approx(2 * chunks + 3600)
+    assert r["scratch_class_b"] == pytest.approx(10 * chunks + 3600)
+    ops = ((2 * chunks + 3600) * 0.05 + (10 * chunks + 3600) * 0.004) / 10_000
     assert r["scratch_ops_cost"] == pytest.approx(ops)
     assert r["wall_hours"] == pytest.approx(1.0 / 50)
-    held = r["scratch_gb"] * (1.0 / 50) / 730 * 0.02
+    # the decoded copies stay through inference and half of reassembly, the stems half of each
+    held = (1.5 * decoded_gb + separated_gb) * (1.0 / 50) / 730 * 0.02
     assert r["scratch_held_cost"] == pytest.approx(held)
     assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + shuffle_gb * 0.01 + ops + held)
     assert r["cost_per_million_tracks"] == pytest.approx(r["total_cost"] * 1e6 / 3600)
     assert r["stems_tb"] == pytest.approx(360_000 * 4 * 1411.2 * 1000 / 8 / 1e12)
     doubled = cost_model.estimate(cost_model.Inputs(**{**SMALL, "gpu_xrt": 200.0}))
     assert doubled["gpu_cost"] == pytest.approx(r["gpu_cost"] / 2)
-    # the shuffle no longer grows with the stems; the scratch does
+    assert doubled["scratch_held_cost"] == pytest.approx(held / 2)  # held half as long
+    # the scratch grows with 1 + S, its requests do not
     two = cost_model.estimate(cost_model.Inputs(**{**SMALL, "stems": 2}))
-    assert two["shuffle_gb"] == pytest.approx(r["shuffle_gb"], rel=1e-4)
-    assert two["scratch_gb"] == pytest.approx(r["scratch_gb"] / 2, rel=1e-4)
+    assert two["scratch_gb"] == pytest.approx(r["scratch_gb"] * 3 / 5, rel=1e-4)
+    assert two["scratch_ops_cost"] == pytest.approx(r["scratch_ops_cost"])
 
 
 def test_cost_model_tracks_fan_out_shuffles_references_only():
     r = cost_model.estimate(cost_model.Inputs(**{**SMALL, "fan_out": "tracks"}))
     assert r["shuffle_gb"] == pytest.approx(3600 * (2 + 4) * Q / 1e9)
     assert r["scratch_gb"] == r["scratch_objects"] == r["scratch_ops_cost"] == r["scratch_held_cost"] == 0
+    assert r["scratch_class_a"] == r["scratch_class_b"] == 0
     assert r["total_cost"] == pytest.approx(r["gpu_cost"] + r["cpu_cost"] + r["shuffle_gb"] * 0.01)
 
 
 def test_cost_model_traffic_per_track():
-    a_minute = cost_model.traffic(60.0, 4, "chunks")
-    two_minutes = cost_model.traffic(120.0, 4, "chunks")
     per_minute = 60 * 44100 / 524_288  # chunks
-    assert two_minutes.shuffled - a_minute.shuffled == pytest.approx(per_minute * (CHUNK_BYTES + 2 * Q))
-    assert two_minutes.scratch - a_minute.scratch == pytest.approx(per_minute * (4 * CHUNK_BYTES + 128))
-    old = cost_model.traffic(120.0, 4, "shuffled")
-    assert old.shuffled - cost_model.traffic(60.0, 4, "shuffled").shuffled == pytest.approx(
-        per_minute * (5 * CHUNK_BYTES + 2 * Q))
+    a_minute, two_minutes = cost_model.traffic(60.0, 4, "chunks"), cost_model.traffic(120.0, 4, "chunks")
+    assert two_minutes.shuffled - a_minute.shuffled == pytest.approx(per_minute * 2 * Q)
+    assert two_minutes.scratch - a_minute.scratch == pytest.approx(per_minute * (5 * CHUNK_BYTES + 2 * 128))
+    assert two_minutes.objects - a_minute.objects == pytest.approx(2 * per_minute)
+    minute = cost_model.per_minute(4, "chunks")
+    assert minute.scratch == pytest.approx(two_minutes.scratch - a_minute.scratch)
+    assert minute.class_b == pytest.approx(10 * per_minute)
+    # a track's own requests: the listing of its scratch folder and the get of the folder's name
+    assert a_minute.class_a - a_minute.objects == pytest.approx(1)  # 2n + 1
+    assert a_minute.class_b - 5 * a_minute.objects == pytest.approx(1)  # 10n + 1
+    # what the chunk fan-out shuffled and stashed before its decoded chunks went to scratch (e29a90a)
+    decoded = cost_model.per_minute(4, "decoded")
+    assert decoded.shuffled == pytest.approx(per_minute * (CHUNK_BYTES + 2 * Q))
+    assert decoded.scratch == pytest.approx(per_minute * (4 * CHUNK_BYTES + 128))
+    assert (decoded.class_a, decoded.class_b) == pytest.approx((per_minute, 3 * per_minute))
+    # and before --fan_out, the chunks shuffled in and their stems back: the bytes scratch now takes
+    old = cost_model.per_minute(4, "shuffled")
+    assert old.shuffled == pytest.approx(per_minute * (5 * CHUNK_BYTES + 2 * Q))
+    assert old.shuffled == pytest.approx(minute.scratch + minute.shuffled, rel=1e-4)
     tracks = cost_model.traffic(600.0, 5, "tracks")
     assert tracks == cost_model.traffic(60.0, 5, "tracks") and tracks.shuffled < 5000 and tracks.scratch == 0
+    assert cost_model.per_minute(5, "tracks").shuffled == 0
     with pytest.raises(ValueError):
         cost_model.traffic(60.0, 4, "none")
+
+
+def test_scratch_requests_are_the_ones_the_pipeline_makes():
+    """The request counts of cost_model, against what Scratch sends to an object store (gs:// here)."""
+    pytest.importorskip("gcp_storage_emulator")
+    from urllib.parse import unquote
+
+    import numpy as np
+    import requests
+
+    from transforms.layout import Layout
+    from transforms.stash import Scratch
+
+    sent = []
+    real = requests.Session.request
+
+    def request(session, method, url, *args, **kwargs):
+        response = real(session, method, url, *args, **kwargs)
+        sent.append((method, url.split("?")[0], url.partition("?")[2], response.status_code))
+        return response
+
+    def billed(requests_sent, bucket):
+        """Class A and Class B operations, as Cloud Storage's price list counts them."""
+        a = b = 0
+        for method, path, query, status in requests_sent:
+            if path.endswith(f"/b/{bucket}"):
+                continue  # the client library's own bucket metadata lookups: see COSTS.md
+            if method == "POST" and "uploadType=resumable" in query:
+                a += 1  # a resumable upload: one Class A operation once complete
+            elif method == "PUT" or "/batch/" in path:
+                pass  # the rest of an upload; deletes are free
+            elif method == "GET" and path.endswith("/o"):
+                a += 1  # objects.list
+            elif method == "GET":
+                b += 1  # objects.get: metadata or media
+            else:
+                raise AssertionError((method, path, query))
+        return a, b
+
+    n, stems = 3, 4
+    with services.gcs_emulator() as gcs, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "request", request)
+        scratch = Scratch(Layout(gcs.url("out"), "spleeter-4stems"), "run")
+        for i in range(n):
+            scratch.save(np.zeros((527_360, 2), np.float32), scratch.uri("t", i, "in"))
+            scratch.load(scratch.uri("t", i, "in"))
+            scratch.save(np.zeros((stems, 527_360, 2), np.float32), scratch.uri("t", i, "out"))
+        for i in range(n):
+            scratch.load(scratch.uri("t", i, "out"))
+        scratch.remove_track("t")
+        a, b = billed(sent, gcs.bucket)
+        patch.undo()
+        assert not FileSystems.match([gcs.url("out/**")])[0].metadata_list
+    assert a == n * cost_model.SCRATCH_CLASS_A_PER_CHUNK + cost_model.SCRATCH_CLASS_A_PER_TRACK
+    assert b == n * cost_model.SCRATCH_CLASS_B_PER_CHUNK + cost_model.SCRATCH_CLASS_B_PER_TRACK
+    # metadata at /storage/v1/b/<bucket>/o/<quoted name>, media at /download/storage/v1/...
+    objects = {unquote(path.replace("/download/", "/")) for method, path, query, status in sent
+               if method == "GET" and "/o/" in path}
+    assert len(objects) == 2 * n + 1  # the chunks' two objects, and the folder's own name
 
 
 def test_chunk_count_matches_the_pipelines_chunking():
