@@ -58,6 +58,11 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError("give the output prefix with --output")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
+        if self.inference_accelerator and self.fan_out in ("none", "tracks"):
+            # A runner splits a fused step where resource hints change: the track's
+            # chunks would then reach in-order reassembly from several workers.
+            raise InputError(f"--fan_out={self.fan_out} cannot go with --inference_accelerator, which puts the "
+                             "inference step alone on accelerator machines; use --fan_out=chunks (its default)")
 
     def fan_out_mode(self, local: bool) -> str:
         """``--fan_out`` with ``auto`` settled for the runner at hand.

@@ -62,3 +62,15 @@ def test_export_model(tmp_path, checkpoint_2stems):
     result = run("export-model", str(tmp_path / "saved"), "--checkpoint", str(checkpoint_2stems))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "saved" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fan_out=tracks", "--inference_accelerator=type:nvidia-l4;count:1"], "cannot go with --inference_accelerator"),
+    (["--model_copies=0"], "--model_copies 0: give at least 1"),
+])
+def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, message):
+    (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
+    result = run("run", "--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "out").exists()
