@@ -487,6 +487,11 @@ def flink_cluster(
         # Beam is on the cluster's classpath: take its classes from there,
         # never from jars a job brings.
         "classloader.resolve-order": "parent-first",
+        # An error outside a task thread (say an OutOfMemoryError in the gRPC
+        # thread that reads an SDK worker's output) ends the TaskManager, so
+        # the job fails; by default Flink only logs it, and the job waits forever
+        # for a bundle whose data stream died with it.
+        "cluster.uncaught-exception-handling": "FAIL",
     }, **(config or {})}
     # Flat "key: value" lines: valid in Flink's legacy format and in its YAML one.
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))

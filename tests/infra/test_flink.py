@@ -180,6 +180,8 @@ def test_flink_runs_with_flinks_own_java17_options(deployed):
     assert all(re.match(r"^--add-(opens|exports)=[a-z.]+/[a-z0-9.]+=ALL-UNNAMED$", o) for o in opts)
     # The TaskManager's gRPC data plane to the SDK workers needs direct memory of its own.
     assert re.match(r"^\d+m$", configuration["taskmanager.memory.task.off-heap.size"])
+    # An OutOfMemoryError in a gRPC thread fails the job instead of leaving it waiting forever.
+    assert configuration["cluster.uncaught-exception-handling"] == "FAIL"
 
 
 def test_launcher_jar_carries_the_java17_options(tmp_path):
