@@ -364,6 +364,7 @@ def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
         again = call("start")  # already running: says so, starts nothing
         assert again.returncode == 0 and json.loads((tmp_path / "state" / "state.json").read_text()) == state
         assert call("status").returncode == 0
+        assert call("options").stdout.split() == printed
         # The printed options, and (as the tests' own jobs do) no upload of the cluster's jars.
         no_upload = [o for o in services.FlinkJobServer(state["job_endpoint"], state["flink_master"], flink_jar,
                                                          Path()).pipeline_options() if "detector" in o]
@@ -376,4 +377,4 @@ def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
     assert _gone(state["pid"])
     for endpoint in (state["flink_master"], state["job_endpoint"], state["worker_pool"]):
         assert not _port_open(endpoint), endpoint
-    assert call("status").returncode == 3
+    assert call("status").returncode == 3 and call("options").returncode == 3
