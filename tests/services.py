@@ -20,7 +20,7 @@ Beam options: ``DIRECT_RUNNER_OPTIONS`` (pure-Python local runner),
 shared job server, SDK workers LOOPBACK or from a ``worker_pool()``).
 ``jar`` is the path that ``scripts/fetch-flink-jobserver`` prints.
 
-Every start picks free ports at run time, waits a bounded time for the
+Every start picks free ports at run time (unless told which), waits a bounded time for the
 service to answer, and raises ``ServiceError`` with the tail of the service's
 log if it does not; every process is killed with its children on exit,
 exceptions included.
@@ -320,6 +320,8 @@ def flink_pipeline_options(jar: str | os.PathLike, master: str = "[local]", para
     ``flink_cluster()``'s ``master`` ("127.0.0.1:<rest port>"). Beam starts a
     job server JVM from ``jar`` for each pipeline and stops it only when this
     process exits; with many pipelines, share one with ``flink_job_server()``.
+    That JVM (``java -jar``) gets Flink's Java 17 options from the jar's
+    manifest (scripts/fetch-flink-jobserver).
     """
     return [
         "--runner=FlinkRunner",
