@@ -40,8 +40,9 @@ class BeamsplitterOptions(PipelineOptions):
                                  "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
         parser.add_argument("--fan_out", default="auto", choices=FAN_OUTS,
                             help="how work spreads over workers: 'tracks' (each worker separates whole tracks, "
-                                 "no audio crosses a shuffle), 'chunks' (decoded model chunks go to the inference "
-                                 "step, separated chunks wait in scratch storage under the output prefix), "
+                                 "no audio crosses a shuffle), 'chunks' (model chunks go to the inference step "
+                                 "and back through scratch storage under the output prefix, only references "
+                                 "are shuffled), "
                                  "'none' (one process); auto: none on the local runner, chunks with "
                                  "--inference_accelerator, else tracks")
         parser.add_argument("--model_copies", type=int, default=None,

@@ -154,28 +154,34 @@ class _AssembleStashed(_AssembleDoFn):
 
     def work(self, track_id, refs) -> list | Failure:
         try:
-            # A track whose decoding failed part-way lacks its last chunk:
-            # DecodeChunks reported it, and nothing of it is published.
-            if not (refs[-1].last and [r.index for r in refs] == list(range(len(refs)))):
-                return []
-            done = CompletionRecord.read(self.job.layout.record(track_id))
-            if done and done.run_id == self.job.run_id and done.is_done_for(refs[0].track.uri, refs[0].fingerprint):
-                # A retried bundle: an earlier attempt wrote the track and removed its chunks.
-                return done.metadata_rows()
-            writer = TrackWriter(self.job, refs[0].track, refs[0].fingerprint)
-            try:
-                for ref in refs:
-                    if ref.error:
-                        raise storage.StorageError(ref.error)
-                    writer.add(ref.index, self.scratch.load(ref.uri), ref.n_samples if ref.last else None)
-            except BaseException:
-                writer.abort()
-                raise
-            return writer.finish()
+            result = self._write(track_id, refs)
         except BeamsplitterError as exc:
-            return Failure.of(track_id, refs[0].track.uri, exc)
-        finally:
-            self.scratch.remove_track(track_id)
+            result = Failure.of(track_id, refs[0].track.uri, exc)
+        # Settled (written, failed or incomplete): its chunks are no longer needed. After
+        # any other error they stay, for the bundle's retry.
+        self.scratch.remove_track(track_id)
+        return result
+
+    def _write(self, track_id, refs) -> list:
+        # A track whose decoding failed part-way lacks its last chunk:
+        # DecodeChunks reported it, and nothing of it is published.
+        if not (refs[-1].last and [r.index for r in refs] == list(range(len(refs)))):
+            return []
+        track, fingerprint = refs[0].track, refs[0].fingerprint
+        done = CompletionRecord.read(self.job.layout.record(track_id))
+        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint):
+            # A retried bundle: an earlier attempt wrote the track and removed its chunks.
+            return done.metadata_rows()
+        writer = TrackWriter(self.job, track, fingerprint)
+        try:
+            for ref in refs:
+                if ref.error:
+                    raise storage.StorageError(ref.error)
+                writer.add(ref.index, self.scratch.load(ref.uri), ref.n_samples if ref.last else None)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
 
 
 class _AssembleInOrder(_AssembleDoFn):
