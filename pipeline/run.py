@@ -98,9 +98,8 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
 
     How work spreads over workers follows ``--fan_out`` (see
     ``BeamsplitterOptions.fan_out_mode``): whole tracks, or model chunks
-    separated wherever the inference step runs and parked in scratch storage
-    until their track is reassembled. Either way, only track references,
-    waveform chunks and chunk references cross a shuffle.
+    separated wherever the inference step runs, parked in scratch storage
+    on their way there and back. Either way only references cross a shuffle.
     """
     o, layout = plan.options, plan.layout
     fan_out = o.fan_out_mode(is_local(pipeline.options))

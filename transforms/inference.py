@@ -99,7 +99,7 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
 
         started = time.perf_counter()
         spectra, magnitudes = zip(*(spectral.analyze(self._samples(chunk), self.config) for chunk in batch))
-        # Full batches always: a chunk's stems must not depend on how it was batched.
+        # The batch size pads GPU batches to one shape (see Separator.estimate).
         estimates = model.estimate(np.stack(magnitudes), self.batch_size)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
         # The waveform is not needed any more: the spectrum says it all.
@@ -115,7 +115,7 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
         return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
 
     def get_num_bytes(self, batch: Sequence[TrackChunk]) -> int:
-        return sum(chunk.samples.nbytes if chunk.samples is not None else 512 for chunk in batch)
+        return sum(chunk.samples.nbytes if chunk.samples is not None else 512 for chunk in batch)  # 512: a reference
 
     def get_metrics_namespace(self) -> str:
         return "beamsplitter"
