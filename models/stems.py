@@ -22,7 +22,10 @@ from models.chunking import ChunkGeometry, OverlapAdd
 
 
 class StemWriter:
-    """Writes ``outputs`` (instrument -> local path) from one track's chunks. Not thread-safe."""
+    """Writes ``outputs`` (instrument -> local path, in the model's instrument order) from one track's chunks.
+
+    Not thread-safe: one thread feeds a writer.
+    """
 
     def __init__(self, outputs: dict[str, str], geometry: ChunkGeometry, sample_rate: int,
                  encoding: audio.EncodeOptions):
