@@ -88,20 +88,6 @@ def _stat(pid: int) -> list[bytes] | None:
     return stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
 
 
-def processes_under(root: int) -> list[int]:
-    """``root`` and every live process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 def processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line holds ``text`` (a service's own folder, say)."""
     found = []
@@ -122,16 +108,3 @@ def cpu_seconds(pids: list[int]) -> float:
         if fields := _stat(pid):
             ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss(pids: list[int]) -> int:
-    """The largest peak resident set (VmHWM) among ``pids``, in bytes."""
-    peak = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                peak = max([peak] + [int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")])
-        except OSError:
-            continue
-    return peak
-

@@ -22,8 +22,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import (BEAMSPLITTER, REPO, Measure, cpu_seconds, machine, measure, peak_rss, processes_mentioning,
-                    processes_under, table, track)
+from common import BEAMSPLITTER, REPO, Measure, cpu_seconds, machine, measure, processes_mentioning, table, track
 
 from tests import services
 
@@ -73,7 +72,7 @@ def main():
                     results[name].append(measure_with(command, flink[name][1]))
                 else:
                     results[name].append(measure(command))
-        peaks = {name: {p: peak_rss(pids()) for p, pids in flink[name][1].items()}
+        peaks = {name: {p: max(map(services.vm_hwm_bytes, pids()), default=0) for p, pids in flink[name][1].items()}
                  for name in flink_names(args)}
 
     def median(name, field):
@@ -121,7 +120,7 @@ def start_flink(stack: contextlib.ExitStack) -> dict:
         EMBEDDED: (embedded.pipeline_options(parallelism=2), {"job server (Flink inside)": jvm(embedded.log.parent)}),
         CLUSTER: (server.pipeline_options(parallelism=2, worker_pool=pool),
                   {"JobManager + TaskManager": jvm(cluster.workdir), "job server": jvm(server.log.parent),
-                   "SDK workers": lambda: processes_under(pool.pid)[1:]}),
+                   "SDK workers": lambda: services.descendants(pool.pid)}),
     }
 
 

@@ -530,7 +530,7 @@ def flink_cluster(
 # --- Beam SDK worker pool -----------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every live process under ``root`` (children, grandchildren...), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -552,7 +552,7 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _vm_hwm_bytes(pid: int) -> int:
+def vm_hwm_bytes(pid: int) -> int:
     """The peak resident set size of a process (VmHWM), 0 if it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -582,8 +582,8 @@ class WorkerPool:
     def _sample(self) -> None:
         if not sys.platform.startswith("linux"):
             return
-        for pid in _descendants(self.pid):
-            hwm = _vm_hwm_bytes(pid)
+        for pid in descendants(self.pid):
+            hwm = vm_hwm_bytes(pid)
             with self._lock:
                 self._peaks[pid] = max(self._peaks.get(pid, 0), hwm)
                 self._peak = max(self._peak, hwm)
