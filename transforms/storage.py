@@ -36,14 +36,20 @@ def join(*parts: str) -> str:
 
 
 def fingerprint(uri: str) -> dict:
-    """What identifies a version of a source: its size and modification time."""
+    """What identifies a version of a source: its size and modification time.
+
+    The URI is taken literally: ``[ ] * ?`` are common in music file names
+    (``Song [Live].mp3``), and a glob match would miss the file or stat another.
+    """
     try:
-        metadata = FileSystems.match([uri])[0].metadata_list
+        filesystem = FileSystems.get_filesystem(uri)
+        if not filesystem.exists(uri):
+            raise AudioError(f"{uri}: no such file")
+        entry = filesystem.metadata(uri)
+    except BeamsplitterError:
+        raise
     except Exception as exc:  # Beam raises BeamIOError with per-path causes
         raise AudioError(f"{uri}: cannot stat ({_cause(exc)})") from None
-    if not metadata:
-        raise AudioError(f"{uri}: no such file")
-    entry = metadata[0]
     return {"size": int(entry.size_in_bytes), "mtime": float(entry.last_updated_in_seconds or 0.0)}
 
 

@@ -218,3 +218,24 @@ def test_metadata_is_committed_by_the_job_itself(tmp_path, catalogue, checkpoint
     markers = list((tmp_path / "out" / "metadata").glob("*/_committed/run-*"))
     assert [m.name for m in markers] == [f"run-{plan.run_id}"]
     assert len(pq.read_table(tmp_path / "out" / "metadata").to_pandas()) == 2
+
+
+def test_sources_are_named_literally_not_as_globs(tmp_path, catalogue, checkpoint_2stems):
+    """Brackets and question marks are common in music file names; a name is never a glob."""
+    music = tmp_path / "music"
+    music.mkdir()
+    source = (catalogue / "one.wav").read_bytes()
+    (music / "Song [Live] (feat. X).wav").write_bytes(source)
+    (music / "take1.wav").write_bytes(source[: len(source) // 2])  # what "take?.wav" would match as a glob
+    (music / "take?.wav").write_bytes(source)
+    write_manifest(tmp_path / "m.csv", [("live", "music/Song [Live] (feat. X).wav", "a"),
+                                        ("take", "music/take?.wav", "b")])
+    args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+            "--checkpoint", str(checkpoint_2stems)]
+    assert run(args) == 0
+    records = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")}
+    assert sorted(records) == ["live", "take"]
+    assert records["take"]["source_fingerprint"]["size"] == len(source)  # its own size, not take1.wav's
+    assert run(args) == 0  # and a second run finds both done
+    assert {p.parent.name: json.loads(p.read_text())["run_id"]
+            for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")} == {k: r["run_id"] for k, r in records.items()}
