@@ -167,8 +167,9 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
 def _job_failures(layout: Layout, run_id: str) -> dict[str, str]:
     """track_id -> message, from the failure table the job wrote (none when no track failed)."""
     failed = {}
-    for entry in FileSystems.match([layout.failures(run_id) + "*.parquet"])[0].metadata_list:
-        with FileSystems.open(entry.path, compression_type="uncompressed") as stream:
+    folder, name = layout.failures(run_id).rsplit("/", 1)
+    for path in storage.find(folder, name + "*.parquet"):
+        with FileSystems.open(path, compression_type="uncompressed") as stream:
             for row in pq.read_table(io.BytesIO(stream.read())).to_pylist():
                 failed[row["track_id"]] = row["message"]
     return failed

@@ -65,8 +65,8 @@ class _Classify(beam.DoFn):
 
 def other_model_folders(layout: Layout) -> list[str]:
     """Model folders under the prefix besides ``layout``'s, from their ``_MODEL.json`` cards."""
-    cards = FileSystems.match([layout.model_cards()])[0].metadata_list
-    return sorted({m.path.rsplit("/", 2)[-2] for m in cards} - {layout.model})
+    cards = storage.find(storage.join(layout.prefix, "stems"), "*/_MODEL.json")
+    return sorted({path.rsplit("/", 2)[-2] for path in cards} - {layout.model})
 
 
 def plan(argv: list[str]) -> int:

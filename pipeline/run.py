@@ -56,14 +56,13 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
     The tracks of those runs have their rows listed again by this run, from
     their completion records.
     """
-    files, markers = FileSystems.match([FileSystems.join(layout.metadata_folder(), "run-*"),
-                                        layout.commit_marker("*")])
-    committed = frozenset(m.path.rsplit("/run-", 1)[1] for m in markers.metadata_list)
+    markers = storage.find(layout.metadata_folder(), "_committed/run-*")
+    committed = frozenset(path.rsplit("/run-", 1)[1] for path in markers)
     orphans = []
-    for entry in files.metadata_list:
-        match = METADATA_FILE.match(entry.path.rsplit("/", 1)[-1])
+    for path in storage.find(layout.metadata_folder(), "run-*"):
+        match = METADATA_FILE.match(path.rsplit("/", 1)[-1])
         if match and match["batch"] not in committed:
-            orphans.append(entry.path)
+            orphans.append(path)
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
                     len(orphans))

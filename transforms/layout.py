@@ -50,10 +50,6 @@ class Layout:
     def model_card(self) -> str:
         return join(self.prefix, "stems", self.model, "_MODEL.json")
 
-    def model_cards(self) -> str:
-        """Glob of every model's card under this prefix."""
-        return join(self.prefix, "stems", "*", "_MODEL.json")
-
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)
 

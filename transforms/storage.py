@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -51,6 +53,25 @@ def fingerprint(uri: str) -> dict:
     except Exception as exc:  # Beam raises BeamIOError with per-path causes
         raise AudioError(f"{uri}: cannot stat ({_cause(exc)})") from None
     return {"size": int(entry.size_in_bytes), "mtime": float(entry.last_updated_in_seconds or 0.0)}
+
+
+def literal_glob(text: str) -> str:
+    """``text`` as a Beam glob that matches exactly itself.
+
+    Beam's globs have no escape character, but a one-character class does the
+    job: ``Song [Live]`` becomes ``Song [[]Live]``. Every listing under a
+    user's prefix goes through this, so a prefix like ``out [2024]/`` is never
+    read as a pattern.
+    """
+    return re.sub(r"([\[*?])", r"[\1]", text)
+
+
+def find(folder: str, pattern: str) -> list[str]:
+    """The files under the literal ``folder`` whose path below it matches ``pattern`` (``*``, ``**``, ``?``), sorted."""
+    with warnings.catch_warnings():  # "[[]" is a sound class, though Python's re warns of nested sets
+        warnings.simplefilter("ignore", FutureWarning)
+        found = FileSystems.match([join(literal_glob(folder), pattern)])[0].metadata_list
+    return sorted(m.path for m in found)
 
 
 def exists(uri: str) -> bool:
@@ -155,8 +176,7 @@ def remove(uri: str) -> None:
         elif os.path.exists(uri):
             os.unlink(uri)
         return
-    found = FileSystems.match([uri, join(uri, "**")])
-    delete([m.path for result in found for m in result.metadata_list])
+    delete(([uri] if exists(uri) else []) + find(uri, "**"))
 
 
 def remove_with_empty_parents(uri: str, above: str) -> None:

@@ -230,12 +230,15 @@ def test_sources_are_named_literally_not_as_globs(tmp_path, catalogue, checkpoin
     (music / "take?.wav").write_bytes(source)
     write_manifest(tmp_path / "m.csv", [("live", "music/Song [Live] (feat. X).wav", "a"),
                                         ("take", "music/take?.wav", "b")])
-    args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
-            "--checkpoint", str(checkpoint_2stems)]
+    # The output prefix too: its metadata is listed to settle earlier runs.
+    out = tmp_path / "out [2024]?"
+    args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--checkpoint", str(checkpoint_2stems)]
     assert run(args) == 0
-    records = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")}
+    records = {p.parent.name: json.loads(p.read_text()) for p in stem_folder(out).glob("*/_SUCCESS.json")}
     assert sorted(records) == ["live", "take"]
     assert records["take"]["source_fingerprint"]["size"] == len(source)  # its own size, not take1.wav's
     assert run(args) == 0  # and a second run finds both done
     assert {p.parent.name: json.loads(p.read_text())["run_id"]
-            for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")} == {k: r["run_id"] for k, r in records.items()}
+            for p in stem_folder(out).glob("*/_SUCCESS.json")} == {k: r["run_id"] for k, r in records.items()}
+    # ... and its metadata committed: the second run lists no row again.
+    assert len(pd.concat(pd.read_parquet(p) for p in (out / "metadata").rglob("*.parquet"))) == 4
