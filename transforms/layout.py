@@ -23,12 +23,38 @@ metadata files the dead run left).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
+from models import audio
+from models.config import embedded_names, load_config
 from transforms.storage import join
 
 RECORD = "_SUCCESS.json"
+MODEL_CARD = "_MODEL.json"
+COMMITTED = "_committed"
+# Names the layout writes beside and inside the tracks' folders: a track_id with
+# one of them as a path component would mix its folder with the layout's own
+# files (track "a/_SUCCESS.json" would be a folder where track "a" keeps its record).
+RESERVED = frozenset({RECORD, MODEL_CARD, COMMITTED})
+
+
+def stem_file(instrument: str, codec: str) -> str:
+    """A stem's file name in its track's folder."""
+    return f"{instrument}.{codec}"
+
+
+@functools.cache
+def builtin_stem_files() -> frozenset:
+    """Every stem file name a built-in model writes in a track's folder, in any codec.
+
+    A track_id "a/vocals.wav" would make a folder where track "a" writes its
+    stem: a local store cannot hold both, and the later track stops the run.
+    Not tied to one model or codec: a later run with another one may bring it.
+    """
+    instruments = {name for config in embedded_names() for name in load_config(config).instruments}
+    return frozenset(stem_file(instrument, codec) for instrument in instruments for codec in audio.CODECS)
 
 
 def model_folder(config_name: str, checkpoint_sha256: str) -> str:
@@ -45,10 +71,10 @@ class Layout:
         return join(self.prefix, "stems", self.model, *track_id.split("/"))
 
     def stem(self, track_id: str, instrument: str, codec: str) -> str:
-        return join(self.track_dir(track_id), f"{instrument}.{codec}")
+        return join(self.track_dir(track_id), stem_file(instrument, codec))
 
     def model_card(self) -> str:
-        return join(self.prefix, "stems", self.model, "_MODEL.json")
+        return join(self.prefix, "stems", self.model, MODEL_CARD)
 
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)
@@ -58,7 +84,7 @@ class Layout:
 
     def commit_marker(self, batch: str) -> str:
         # Under a "_" folder: dataset readers (pyarrow, Spark) skip it when reading metadata/.
-        return join(self.metadata_folder(), "_committed", f"run-{batch}")
+        return join(self.metadata_folder(), COMMITTED, f"run-{batch}")
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)

@@ -13,7 +13,7 @@ manifest's folder.
 from __future__ import annotations
 
 import csv
-import io
+import functools
 import json
 import os
 import posixpath
@@ -24,10 +24,14 @@ from typing import BinaryIO, Iterator
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
+from transforms.layout import RESERVED, builtin_stem_files
 
 REQUIRED = ("track_id", "uri")
 SCHEMES = ("gs", "s3", "file")
 MAX_TRACK_ID = 512
+# A manifest row is a few hundred bytes; a longer line is garbage (or a file that is not a manifest).
+MAX_LINE_BYTES = 1 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -68,48 +72,168 @@ def read_rows(stream: BinaryIO, kind: str, name: str,
               required: tuple[str, ...] = REQUIRED) -> Iterator[tuple[int, dict | InputError]]:
     """``(row_number, fields)`` for every row, or ``(row_number, InputError)`` for an unreadable one.
 
-    A manifest without the ``required`` columns (a catalogue's by default) is an
-    ``InputError`` for the whole manifest.
+    A manifest without the ``required`` columns (a catalogue's by default), or
+    one whose structure breaks (a CSV quote never closed, a CSV line over
+    ``MAX_LINE_BYTES``, a Parquet file corrupt part-way) is an ``InputError``
+    for the whole manifest, naming the line. Where a bad line cannot hide the
+    rows after it (invalid UTF-8, a JSON line that is not an object, nested too
+    deep or too long) it is an ``InputError`` row of its own, and the others
+    are read on. Data is never altered: invalid UTF-8 is refused, not replaced.
     """
     if kind == "parquet":
-        import pyarrow.parquet as pq
+        yield from _parquet_rows(stream, name, required)
+    elif kind == "csv":
+        yield from _csv_rows(_lines(stream), name, required)
+    else:
+        yield from _jsonl_rows(_lines(stream), name)
 
-        try:
-            table = pq.ParquetFile(stream)
-        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise InputError(f"{name}: not a Parquet file ({exc})") from None
-        _require_columns(table.schema_arrow.names, name, required)
-        number = 0
+
+def _parquet_rows(stream: BinaryIO, name: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(stream)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise InputError(f"{name}: not a Parquet file ({_one_line(exc)})") from None
+    _require_columns(table.schema_arrow.names, name, required)
+    number = 0
+    try:
         for batch in table.iter_batches(batch_size=4096):
             for fields in batch.to_pylist():
                 number += 1
                 yield number, fields
-        return
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
-    if kind == "csv":
-        reader = csv.DictReader(text)
-        _require_columns(reader.fieldnames or [], name, required)
-        for number, fields in enumerate(reader, start=1):
-            if None in fields:  # more cells than header columns
-                yield number, InputError(f"{name} row {number}: more cells than columns")
-            else:
-                yield number, fields
-        return
+    except (OSError, pa.ArrowException) as exc:
+        # A corrupt page: the rows after it cannot be found, so the manifest as a whole is unusable.
+        raise InputError(f"{name}: unreadable after row {number} ({_one_line(exc)})") from None
+
+
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, int, bytes | None]]:
+    """``(line_number, byte_offset, line)`` for each line of ``stream``, without a leading UTF-8 BOM.
+
+    A line longer than ``MAX_LINE_BYTES`` comes as ``None``, skipped without
+    ever being held whole: one unterminated gigabyte must not exhaust memory.
+    """
+    number, offset = 0, 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number, start = number + 1, offset
+        offset += len(line)
+        if number == 1 and line.startswith(BOM):  # spreadsheets save "UTF-8 with BOM"
+            line = line[len(BOM):]
+        if len(line) > MAX_LINE_BYTES:
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(1 << 16)
+                offset += len(line)
+            yield number, start, None
+        else:
+            yield number, start, line
+
+
+def _decode(line: bytes, offset: int) -> tuple[str, str | None]:
+    """The line's text, and what is wrong with its encoding (``None`` when it is valid UTF-8)."""
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        problem = (f"invalid UTF-8 (byte 0x{line[exc.start]:02x} at byte offset {offset + exc.start} "
+                   f"of the file; save the manifest as UTF-8)")
+        # Undecodable bytes kept as lone surrogates: CSV's commas, quotes and newlines stay where they are.
+        return line.decode("utf-8", "surrogateescape"), problem
+
+
+def _jsonl_rows(lines, name: str) -> Iterator[tuple[int, dict | InputError]]:
     seen_columns = False
-    for number, line in enumerate(text, start=1):
-        if not line.strip():
+    for number, offset, line in lines:
+        if line is None:
+            yield number, InputError(f"{name} line {number}: longer than {MAX_LINE_BYTES} bytes")
+            continue
+        text, problem = _decode(line, offset)
+        if problem:
+            yield number, InputError(f"{name} line {number}: {problem}")
+            continue
+        if not text.strip():
             continue
         try:
-            fields = json.loads(line)
+            fields = json.loads(text)
             if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             yield number, InputError(f"{name} line {number}: invalid JSON ({exc})")
             continue
+        except RecursionError:
+            yield number, InputError(f"{name} line {number}: invalid JSON (nested too deep)")
+            continue
         seen_columns = True
         yield number, fields
     if not seen_columns:
         raise InputError(f"{name}: no rows")
+
+
+class _CsvSource:
+    """The text lines the csv reader pulls, noting the last line's number and any invalid UTF-8 met."""
+
+    def __init__(self, lines, name: str):
+        self.lines, self.name = lines, name
+        self.line, self.problem = 0, None
+
+    def __iter__(self):
+        for number, offset, line in self.lines:
+            self.line = number
+            if line is None:
+                # Inside a quoted field the next line may belong to the same row: no way to skip just this one.
+                raise InputError(f"{self.name} line {number}: longer than {MAX_LINE_BYTES} bytes")
+            text, problem = _decode(line, offset)
+            self.problem = self.problem or (problem and f"line {number}: {problem}")
+            yield text
+
+
+def _csv_rows(lines, name: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict | InputError]]:
+    source = _CsvSource(lines, name)
+    # strict: a quote never closed is an error, not a field that silently swallows every later row.
+    reader = csv.reader(source, strict=True)
+    header = _csv_record(reader, source, name) or []
+    if source.problem:
+        raise InputError(f"{name} header {source.problem}")
+    _require_columns(header, name, required)
+    number = 0
+    while True:
+        source.problem = None
+        record = _csv_record(reader, source, name)
+        if record is None:
+            return
+        if not record:  # a blank line
+            continue
+        number += 1
+        if source.problem:
+            yield number, InputError(f"{name} row {number}, {source.problem}")
+        elif len(record) > len(header):
+            yield number, InputError(f"{name} row {number}: more cells than columns")
+        else:
+            yield number, dict(zip(header, record + [None] * (len(header) - len(record))))
+
+
+def _csv_record(reader, source: _CsvSource, name: str) -> list[str] | None:
+    """The next CSV record, ``None`` at the end; a malformed one is an ``InputError`` naming its first line."""
+    first = source.line + 1
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        if "field limit" in str(exc):
+            runs_on = f"; the row runs on to line {source.line}: a quote never closed?" if source.line > first else ""
+            problem = f"a field longer than the CSV reader's limit of {csv.field_size_limit()} characters{runs_on}"
+        elif "unexpected end of data" in str(exc):
+            problem = "a quote opened in the row starting here is never closed (it runs to the end of the file)"
+        else:
+            problem = f"malformed CSV ({exc})"
+        raise InputError(f"{name} line {first}: {problem}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def read_manifest(uri: str, required: tuple[str, ...]) -> list[tuple[int, dict | InputError]]:
@@ -150,6 +274,35 @@ def check_track_id(track_id: str) -> None:
         raise InputError(f"track_id {track_id!r} has an empty, '.' or '..' path component")
     if any(p.startswith(".") for p in parts):
         raise InputError(f"track_id {track_id!r} has a hidden ('.'-prefixed) path component")
+    # Compared as a case-folding store would: "_success.json" is "_SUCCESS.json" there.
+    reserved = [p for p in parts if folder_key(p) in _RESERVED_KEYS]
+    if reserved:
+        raise InputError(f"track_id {track_id!r} has the path component {reserved[0]!r}, "
+                         f"a name the output layout reserves for its own files")
+    # Below the first component only: the first is a folder beside the tracks' folders, never in one.
+    stems = [p for p in parts[1:] if folder_key(p) in _stem_keys()]
+    if stems:
+        above = "/".join(parts[: parts.index(stems[0], 1)])
+        raise InputError(f"track_id {track_id!r} has the path component {stems[0]!r}, the name of a stem "
+                         f"that a track {above!r} would write in the same place")
+
+
+def folder_key(track_id: str) -> str:
+    """What decides a track's folder on a store that folds case and Unicode normalization.
+
+    macOS and Windows volumes (and the mounts of buckets on them) keep ``Song``
+    and ``song``, or a composed and a decomposed ``é``, in one folder: two such
+    ids are one track as far as the output is concerned.
+    """
+    return unicodedata.normalize("NFC", track_id).casefold()
+
+
+_RESERVED_KEYS = frozenset(folder_key(name) for name in RESERVED)
+
+
+@functools.cache
+def _stem_keys() -> frozenset:
+    return frozenset(folder_key(name) for name in builtin_stem_files())
 
 
 def resolve_uri(uri: str, manifest_uri: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from models.errors import InputError
 from transforms import manifest
+from transforms.layout import RESERVED
 
 ROWS = [{"track_id": "a/1", "uri": "one.wav", "year": 1999}, {"track_id": "b", "uri": "gs://bucket/two.mp3", "year": None}]
 
@@ -62,3 +63,93 @@ def test_good_track_ids_and_uris():
     assert manifest.resolve_uri("a.wav", "gs://b/cat/m.csv") == "gs://b/cat/a.wav"
     with pytest.raises(InputError, match="unsupported scheme ftp://"):
         manifest.resolve_uri("ftp://x/a.wav", "/m.csv")
+
+
+@pytest.mark.parametrize("data,message", [
+    (b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',
+     "m.csv line 3: a quote opened in the row starting here is never closed (it runs to the end of the file)"),
+    (b"track_id,uri\na," + b"x" * 200_000 + b"\nb,b.wav\n",
+     "m.csv line 2: a field longer than the CSV reader's limit of 131072 characters"),
+    # In a large file an unclosed quote swallows rows until the field is too long: named from its first line.
+    (b'track_id,uri\na,a.wav\nb,"b.wav\n' + b"c,c.wav\n" * 20_000,
+     "m.csv line 3: a field longer than the CSV reader's limit of 131072 characters; the row runs on to line"),
+    (b"track_id,uri\n" + b"a," * 600_000 + b"\n", "m.csv line 2: longer than 1048576 bytes"),
+    (b'track_id,uri\n"a"b,a.wav\n', "m.csv line 2: malformed CSV"),
+    (b"track_id,caf\xe9\n", "m.csv header line 1: invalid UTF-8 (byte 0xe9 at byte offset 12 of the file"),
+])
+def test_csv_that_cannot_be_parsed_is_one_error_naming_the_line(data, message):
+    with pytest.raises(InputError) as caught:
+        list(manifest.read_rows(io.BytesIO(data), "csv", "m.csv"))
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("kind,data", [
+    ("csv", b"track_id,uri\na,a.wav\nb,caf\xe9.wav\nc,c.wav\n"),
+    ("jsonl", b'{"track_id": "a", "uri": "a.wav"}\n{"track_id": "b", "uri": "caf\xe9.wav"}\n'
+              b'{"track_id": "c", "uri": "c.wav"}\n'),
+])
+def test_invalid_utf8_fails_its_row_and_is_never_replaced(kind, data):
+    rows = list(manifest.read_rows(io.BytesIO(data), kind, f"m.{kind}"))
+    assert [fields["track_id"] for _, fields in rows if isinstance(fields, dict)] == ["a", "c"]
+    (bad,) = [fields for _, fields in rows if isinstance(fields, InputError)]
+    offset = data.index(b"\xe9")
+    where = "row 2, line 3" if kind == "csv" else "line 2"
+    assert str(bad) == (f"m.{kind} {where}: invalid UTF-8 (byte 0xe9 at byte offset {offset} of the file; "
+                        "save the manifest as UTF-8)")
+
+
+@pytest.mark.parametrize("kind,data", [
+    ("csv", b"\xef\xbb\xbftrack_id,uri\na,a.wav\n"),
+    ("jsonl", b'\xef\xbb\xbf{"track_id": "a", "uri": "a.wav"}\n'),
+])
+def test_a_utf8_bom_is_not_part_of_the_first_column(kind, data):
+    assert list(manifest.read_rows(io.BytesIO(data), kind, f"m.{kind}")) == [(1, {"track_id": "a", "uri": "a.wav"})]
+
+
+def test_json_lines_too_deep_or_too_long_fail_alone():
+    data = (b'{"track_id": "a", "uri": "a.wav"}\n'
+            + b'{"track_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+            + b'{"track_id": "long", "x": "' + b"x" * (manifest.MAX_LINE_BYTES + 10) + b'"}\n'
+            + b'{"track_id": "b", "uri": "b.wav"}\n')
+    rows = list(manifest.read_rows(io.BytesIO(data), "jsonl", "m.jsonl"))
+    assert [(n, f["track_id"]) for n, f in rows if isinstance(f, dict)] == [(1, "a"), (4, "b")]
+    assert [(n, str(f)) for n, f in rows if isinstance(f, InputError)] == [
+        (2, "m.jsonl line 2: invalid JSON (nested too deep)"),
+        (3, f"m.jsonl line 3: longer than {manifest.MAX_LINE_BYTES} bytes")]
+
+
+def corrupt_parquet(rows: int = 30_000) -> bytes:
+    """A Parquet manifest of three row groups whose second one's first data page is garbage."""
+    out = io.BytesIO()
+    table = pa.Table.from_pylist([{"track_id": f"t{i}", "uri": f"t{i}.wav"} for i in range(rows)])
+    pq.write_table(table, out, row_group_size=rows // 3, compression="none")
+    data = bytearray(out.getvalue())
+    page = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(1).data_page_offset
+    data[page:page + 64] = b"\xff" * 64
+    return bytes(data)
+
+
+def test_parquet_corrupt_part_way_is_one_error_naming_the_row():
+    with pytest.raises(InputError, match=r"^m.parquet: unreadable after row 8192 \(.*\)$"):
+        list(manifest.read_rows(io.BytesIO(corrupt_parquet()), "parquet", "m.parquet"))
+
+
+@pytest.mark.parametrize("track_id", [*sorted(RESERVED), "a/_SUCCESS.json", "a/_success.json", "x/_committed/y"])
+def test_track_ids_with_the_layouts_own_names_are_refused(track_id):
+    with pytest.raises(InputError, match="a name the output layout reserves for its own files"):
+        manifest.check_track_id(track_id)
+
+
+def test_track_ids_below_another_tracks_stem_are_refused():
+    """Track "a/vocals.wav" would be a folder where track "a" writes vocals.wav: a local store holds one of them."""
+    for track_id, above in (("a/vocals.wav", "a"), ("x/y/Drums.FLAC/z", "x/y")):
+        with pytest.raises(InputError, match=f"the name of a stem that a track '{above}' would write"):
+            manifest.check_track_id(track_id)
+    for track_id in ("vocals.wav", "a/mixture.wav", "album/01 vocals.wav"):  # never where a stem is written
+        manifest.check_track_id(track_id)
+
+
+def test_ids_a_case_folding_store_keeps_in_one_folder_share_a_key():
+    assert manifest.folder_key("Album/Song") == manifest.folder_key("album/SONG")
+    assert manifest.folder_key("Caf\u00e9") == manifest.folder_key("cafe\u0301")  # composed and decomposed é
+    assert manifest.folder_key("a/1") != manifest.folder_key("a/2")

@@ -1,0 +1,82 @@
+"""Manifests the job cannot parse, and track ids the output layout cannot hold, through `beamsplitter run` and `plan`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from models.errors import InputError
+from pipeline.run import run
+from tests.unit.test_manifest import corrupt_parquet
+from transforms.manifest import MAX_LINE_BYTES
+
+UNPARSEABLE = [  # (file name, content, the start of the one error both commands give)
+    ("quote.csv", b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',
+     "quote.csv line 3: a quote opened in the row starting here is never closed"),
+    ("field.csv", b"track_id,uri\na," + b"x" * 200_000 + b"\n",
+     "field.csv line 2: a field longer than the CSV reader's limit of 131072 characters"),
+    ("latin1.csv", b"track_id,uri,caf\xe9\n", "latin1.csv header line 1: invalid UTF-8 (byte 0xe9 at byte offset 16"),
+    ("cut.parquet", None, "cut.parquet: unreadable after row 8192 ("),
+]
+
+
+@pytest.mark.parametrize("name,content,message", UNPARSEABLE)
+def test_unparseable_manifest_is_one_line_from_run_and_plan(tmp_path, checkpoint_2stems, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else corrupt_parquet())
+    args = ["--manifest", str(path), "--output", str(tmp_path / "out"), "--checkpoint", str(checkpoint_2stems)]
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}/{message}")):
+        run(args)
+    assert not (tmp_path / "out" / "metadata").exists()  # nothing ran
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "plan", *args], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=Path(__file__).parents[2])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path}/{message}")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no traceback
+
+
+def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2stems):
+    """A JSON Lines manifest saved with a BOM, with lines no parser takes and ids the layout cannot hold."""
+    def line(track_id, uri="x.wav"):
+        return json.dumps({"track_id": track_id, "uri": uri}).encode()
+
+    lines = [
+        b"\xef\xbb\xbf" + line("one", str(catalogue / "one.wav")),  # line 1: the BOM is not part of the row
+        b'{"track_id": "caf\xe9", "uri": "x.wav"}',  # 2: Latin-1, not UTF-8
+        b'{"track_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # 3
+        b'{"track_id": "long", "x": "' + b"x" * MAX_LINE_BYTES + b'"}',  # 4
+        line("_SUCCESS.json"),  # 5
+        line("one/_MODEL.json"),  # 6
+        line("one/vocals.wav"),  # 7: a folder where track "one" writes its vocals
+        line("two", str(catalogue / "two.flac")),  # 8
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    prefix = tmp_path / "out"
+    assert run(["--manifest", str(manifest), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)]) == 1
+
+    assert sorted(p.parent.name for p in prefix.glob("stems/*/*/_SUCCESS.json")) == ["one", "two"]
+    failures = pq.read_table(prefix / "failures").to_pandas()
+    assert set(failures.stage) == {"validate"}
+    messages = dict(zip(failures.track_id, failures.message))
+    offset = lines[0].__len__() + 1 + lines[1].index(b"\xe9")
+    assert messages == {
+        "<row 2>": f"{manifest} line 2: invalid UTF-8 (byte 0xe9 at byte offset {offset} of the file; "
+                   "save the manifest as UTF-8)",
+        "<row 3>": f"{manifest} line 3: invalid JSON (nested too deep)",
+        "<row 4>": f"{manifest} line 4: longer than {MAX_LINE_BYTES} bytes",
+        "_SUCCESS.json": "track_id '_SUCCESS.json' has the path component '_SUCCESS.json', "
+                         "a name the output layout reserves for its own files",
+        "one/_MODEL.json": "track_id 'one/_MODEL.json' has the path component '_MODEL.json', "
+                           "a name the output layout reserves for its own files",
+        "one/vocals.wav": "track_id 'one/vocals.wav' has the path component 'vocals.wav', "
+                          "the name of a stem that a track 'one' would write in the same place",
+    }
