@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -22,10 +24,13 @@ from models.config import load_config
 from models.audio import EncodeOptions
 from models.provider import resolve_checkpoint
 from pipeline.options import BeamsplitterOptions, is_local, pin_local_runner
+from pipeline.waves import Wave, waves
 from transforms import manifest, storage
+from transforms.catalogue import CatalogueIndex
 from transforms.decode import DecodeChunks
 from transforms.inference import SeparateChunks, SpleeterModelHandler
 from transforms.layout import Layout, model_folder
+from transforms.lease import Lease
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
@@ -85,15 +90,24 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
             raise manifest.InputError(f"{options.manifest}: no such manifest")
     run_id = options.run_id or new_run_id()
     layout = Layout(options.output, model_folder(config.name, sha))
-    if settle and not storage.exists(layout.model_card()):
-        card = {"model": config.name, "checkpoint_sha256": sha, "config": config.raw}
+    plan = RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id)
+    return settle_prefix(plan) if settle else plan
+
+
+def settle_prefix(plan: RunPlan) -> RunPlan:
+    """Write the model's card, and settle what earlier runs left (see ``settle_earlier_runs``).
+
+    Writes under the prefix: a run does this holding the model folder's lease.
+    """
+    layout, config = plan.layout, load_config(plan.options.model)
+    if not storage.exists(layout.model_card()):
+        card = {"model": config.name, "checkpoint_sha256": plan.checkpoint_sha256, "config": config.raw}
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
-    committed = settle_earlier_runs(layout) if settle else frozenset()
-    return RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id, committed)
+    return dataclasses.replace(plan, committed_batches=settle_earlier_runs(layout))
 
 
-def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)) -> None:
-    """The job's steps; ``wave=(k, n)`` restricts it to the k-th of n parts of the catalogue.
+def build(pipeline: beam.Pipeline, plan: RunPlan, wave: Wave | None = None) -> None:
+    """The job's steps: over the whole catalogue, or over one local ``wave`` (see pipeline/waves.py).
 
     How work spreads over workers follows ``--fan_out`` (see
     ``BeamsplitterOptions.fan_out_mode``): whole tracks, or model chunks
@@ -103,7 +117,7 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     o, layout = plan.options, plan.layout
     fan_out = o.fan_out_mode(is_local(pipeline.options))
     # The metadata this pipeline writes, and its commit marker, carry this name.
-    batch = plan.run_id + (f"-w{wave[0]:04d}" if wave[1] > 1 else "")
+    batch = plan.run_id + (f"-w{wave.number:04d}" if wave else "")
     # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
     scratch = Scratch(layout, plan.run_id) if fan_out == "chunks" else None
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256,
@@ -111,24 +125,29 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: tuple[int, int] = (0, 1)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
 
-    tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, wave)
-    todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
-    todo_tracks = todo.todo
+    if wave is None:  # the whole catalogue, read and checked by the workers
+        tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
+        todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
+        todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
+    else:  # the driver read and checked the catalogue: this wave's share of it
+        todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
+        recovered = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
+        failures = [pipeline | "WaveFailures" >> beam.Create(wave.failures)]
     if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
-    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, scratch)
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, scratch, o.stall_timeout)
     chunks = decoded.chunks
     if scratch:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id, batch, scratch)
-    _ = ((assembled.metadata, todo.recovered)
+                                                                  plan.run_id, batch, scratch, o.stall_timeout)
+    _ = ((assembled.metadata, recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")
          | "WriteMetadata" >> WriteParquet(layout.metadata(batch), METADATA_SCHEMA)
          | "CommitMetadata" >> CommitMarker(layout.commit_marker(batch)))
-    _ = ((row_failures, todo.failures, decoded.failures, assembled.failures)
+    _ = ((*failures, decoded.failures, assembled.failures)
          | "AllFailures" >> beam.Flatten()
          | "CountFailures" >> beam.Map(_count_failure)
          | "FailureRows" >> beam.Map(failure_record, plan.run_id)
@@ -164,33 +183,47 @@ def run(argv: list[str]) -> int:
     """Run the catalogue job; returns the exit status (1 when any track failed).
 
     The local runner reports progress only when a pipeline ends, so a local
-    run goes in waves of ``--local_wave_tracks`` tracks, one pipeline each,
-    each committing its own metadata; distributed runners take the catalogue
-    in one go.
+    run goes in waves of ``--local_wave_tracks`` tracks to separate, one
+    pipeline each, each committing its own metadata (pipeline/waves.py);
+    distributed runners take the catalogue in one go.
     """
     logging.getLogger().addFilter(_QuietBeamNoise())
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(BeamsplitterOptions)
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
-    plan = plan_run(options)
-    size = catalogue_size(options)
-    waves = max(1, -(-size // max(1, options.local_wave_tracks))) if local else 1
+    plan = plan_run(options, settle=False)
+    # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
+    # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
+    with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
+        size = index.rows if local else catalogue_size(options)
+        with Lease(plan.layout.lease(), plan.run_id):
+            return _run_waves(settle_prefix(plan), pipeline_options, size, index)
+
+
+def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None) -> int:
+    options, local = plan.options, index is not None
+    parts = waves(index, plan.layout, options.force, plan.committed_batches, options.local_wave_tracks) \
+        if local else [None]
     print(f"run {plan.run_id}: {plan.model_id}, stems under {plan.layout.track_dir('').rstrip('/')}/")
     started = time.monotonic()
     totals: dict[str, int] = {}
     with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
               file=sys.stderr) as progress:
-        for wave in range(waves):
-            pipeline = beam.Pipeline(options=pipeline_options)
-            build(pipeline, plan, (wave, waves))
-            result = pipeline.run()
-            result.wait_until_finish()
-            found = counters(result)
+        for wave in parts:
+            found = {}
+            if wave is None or wave.needs_pipeline():  # a wave of done tracks only has nothing to run
+                pipeline = beam.Pipeline(options=pipeline_options)
+                build(pipeline, plan, wave)
+                result = pipeline.run()
+                result.wait_until_finish()
+                found = counters(result)
+            if wave is not None:  # the driver skipped its done tracks
+                found["tracks_skipped"] = found.get("tracks_skipped", 0) + wave.skipped
             for name, value in found.items():
                 totals[name] = totals.get(name, 0) + value
-            progress.update(sum(v for k, v in found.items()
-                                if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
+            progress.update(wave.rows if wave else sum(
+                v for k, v in found.items() if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
     storage.remove_with_empty_parents(plan.layout.scratch(plan.run_id), options.output)
     summary = Summary.of(totals, time.monotonic() - started)

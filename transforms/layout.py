@@ -2,6 +2,7 @@
 
     PREFIX/
       stems/<model>/_MODEL.json                      the configuration and checkpoint digest
+      stems/<model>/_LEASE.json                      held by the run writing here, while it runs
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<batch>-*.parquet          one row per (track, instrument)
@@ -34,10 +35,11 @@ from transforms.storage import join
 RECORD = "_SUCCESS.json"
 MODEL_CARD = "_MODEL.json"
 COMMITTED = "_committed"
+LEASE = "_LEASE.json"
 # Names the layout writes beside and inside the tracks' folders: a track_id with
 # one of them as a path component would mix its folder with the layout's own
 # files (track "a/_SUCCESS.json" would be a folder where track "a" keeps its record).
-RESERVED = frozenset({RECORD, MODEL_CARD, COMMITTED})
+RESERVED = frozenset({RECORD, MODEL_CARD, COMMITTED, LEASE})
 
 
 def stem_file(instrument: str, codec: str) -> str:
@@ -75,6 +77,10 @@ class Layout:
 
     def model_card(self) -> str:
         return join(self.prefix, "stems", self.model, MODEL_CARD)
+
+    def lease(self) -> str:
+        """Held by the one run writing this model's output; see transforms/lease.py."""
+        return join(self.prefix, "stems", self.model, LEASE)
 
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)

@@ -1,0 +1,148 @@
+"""One run at a time per model folder of an output prefix.
+
+Two runs on one prefix (a scheduled run overlapping a manual one) would both
+find the same tracks undone, both separate them, and each list their metadata
+rows: every stem twice. So a run first takes the model folder's lease,
+``stems/<model>/_LEASE.json``, and a second run refuses to start, naming the
+first and when its lease runs out.
+
+The holder renews its lease every ``RENEW_SECONDS`` while it runs and
+withdraws it at the end; a run that died stops renewing, and its lease is
+free once it expires, ``LEASE_SECONDS`` after its last renewal, or at once
+when it was held by a process of this machine that no longer exists.
+
+Taking a lease must be atomic. Locally it is: the file is created with
+O_EXCL. Beam's filesystems have no create-if-absent for object stores, whose
+reads are strongly consistent after a write (GCS, S3): there the lease is
+written, then read back after ``SETTLE_SECONDS``; of two runs that wrote it at
+once, only the one whose lease is still there goes on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from models.errors import BeamsplitterError
+from transforms import storage
+
+LEASE_SECONDS = 300.0
+RENEW_SECONDS = 60.0
+SETTLE_SECONDS = 2.0
+
+
+class LeaseHeld(BeamsplitterError):
+    """Another run holds the output's lease."""
+
+    stage = "lease"
+
+
+@dataclass(frozen=True)
+class _Holder:
+    run_id: str
+    host: str
+    pid: int
+    token: str
+    expires_at: float  # seconds since the epoch
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def read(cls, uri: str) -> "_Holder | None":
+        fields = storage.read_json(uri)
+        try:
+            return cls(str(fields["run_id"]), str(fields["host"]), int(fields["pid"]), str(fields["token"]),
+                       float(fields["expires_at"]))
+        except (TypeError, KeyError, ValueError):
+            return None  # absent, or not a lease (a half-written local file cannot exist: see _create)
+
+    def is_live(self) -> bool:
+        if time.time() >= self.expires_at:
+            return False
+        if self.host == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False  # killed: no need to wait for its lease to run out
+            except PermissionError:
+                pass
+        return True
+
+    def until(self) -> str:
+        moment = datetime.datetime.fromtimestamp(self.expires_at, datetime.timezone.utc)
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class Lease:
+    """``with Lease(uri, run_id):`` holds the lease at ``uri`` for the block, or raises ``LeaseHeld``."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _holder(self) -> _Holder:
+        return _Holder(self.run_id, socket.gethostname(), os.getpid(), self.token, time.time() + LEASE_SECONDS)
+
+    def __enter__(self) -> "Lease":
+        current = _Holder.read(self.uri)
+        if current and current.is_live():
+            raise self._refusal(current)
+        if current or storage.exists(self.uri):  # expired, its run dead, or not a lease at all
+            storage.delete([self.uri])
+        self._create()
+        self._renewer = threading.Thread(target=self._renew, name="lease-renewer", daemon=True)
+        self._renewer.start()
+        return self
+
+    def _create(self) -> None:
+        data = self._holder().to_json()
+        if storage.is_local(self.uri):
+            os.makedirs(os.path.dirname(os.path.abspath(self.uri)), exist_ok=True)
+            try:
+                # Written under another name and linked into place: the lease appears whole or not at all.
+                temp = f"{self.uri}.{self.token}"
+                with open(temp, "wb") as out:
+                    out.write(data)
+                try:
+                    os.link(temp, self.uri)  # fails if the lease exists: the atomic create-if-absent
+                finally:
+                    os.unlink(temp)
+            except FileExistsError:
+                raise self._refusal(_Holder.read(self.uri)) from None
+            return
+        storage.publish_bytes(data, self.uri)
+        time.sleep(SETTLE_SECONDS)
+        current = _Holder.read(self.uri)
+        if not current or current.token != self.token:
+            raise self._refusal(current)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            current = _Holder.read(self.uri)
+            if current is None or current.token == self.token:
+                storage.publish_bytes(self._holder().to_json(), self.uri)
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        if self._renewer:
+            self._renewer.join()
+        current = _Holder.read(self.uri)
+        if current and current.token == self.token:
+            storage.delete([self.uri])
+
+    def _refusal(self, holder: _Holder | None) -> LeaseHeld:
+        if holder is None:
+            return LeaseHeld(f"{self.uri}: another run took this output's lease at the same moment; "
+                             "one run at a time writes a model's stems under a prefix")
+        return LeaseHeld(f"{self.uri}: run {holder.run_id} (pid {holder.pid} on {holder.host}) is writing this "
+                         f"output; its lease runs until {holder.until()} and is renewed while it runs "
+                         "(one run at a time per model under a prefix)")
