@@ -3,17 +3,30 @@
 Decoding gives float32 stereo ``[n_samples, 2]`` at the model's sample rate,
 the way Spleeter prepares its input (mono duplicated, channels past the second
 dropped); encoding takes the same layout. Neither ever holds a whole track.
+
+ffmpeg reads only the file it is given (no other protocol, no playlist or
+other indirection format), is killed when it delivers or takes no data for a
+stall timeout, and dies with the process that started it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import math
 import os
+import queue
 import re
+import select
 import shutil
+import signal
+import stat
 import struct
 import subprocess
+import sys
 import threading
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,10 +34,20 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
-from models.errors import AudioError, EncodeError
+from models.errors import AudioError, EncodeError, InputError
 
 BLOCK_SAMPLES = 1 << 16
 FLOAT_BYTES = 4
+# Seconds ffmpeg may deliver (decoding) or accept (encoding) no data before it is killed.
+DEFAULT_STALL_TIMEOUT = 60.0
+
+# Demuxers that open other files or URLs named inside the input (playlists, file
+# lists, session descriptions, file-name patterns, scripts): a catalogue entry
+# must never make a worker read anything but itself. Every other demuxer of the
+# ffmpeg at hand is allowed (``separate`` reads "anything ffmpeg reads").
+INDIRECT_FORMATS = frozenset({
+    "concat", "hls", "dash", "imf", "sdp", "rtp", "rtsp", "sap", "image2", "avisynth", "vapoursynth", "lavfi",
+})
 
 # codec -> (ffmpeg muxer, ffmpeg audio encoder); wav's encoder depends on the sample format.
 CODECS = {
@@ -55,6 +78,96 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def check_stall_timeout(seconds: float, option: str) -> float:
+    """``seconds`` if it is a usable stall timeout, else an InputError naming ``option``."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InputError(f"{option} {seconds:g}: give the seconds ffmpeg may go without data, above 0")
+    return seconds
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed_formats(binary: str) -> str:
+    """``-format_whitelist`` for ``binary``: its demuxers less INDIRECT_FORMATS."""
+    listing = subprocess.run([binary, "-hide_banner", "-demuxers"], capture_output=True, text=True).stdout
+    names = set()
+    for line in listing.split("--", 1)[-1].splitlines():
+        match = re.match(r"\s*D\S*\s+(\S+)", line)
+        if match:
+            names.update(match[1].split(","))  # "mov,mp4,m4a,..." is one demuxer
+    if not names:
+        raise AudioError(f"{binary} -demuxers listed no formats: is it ffmpeg?")
+    return ",".join(sorted(names - INDIRECT_FORMATS))
+
+
+def _file_url(path: str) -> str:
+    """``path`` for ffmpeg: only the file protocol, so ``-``, ``a:b.mp3`` or ``concat:x|y`` are plain names."""
+    return "file:" + os.path.abspath(path)
+
+
+class _Spawner:
+    """Starts ffmpeg processes that die with this process, also when it is SIGKILLed.
+
+    A process killed outright runs no clean-up, and an ffmpeg blocked reading a
+    stalled source never notices that its reader is gone; only the kernel can
+    end it, through the parent-death signal (Linux's PR_SET_PDEATHSIG). That
+    signal fires when the *thread* that forked the child ends, not the process,
+    and Beam and models/engine.py start ffmpeg on worker threads that may end
+    while their ffmpeg must go on. So every ffmpeg is forked by this one
+    thread, which lives as long as the process. (Elsewhere than Linux ffmpeg
+    starts without the signal.)
+    """
+
+    _PR_SET_PDEATHSIG = 1
+
+    def __init__(self):
+        self._prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+        self.forget_thread()
+
+    def forget_thread(self):
+        self._lock, self._requests = threading.Lock(), None
+
+    def popen(self, cmd: list[str], **kwargs) -> subprocess.Popen:
+        if self._prctl is None:
+            return subprocess.Popen(cmd, **kwargs)
+        with self._lock:
+            if self._requests is None:
+                self._requests = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._requests,), name="beamsplitter-ffmpeg",
+                                 daemon=True).start()
+        started: Future = Future()
+        self._requests.put((cmd, kwargs, started))
+        return started.result()
+
+    def _serve(self, requests: queue.SimpleQueue):
+        parent = os.getpid()
+
+        def die_with_parent():  # between fork and exec, where other threads' locks may be held: C calls only
+            self._prctl(self._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+
+        while True:
+            cmd, kwargs, started = requests.get()
+            try:
+                started.set_result(subprocess.Popen(cmd, preexec_fn=die_with_parent, **kwargs))
+            except BaseException as exc:
+                started.set_exception(exc)
+
+
+_spawner = _Spawner()
+os.register_at_fork(after_in_child=_spawner.forget_thread)  # a forked copy has no spawning thread
+
+
+def _wait(process: subprocess.Popen, timeout: float) -> int | None:
+    """``process``'s exit status, or None after killing it when it does not end within ``timeout`` s."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
 def partial_path(path: str) -> str:
     """The temporary name a file is written under before it is renamed to ``path``."""
     folder, name = os.path.split(os.path.abspath(path))
@@ -83,6 +196,14 @@ class _StderrReader(threading.Thread):
     def run(self):
         for raw in self.stream:
             self.lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    def refused_format(self) -> str | None:
+        """The demuxer ffmpeg detected, when -format_whitelist refused it."""
+        for line in self.lines:
+            match = re.match(r"\[(\S+) @ 0x[0-9a-f]+\] Format not on whitelist", line)
+            if match:
+                return match[1]
+        return None
 
     def cause(self, path: str) -> str:
         """The last meaningful line ffmpeg wrote, without the path it repeats."""
@@ -154,6 +275,11 @@ def check_readable(path: str, name: str | None = None) -> None:
         raise AudioError(f"{name or path}: is a directory, not an audio file")
     if not os.access(p, os.R_OK):
         raise AudioError(f"{name or path}: permission denied")
+    mode = p.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return  # a stream: it has no size, and reading its head here would take it from ffmpeg
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"{name or path}: not a regular file")
     if p.stat().st_size == 0:
         raise AudioError(f"{name or path}: empty file")
     missing = _declared_wav_shortfall(p)
@@ -169,40 +295,51 @@ def decode(
     info: DecodedInfo | None = None,
     block_samples: int = BLOCK_SAMPLES,
     name: str | None = None,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> Iterator[np.ndarray]:
     """Yield float32 stereo blocks ``[<=block_samples, 2]`` of ``path`` at ``sample_rate`` Hz.
 
     ``offset`` and ``duration`` are in seconds; ``duration=None`` decodes to the
     end. Raises ``AudioError`` naming ``path`` for a missing, unreadable, empty,
-    truncated or non-audio input, or as ``name`` when ``path`` is a local copy of
-    it. ``info``, if given, is filled in as decoding goes.
+    truncated or non-audio input, for a playlist or other indirection format,
+    or when ffmpeg delivers nothing for ``stall_timeout`` seconds while we wait
+    on it (a stalled mount, a stuck decoder); as ``name`` when ``path`` is a
+    local copy of it. ``info``, if given, is filled in as decoding goes.
     """
     check_readable(path, name)
     name = name or path
     info = info if info is not None else DecodedInfo()
+    url = _file_url(path)
     output = {"vn": None, "f": "wav", "acodec": "pcm_f32le", "ar": sample_rate}
     # Seeking on the output side (after -i), as Spleeter does, is sample-exact.
     if offset:
         output["ss"] = f"{offset:.6f}"
     if duration is not None:
         output["t"] = f"{duration:.6f}"
-    cmd = ffmpeg.input(path).output("pipe:1", **output).global_args("-nostdin", "-hide_banner", "-nostats")
-    cmd = cmd.compile(cmd=ffmpeg_binary())
-    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    binary = ffmpeg_binary()
+    cmd = (ffmpeg.input(url, protocol_whitelist="file", format_whitelist=_allowed_formats(binary))
+           .output("pipe:1", **output).global_args("-nostdin", "-hide_banner", "-nostats"))
+    process = _spawner.popen(cmd.compile(cmd=binary), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
     stderr = _StderrReader(process.stderr)
     stderr.start()
+    read = _PipeReader(process.stdout.fileno(), stall_timeout)
     finished = False
     try:
-        channels = _read_wav_header(process.stdout)
+        channels = _read_wav_header(read)
         if channels is None:
-            process.wait()
+            if _wait(process, stall_timeout) is None:
+                raise _Stalled()
             stderr.join()
-            raise AudioError(f"{name}: not decodable audio ({stderr.cause(path)})")
+            refused = stderr.refused_format()
+            if refused:
+                raise AudioError(f"{name}: a playlist/indirection format ({refused}) is not an audio file")
+            raise AudioError(f"{name}: not decodable audio ({stderr.cause(url)})")
         info.source_channels = channels
         frame_bytes = channels * FLOAT_BYTES
         pending = b""
         while True:
-            data = process.stdout.read(block_samples * frame_bytes)
+            data = read(block_samples * frame_bytes)
             if not data:
                 break
             data = pending + data
@@ -211,10 +348,12 @@ def decode(
             block = np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels)
             info.samples += len(block)
             yield to_stereo(block)
-        returncode = process.wait()
+        returncode = _wait(process, stall_timeout)
+        if returncode is None:
+            raise _Stalled()
         stderr.join()
         if returncode != 0:
-            raise AudioError(f"{name}: decoding failed ({stderr.cause(path)})")
+            raise AudioError(f"{name}: decoding failed ({stderr.cause(url)})")
         if info.samples == 0:
             raise AudioError(f"{name}: contains no audio samples")
         declared = _parse_duration(stderr.lines)
@@ -224,6 +363,9 @@ def decode(
             if decoded < expected - max(0.1, 0.01 * expected):
                 raise AudioError(f"{name}: truncated (declares {expected:.2f} s, decodes to {decoded:.2f} s)")
         finished = True
+    except _Stalled:
+        raise AudioError(f"{name}: no data from the source for {stall_timeout:g} s (--stall_timeout); "
+                         "decoding stopped") from None
     finally:
         if not finished and process.poll() is None:
             process.kill()
@@ -231,20 +373,50 @@ def decode(
         process.stdout.close()
 
 
-def _read_wav_header(stream) -> int | None:
-    """Consume a streamed RIFF header up to the data chunk; return the channel count."""
-    head = stream.read(12)
+class _Stalled(Exception):
+    pass
+
+
+class _PipeReader:
+    """``read(n)``: up to ``n`` bytes of a pipe, fewer only at its end.
+
+    Raises ``_Stalled`` when the pipe brings nothing for ``timeout`` seconds.
+    The clock runs only while we wait on the pipe: a consumer that is slow
+    between reads leaves data queued in it, and never trips the timeout.
+    """
+
+    def __init__(self, fd: int, timeout: float):
+        self.fd, self.timeout_ms = fd, timeout * 1000
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+
+    def __call__(self, n: int) -> bytes:
+        parts, have = [], 0
+        while have < n:
+            if not self.poll.poll(self.timeout_ms):
+                raise _Stalled()
+            data = os.read(self.fd, n - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
+
+
+def _read_wav_header(read) -> int | None:
+    """Consume a streamed RIFF header up to the data chunk with ``read(n)``; return the channel count."""
+    head = read(12)
     if len(head) < 12 or head[:4] != b"RIFF":
         return None
     channels = None
     while True:
-        header = stream.read(8)
+        header = read(8)
         if len(header) < 8:
             return None
         chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
         if chunk_id == b"data":
             return channels
-        body = stream.read(size + (size & 1))
+        body = read(size + (size & 1))
         if chunk_id == b"fmt ":
             channels = struct.unpack("<H", body[2:4])[0]
 
@@ -274,7 +446,7 @@ class Encoder:
     """
 
     def __init__(self, path: str, sample_rate: int, codec: str = "wav", bitrate: str | None = "128k",
-                 sample_format: str = "s16"):
+                 sample_format: str = "s16", stall_timeout: float = DEFAULT_STALL_TIMEOUT):
         if codec not in CODECS:
             raise EncodeError(f"{path}: unknown codec {codec!r} (choose from {', '.join(CODECS)})")
         if sample_format not in SAMPLE_FORMATS:
@@ -286,6 +458,7 @@ class Encoder:
         except OSError as exc:
             raise EncodeError(f"{path}: cannot create folder ({exc.strerror})") from None
         self._temp = partial_path(path)
+        self._url = _file_url(self._temp)
         muxer, encoder = CODECS[codec]
         wav_encoder, flac_format = SAMPLE_FORMATS[sample_format]
         output = {"acodec": wav_encoder if codec == "wav" else encoder, "ar": sample_rate, "f": muxer,
@@ -296,23 +469,38 @@ class Encoder:
             output["b:a"] = bitrate
         # bitexact: no encoder version or timestamps in the file, so a retried
         # write produces the same bytes.
-        cmd = (ffmpeg.input("pipe:0", f="f32le", ar=sample_rate, ac=2)
-               .output(self._temp, **output)
+        cmd = (ffmpeg.input("pipe:0", f="f32le", ar=sample_rate, ac=2, protocol_whitelist="pipe")
+               .output(self._url, **output)
                .global_args("-nostdin", "-hide_banner", "-nostats", "-v", "error")
                .overwrite_output()
                .compile(cmd=ffmpeg_binary()))
-        self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = _spawner.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = _StderrReader(self._process.stderr)
         self._stderr.start()
+        # Non-blocking, so that a write waits for ffmpeg at most stall_timeout.
+        self._stdin = self._process.stdin.fileno()
+        os.set_blocking(self._stdin, False)
+        self._writable = select.poll()
+        self._writable.register(self._stdin, select.POLLOUT)
+        self.stall_timeout = stall_timeout
         self.samples = 0
         self.published = False
 
     def write(self, block: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(block, dtype="<f4")).cast("B")
         try:
-            self._process.stdin.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
-        except (BrokenPipeError, OSError):
+            while data:
+                if not self._writable.poll(self.stall_timeout * 1000):
+                    self.abort()
+                    raise EncodeError(f"{self.path}: the encoder took no data for {self.stall_timeout:g} s "
+                                      "(--stall_timeout); encoding stopped")
+                try:
+                    data = data[os.write(self._stdin, data):]
+                except BlockingIOError:
+                    pass
+        except OSError:  # BrokenPipeError above all: ffmpeg has failed, its message says why
             self.abort()
-            raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._temp)})") from None
+            raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._url)})") from None
         self.samples += len(block)
 
     def close(self) -> None:
@@ -321,11 +509,16 @@ class Encoder:
             self._process.stdin.close()
         except OSError:
             pass
-        returncode = self._process.wait()
+        # Finishing (a trailer, a header rewritten) is quick; longer means a stalled destination.
+        returncode = _wait(self._process, self.stall_timeout)
+        if returncode is None:
+            self.abort()
+            raise EncodeError(f"{self.path}: the encoder did not finish within {self.stall_timeout:g} s "
+                              "(--stall_timeout); encoding stopped")
         self._stderr.join()
         if returncode != 0:
             self.abort()
-            raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._temp)})")
+            raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._url)})")
         os.replace(self._temp, self.path)
         self.published = True
 

@@ -102,8 +102,12 @@ def separate_files(
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
     mwf: bool = False,
+    stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT,
 ) -> list[TrackResult]:
-    """Separate every job's file into its stem files; returns one result per job, in order."""
+    """Separate every job's file into its stem files; returns one result per job, in order.
+
+    ``stall_timeout``: seconds ffmpeg may deliver or take no data before its track fails.
+    """
     config = separator.config
     # Each chunk in flight holds ~30 MB (its STFT above all): queues of one
     # batch keep every stage busy without piling chunks up.
@@ -121,7 +125,7 @@ def separate_files(
                 try:
                     for purpose in (MWF_STATISTICS, MWF_FILTER) if mwf else (SEPARATE,):
                         blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset,
-                                              track.job.duration)
+                                              track.job.duration, stall_timeout=stall_timeout)
                         for segment in segments(blocks, separator.geometry):
                             spectrum, magnitude = separator.analyze(segment.samples)
                             inbox.put(_Chunk(track, segment.index, spectrum, magnitude, segment.last,
@@ -139,7 +143,7 @@ def separate_files(
                 if isinstance(item, _Failure):
                     _fail(item.track, item.error, on_result)
                 elif not item.track.failed:
-                    _write_chunk(separator, item, encoding, on_progress, on_result)
+                    _write_chunk(separator, item, encoding, stall_timeout, on_progress, on_result)
         except BaseException as exc:
             crashed.append(exc)
             while outbox.get() is not _END:  # keep draining so the model thread never blocks
@@ -192,14 +196,15 @@ def _infer(separator, inbox, outbox, batch_size, crashed):
                 outbox.put(item)
 
 
-def _write_chunk(separator, chunk: _Chunk, encoding, on_progress, on_result):
+def _write_chunk(separator, chunk: _Chunk, encoding, stall_timeout, on_progress, on_result):
     track = chunk.track
     try:
         if chunk.purpose == MWF_STATISTICS:
             _gather_statistics(separator, chunk)
             return
         if track.writer is None:
-            track.writer = StemWriter(track.job.outputs, separator.geometry, separator.config.sample_rate, encoding)
+            track.writer = StemWriter(track.job.outputs, separator.geometry, separator.config.sample_rate, encoding,
+                                      stall_timeout)
         if chunk.purpose == MWF_FILTER:
             stems = _filtered_stems(separator, chunk)
         else:

@@ -28,14 +28,14 @@ class StemWriter:
     """
 
     def __init__(self, outputs: dict[str, str], geometry: ChunkGeometry, sample_rate: int,
-                 encoding: audio.EncodeOptions):
+                 encoding: audio.EncodeOptions, stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT):
         self.outputs = dict(outputs)
         self.joiner = OverlapAdd(geometry)
         self.encoders: dict[str, audio.Encoder] = {}
         try:
             for name, path in self.outputs.items():
                 self.encoders[name] = audio.Encoder(path, sample_rate, encoding.codec, encoding.bitrate,
-                                                    encoding.sample_format)
+                                                    encoding.sample_format, stall_timeout)
         except BaseException:
             self.abort()
             raise

@@ -16,10 +16,11 @@ DEFAULT_MODEL = "spleeter:2stems"
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.audio import EncodeOptions
+    from models.audio import EncodeOptions, check_stall_timeout
     from models.engine import plan_jobs, separate_files
     from models.provider import load_separator
 
+    check_stall_timeout(args.stall_timeout, "--stall-timeout")
     separator = load_separator(args.params_filename, args.checkpoint)
     jobs = plan_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
                      args.offset, args.duration)
@@ -36,7 +37,8 @@ def _separate(args) -> int:
                 bar.write(f"error: {result.error}", file=sys.stderr)
 
         separate_files(separator, jobs, EncodeOptions(args.codec, args.bitrate, args.sample_format),
-                       batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf)
+                       batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
+                       stall_timeout=args.stall_timeout)
     return 1 if failures else 0
 
 
@@ -99,7 +101,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.audio import CODECS, SAMPLE_FORMATS
+    from models.audio import CODECS, DEFAULT_STALL_TIMEOUT, SAMPLE_FORMATS
 
     parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -123,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mwf", action="store_true",
                           help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
     separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
+    separate.add_argument("--stall-timeout", "--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+                          metavar="SECONDS", help="a track fails when ffmpeg delivers or takes no data for this "
+                                                  "long (default: %(default)g)")
     separate.set_defaults(handler=_separate)
 
     run = commands.add_parser("run", add_help=False,

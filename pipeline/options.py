@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from models.audio import DEFAULT_STALL_TIMEOUT, check_stall_timeout
 from models.errors import InputError
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
@@ -48,6 +49,9 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--model_copies", type=int, default=None,
                             help="models per worker machine, shared by its SDK processes (Beam's model_copies); "
                                  "default: 1 with --inference_accelerator, else one model per SDK process")
+        parser.add_argument("--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
+                            help="a track fails when ffmpeg delivers or takes no data for this long "
+                                 "(default: %(default)g)")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks per wave, one pipeline each (progress is reported per wave)")
@@ -57,6 +61,7 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError("give the catalogue with --manifest URI or --input GLOB")
         if not self.output:
             raise InputError("give the output prefix with --output")
+        check_stall_timeout(self.stall_timeout, "--stall_timeout")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
         if self.inference_accelerator and self.fan_out in ("none", "tracks"):

@@ -4,16 +4,20 @@
 * ``checkpoint_2stems``: the official 2stems checkpoint (fetched once into the cache);
 * ``random_checkpoint``: factory of random-weight checkpoints in Spleeter's format;
 * ``music_track``: 30 s of synthetic stereo music at 44.1 kHz (three model chunks);
-* ``reference_venv``: the virtual environment holding spleeter==2.4.2.
+* ``reference_venv``: the virtual environment holding spleeter==2.4.2;
+* ``stalled_source``: factory of FIFOs that deliver a WAV's first minutes, then stall.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import demo
@@ -94,3 +98,73 @@ def reference_venv() -> Path:
     venv = Path(result.stdout.strip().splitlines()[-1])
     assert (venv / "bin" / "spleeter").is_file(), f"{venv}: no bin/spleeter"
     return venv
+
+
+def running_ffmpeg(pids) -> list[int]:
+    """Those of ``pids`` that are ffmpeg processes still running (not zombies), from /proc."""
+    running = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:  # gone
+            continue
+        comm, state = stat[stat.index(b"(") + 1:stat.rindex(b")")], stat[stat.rindex(b")") + 2:].split()[0]
+        if comm == b"ffmpeg" and state != b"Z":
+            running.append(pid)
+    return running
+
+
+class StalledSource:
+    """A FIFO at ``path`` that sends a 16-bit stereo WAV's header and ``seconds`` of a tone, then stalls.
+
+    The header declares ten minutes, as a file on a stalled network mount would.
+    The writer keeps the FIFO open until ``release()``: a reader waits for more.
+    """
+
+    def __init__(self, path: Path, seconds: float, sample_rate: int = 44100):
+        os.mkfifo(path)
+        self.path, self.seconds, self.sample_rate = path, seconds, sample_rate
+        self.stalled = threading.Event()  # everything was sent (taken by the reader, or queued in the FIFO)
+        self._release = threading.Event()
+        self._writer = threading.Thread(target=self._feed, daemon=True)
+        self._writer.start()
+
+    def _feed(self):
+        rate, declared = self.sample_rate, 600 * self.sample_rate * 4
+        header = (b"RIFF" + struct.pack("<I", 36 + declared) + b"WAVE"
+                  + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 2, rate, rate * 4, 4, 16)
+                  + b"data" + struct.pack("<I", declared))
+        t = np.arange(rate) / rate
+        second = (np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1) * 8000)
+        second = second.astype("<i2").tobytes()
+        try:
+            with open(self.path, "wb") as fifo:  # waits for a reader
+                fifo.write(header)
+                for _ in range(int(self.seconds)):
+                    fifo.write(second)
+                fifo.flush()
+                self.stalled.set()
+                self._release.wait()
+        except OSError:  # the reader went away
+            pass
+
+    def release(self):
+        # A writer still waiting for a reader gets one, whose going away ends it.
+        reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self._release.set()
+        os.close(reader)
+        self._writer.join(10)
+
+
+@pytest.fixture
+def stalled_source():
+    """Factory: ``stalled_source(path, seconds)`` -> a ``StalledSource``; each is released after the test."""
+    made: list[StalledSource] = []
+
+    def make(path: Path, seconds: float) -> StalledSource:
+        made.append(StalledSource(path, seconds))
+        return made[-1]
+
+    yield make
+    for source in made:
+        source.release()

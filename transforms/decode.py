@@ -19,8 +19,8 @@ FAILURES = "failures"
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, model: str, scratch: Scratch | None):
-        self.model, self.scratch = model, scratch
+    def __init__(self, model: str, scratch: Scratch | None, stall_timeout: float):
+        self.model, self.scratch, self.stall_timeout = model, scratch, stall_timeout
 
     def setup(self):
         self.config = load_config(self.model)
@@ -31,7 +31,8 @@ class _Decode(beam.DoFn):
         track, fingerprint = todo
         try:
             with storage.local_copy(track.uri) as path:
-                blocks = audio.decode(path, self.config.sample_rate, name=track.uri)
+                blocks = audio.decode(path, self.config.sample_rate, name=track.uri,
+                                      stall_timeout=self.stall_timeout)
                 # Decoding runs ahead on a thread while the chunks before it are separated.
                 for segment in prefetch(segments(blocks, self.geometry), depth=2):
                     self.chunks.inc()
@@ -51,12 +52,14 @@ class DecodeChunks(beam.PTransform):
     """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output.
 
     With ``scratch`` the chunks' samples are written there, and the chunks carry only their URI.
+    A source from which ffmpeg gets no data for ``stall_timeout`` seconds fails.
     """
 
-    def __init__(self, model: str, scratch: Scratch | None = None):
+    def __init__(self, model: str, scratch: Scratch | None = None,
+                 stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT):
         super().__init__()
-        self.model, self.scratch = model, scratch
+        self.model, self.scratch, self.stall_timeout = model, scratch, stall_timeout
 
     def expand(self, todo):
-        return todo | beam.ParDo(_Decode(self.model, self.scratch)).with_output_types(KeyedTrackChunk).with_outputs(
-            FAILURES, main="chunks")
+        decode = _Decode(self.model, self.scratch, self.stall_timeout)
+        return todo | beam.ParDo(decode).with_output_types(KeyedTrackChunk).with_outputs(FAILURES, main="chunks")

@@ -25,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.audio import EncodeOptions
+from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions
 from models.chunking import ChunkGeometry
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError
@@ -59,7 +59,8 @@ class TrackWriter:
         paths = self.uris if self.scratch is None else {
             name: os.path.join(self.scratch, f"{name}.{codec}") for name in config.instruments}
         try:
-            self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding)
+            self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding,
+                                    job.stall_timeout)
         except BaseException:
             self._drop_scratch()
             raise
@@ -111,9 +112,11 @@ class TrackWriter:
 class _Job:
     """What every track of a run is written with (picklable: it travels to the workers)."""
 
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, batch: str):
+    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, batch: str,
+                 stall_timeout: float):
         self.layout, self.model, self.model_id = layout, model, model_id
         self.encoding, self.run_id, self.batch = encoding, run_id, batch
+        self.stall_timeout = stall_timeout
 
     @functools.cached_property
     def config(self) -> SeparationConfig:
@@ -246,9 +249,10 @@ class ReassembleTracks(beam.PTransform):
     """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str, scratch: Scratch | None = None):
+                 batch: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
         super().__init__()
-        self.job, self.scratch = _Job(layout, model, model_id, encoding, run_id, batch), scratch
+        self.job = _Job(layout, model, model_id, encoding, run_id, batch, stall_timeout)
+        self.scratch = scratch
 
     def expand(self, separated):
         if self.scratch is None:

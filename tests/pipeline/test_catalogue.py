@@ -242,3 +242,28 @@ def test_sources_are_named_literally_not_as_globs(tmp_path, catalogue, checkpoin
             for p in stem_folder(out).glob("*/_SUCCESS.json")} == {k: r["run_id"] for k, r in records.items()}
     # ... and its metadata committed: the second run lists no row again.
     assert len(pd.concat(pd.read_parquet(p) for p in (out / "metadata").rglob("*.parquet"))) == 4
+
+
+def test_a_stalled_source_fails_alone_and_the_run_ends(tmp_path, checkpoint_2stems, stalled_source):
+    """A source that stops delivering (a stalled mount, a stuck decoder) fails its track; the rest finish."""
+    from tests.conftest import running_ffmpeg
+    from tests.services import descendants
+
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    for i in range(2):
+        demo.make_track(folder / f"t{i}.wav", seconds=150.0, seed=200 + i)
+    stalled = stalled_source(folder / "stalled.wav", seconds=60)  # five model chunks, then nothing
+    write_manifest(folder / "m.csv", [("t0", "t0.wav", "a"), ("stalled", "stalled.wav", "b"), ("t1", "t1.wav", "c")])
+    prefix = tmp_path / "out"
+    assert run(["--manifest", str(folder / "m.csv"), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems),
+                "--stall_timeout=5"]) == 1
+    assert stalled.stalled.is_set()
+    assert sorted(p.parent.name for p in prefix.glob("stems/*/*/_SUCCESS.json")) == ["t0", "t1"]
+    assert not any(p.is_file() for p in (stem_folder(prefix) / "stalled").rglob("*"))  # its first chunks too
+    failures = pq.read_table(prefix / "failures").to_pandas()
+    assert failures[["track_id", "stage", "message"]].values.tolist() == [[
+        "stalled", "decode",
+        f"{folder / 'stalled.wav'}: no data from the source for 5 s (--stall_timeout); decoding stopped"]]
+    assert running_ffmpeg(descendants(os.getpid())) == []
+

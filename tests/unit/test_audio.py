@@ -1,14 +1,17 @@
-"""Decoding and encoding through ffmpeg: layouts, rates, codecs, atomic writes, bad inputs."""
+"""Decoding and encoding through ffmpeg: layouts, rates, codecs, atomic writes, bad inputs, stalls, names."""
 
 import os
+import signal
 import subprocess
+import sys
+import time
 import wave
 
 import numpy as np
 import pytest
 
 from models import audio
-from models.errors import AudioError, EncodeError
+from models.errors import AudioError, EncodeError, InputError
 
 RATE = 44100
 
@@ -75,6 +78,7 @@ def _truncated(path, kind):
 @pytest.mark.parametrize("make,cause", [
     (lambda d: str(d / "missing.wav"), "no such file"),
     (lambda d: str(d), "is a directory"),
+    (lambda d: "/dev/zero", "not a regular file"),
     (lambda d: (open(d / "empty.mp3", "wb").close(), str(d / "empty.mp3"))[1], "empty file"),
     (lambda d: ((d / "notes.mp3").write_text("these are not sounds\n" * 50), str(d / "notes.mp3"))[1],
      "not decodable audio"),
@@ -158,3 +162,152 @@ def test_errors_name_the_source_not_its_local_copy(tmp_path):
         list(audio.decode(str(copy), RATE, name="gs://bucket/album/song.mp3"))
     assert str(raised.value).startswith("gs://bucket/album/song.mp3: not decodable audio (")
     assert str(copy) not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["-", "-x.wav", "Artist: Title.wav", "concat:a.wav|b.wav"])
+def test_any_file_name_is_read_as_that_file(tmp_path, monkeypatch, name):
+    """ffmpeg reads '-' as stdin and 'Artist: Title.wav' as a protocol unless told it is a file."""
+    samples = tone(RATE, 2)
+    write_pcm(tmp_path / name, samples)
+    monkeypatch.chdir(tmp_path)
+    decoded = audio.load(name, RATE)
+    np.testing.assert_allclose(decoded, np.round(samples * 32767) / 32768, atol=1e-4)
+
+
+def _indirection(tmp_path, kind):
+    """A small file of ``kind`` that would make ffmpeg open a real WAV beside it."""
+    wav = write_pcm(tmp_path / "real.wav", tone(RATE, 2))
+    if kind == "concat":
+        path = tmp_path / "list.txt"
+        path.write_text(f"ffconcat version 1.0\nfile '{wav}'\n")
+    elif kind == "hls":
+        path = tmp_path / "playlist.m3u8"
+        path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{wav}\n#EXT-X-ENDLIST\n")
+    elif kind == "sdp":
+        path = tmp_path / "session.sdp"
+        path.write_text("v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\n"
+                        "m=audio 5004 RTP/AVP 97\na=rtpmap:97 L16/44100/2\n")
+    else:  # image2: a name with a frame-number pattern makes ffmpeg read frame1.png, frame2.png...
+        path = tmp_path / "frame%d.png"
+        subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "color=red:size=16x16",
+                        "-frames:v", "1", str(tmp_path / "frame1.png")], check=True)
+        path.write_bytes((tmp_path / "frame1.png").read_bytes())
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["concat", "hls", "sdp", "image2"])
+def test_playlists_and_other_indirections_are_refused(tmp_path, kind):
+    path = _indirection(tmp_path, kind)
+    with pytest.raises(AudioError) as raised:
+        audio.load(path, RATE)
+    assert str(raised.value) == f"{path}: a playlist/indirection format ({kind}) is not an audio file"
+
+
+@pytest.mark.parametrize("extension", ["wav", "flac", "mp3", "ogg", "m4a"])
+def test_audio_formats_still_decode(tmp_path, extension):
+    source = write_pcm(tmp_path / "source.wav", tone(RATE * 2, 2))
+    path = str(tmp_path / f"song.{extension}")
+    if extension != "wav":
+        subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", source, path], check=True)
+    else:
+        path = source
+    assert abs(len(audio.load(path, RATE)) - 2 * RATE) < 0.05 * RATE
+
+
+def test_a_stalled_source_fails_with_the_timeout_and_its_ffmpeg_is_killed(tmp_path, stalled_source):
+    from tests.conftest import running_ffmpeg
+    from tests.services import descendants
+
+    source = stalled_source(tmp_path / "stalled.wav", seconds=120)
+    started, decoded = time.monotonic(), 0
+    with pytest.raises(AudioError) as raised:
+        for block in audio.decode(str(source.path), RATE, stall_timeout=3):
+            decoded += len(block)
+    assert str(raised.value) == (f"{source.path}: no data from the source for 3 s (--stall_timeout); "
+                                 "decoding stopped")
+    assert decoded > 115 * RATE  # what the source sent, less what ffmpeg still held in its buffers
+    assert time.monotonic() - started < 30
+    assert running_ffmpeg(descendants(os.getpid())) == []
+
+
+def test_a_slow_consumer_never_trips_the_timeout(tmp_path):
+    """The clock measures ffmpeg's silence while we wait on it, not the time we spend elsewhere."""
+    path = write_pcm(tmp_path / "a.wav", tone(RATE * 3, 2))
+    blocks = 0
+    for _ in audio.decode(path, RATE, block_samples=RATE, stall_timeout=0.5):
+        blocks += 1
+        time.sleep(1.0)
+    assert blocks == 3
+
+
+def test_an_encoder_that_takes_no_data_fails_with_the_timeout(tmp_path):
+    encoder = audio.Encoder(str(tmp_path / "out.flac"), RATE, codec="flac", stall_timeout=2)
+    os.kill(encoder._process.pid, signal.SIGSTOP)  # as stuck as ffmpeg on a stalled destination
+    block = tone(RATE, 2).astype(np.float32)
+    started = time.monotonic()
+    with pytest.raises(EncodeError) as raised:
+        for _ in range(100):  # 35 MB, far more than a pipe holds
+            encoder.write(block)
+    assert str(raised.value) == (f"{tmp_path / 'out.flac'}: the encoder took no data for 2 s (--stall_timeout); "
+                                 "encoding stopped")
+    assert time.monotonic() - started < 20
+    assert encoder._process.poll() is not None and os.listdir(tmp_path) == []
+
+
+def test_stall_timeout_must_be_positive():
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="--stall_timeout"):
+            audio.check_stall_timeout(bad, "--stall_timeout")
+    assert audio.check_stall_timeout(0.5, "--stall_timeout") == 0.5
+
+
+# Run as a separate process by the test below: decodes a source that stalls and encodes what it
+# delivers, each ffmpeg started on a thread that then ends (as Beam's and the engine's worker
+# threads do); once the source has gone quiet, its decoder waits on it, as on a stalled mount.
+_VICTIM = """
+import sys, threading, time
+from models import audio
+
+source, output = sys.argv[1:]
+blocks = audio.decode(source, 44100, block_samples=4410)
+first, encoders = [], []
+starter = threading.Thread(target=lambda: first.append(next(blocks)))
+starter.start(); starter.join()
+starter = threading.Thread(target=lambda: encoders.append(audio.Encoder(output, 44100, codec="flac")))
+starter.start(); starter.join()
+encoders[0].write(first[0])
+last = [time.monotonic()]
+
+def consume():
+    for block in blocks:
+        encoders[0].write(block)
+        last[0] = time.monotonic()
+
+threading.Thread(target=consume, daemon=True).start()
+while time.monotonic() - last[0] < 2:
+    time.sleep(0.1)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_no_ffmpeg_outlives_a_killed_process(tmp_path, stalled_source):
+    from tests.conftest import REPO_ROOT, running_ffmpeg
+    from tests.services import descendants
+
+    source = stalled_source(tmp_path / "stalled.wav", seconds=60)
+    victim = subprocess.Popen([sys.executable, "-c", _VICTIM, str(source.path), str(tmp_path / "out.flac")],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline() == "ready\n"
+        children = running_ffmpeg(descendants(victim.pid))
+        assert len(children) == 2  # the decoder and the encoder, alive after the threads that started them
+        victim.kill()
+        victim.wait()
+        deadline = time.monotonic() + 5
+        while running_ffmpeg(children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running_ffmpeg(children) == []
+    finally:
+        victim.kill()
+        victim.wait()

@@ -39,6 +39,18 @@ def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
     assert 10 * np.log10(np.sum(mix ** 2) / np.sum(residual ** 2)) > 20
 
 
+def test_separate_stalled_source_fails_alone(tmp_path, checkpoint_2stems, music_track, stalled_source):
+    stalled = stalled_source(tmp_path / "stalled.wav", seconds=2)
+    result = run("separate", str(stalled.path), str(music_track), "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(checkpoint_2stems), "-d", "5", "--stall-timeout", "3")
+    assert result.returncode == 1, result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert errors == [f"error: {stalled.path}: no data from the source for 3 s (--stall_timeout); decoding stopped"]
+    assert sorted(p.name for p in (tmp_path / "out" / music_track.stem).iterdir()) == ["accompaniment.wav",
+                                                                                       "vocals.wav"]
+    assert not (tmp_path / "out" / "stalled").exists()
+
+
 def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
                  "-s", "1.5")
@@ -50,6 +62,7 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
 @pytest.mark.parametrize("args,message", [
     (["-p", "spleeter:3stems"], "error: unknown model configuration 'spleeter:3stems'"),
     (["-f", "{filename}.{codec}"], "would overwrite one of"),
+    (["--stall-timeout", "0"], "error: --stall-timeout 0: give the seconds ffmpeg may go without data, above 0"),
 ])
 def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
     result = run("separate", str(music_track), str(music_track), "-o", str(tmp_path), *args)
@@ -67,6 +80,7 @@ def test_export_model(tmp_path, checkpoint_2stems):
 @pytest.mark.parametrize("args,message", [
     (["--fan_out=tracks", "--inference_accelerator=type:nvidia-l4;count:1"], "cannot go with --inference_accelerator"),
     (["--model_copies=0"], "--model_copies 0: give at least 1"),
+    (["--stall_timeout=-5"], "--stall_timeout -5: give the seconds ffmpeg may go without data, above 0"),
 ])
 def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, message):
     (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
