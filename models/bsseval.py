@@ -29,20 +29,25 @@ that is silent over the whole track (museval refuses those) makes every frame
 NaN. Aggregation follows SiSEC: the median over a track's frames, NaN frames
 left out, then the median over tracks.
 
-When the references are exactly linearly dependent (a stem whose two channels
-are the same signal up to a gain, bit for bit) the least-squares filters are
-not unique: the frame figures then depend on rounding, museval's as much as
-these. Audio decoded from files, with its quantization noise, is not affected.
+References that are exactly linearly dependent, as files hold them (a
+dual-mono stem, a stem that repeats another, bit for bit) have many
+least-squares filters but one projection: one of them is taken, and the
+figures are museval's. References dependent only up to rounding (unquantized
+synthetic tones) have no reproducible figures: museval's own move by decibels
+when the channels are swapped.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import scipy.fft
 import scipy.linalg
+import scipy.linalg.lapack
 
 FILTER_LENGTH = 512
 METRICS = ("sdr", "isr", "sir", "sar")
@@ -157,28 +162,15 @@ class _Filters:
         refs = references.transpose(0, 2, 1).reshape(channels, -1)
         ests = estimates.transpose(0, 2, 1).reshape(channels, -1)
         r = _correlations(refs, np.concatenate([refs, ests]), length - 1)
-        # Gram matrix of every reference channel p delayed by a, row (p, a), column (q, b):
-        # <ref_p(. - a), ref_q(. - b)> = r_pq[a - b].
-        lags = np.arange(length)[:, None] - np.arange(length)[None, :] + length - 1
-        gram = np.empty((channels, length, channels, length))
-        for p in range(channels):
-            for q in range(channels):
-                gram[p, :, q, :] = r[p, q][lags]
-        gram = gram.reshape(channels * length, channels * length)
         # Right-hand sides, row (p, a), column (estimate channel): <ref_p(. - a), est> = r_p,est[a].
         rhs = r[:, channels:, length - 1:].transpose(0, 2, 1).reshape(channels * length, channels)
-        # The tiny ridge keeps a rank-deficient Gram matrix solvable, exactly as museval does.
-        eps = np.finfo(np.float64).eps
-        gram.flat[::len(gram) + 1] += eps
-        # Each source's own block first: the factorization below overwrites the matrix.
         own = np.empty((n_sources, n_channels, length, n_channels))
-        block = n_channels * length
         for j in range(n_sources):
-            rows = slice(j * block, (j + 1) * block)
-            own[j] = np.linalg.solve(gram[rows, rows], rhs[rows, j * n_channels:(j + 1) * n_channels]).reshape(
+            mine = slice(j * n_channels, (j + 1) * n_channels)
+            rows = slice(j * n_channels * length, (j + 1) * n_channels * length)
+            own[j] = _least_squares(partial(_gram, r[mine, mine], length), rhs[rows, mine]).reshape(
                 n_channels, length, n_channels)
-        factors = scipy.linalg.lu_factor(gram, overwrite_a=True, check_finite=False)
-        all_ = scipy.linalg.lu_solve(factors, rhs, check_finite=False)
+        all_ = _least_squares(partial(_gram, r[:, :channels], length), rhs)
         return cls(all_.reshape(n_sources, n_channels, length, n_sources, n_channels), own)
 
     def spectra(self, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +180,45 @@ class _Filters:
         all_ = scipy.fft.rfft(self.all, n=size, axis=2).transpose(0, 1, 3, 4, 2)
         own = scipy.fft.rfft(self.own, n=size, axis=2).transpose(0, 1, 3, 2)
         return all_.reshape(n_sources * n_channels, n_sources * n_channels, -1), own
+
+
+def _gram(r: np.ndarray, length: int) -> np.ndarray:
+    """Gram matrix of reference channels delayed by 0 to ``length - 1`` samples, from their correlations
+    ``r`` (``_correlations``, ``[P, P, 2 * length - 1]``): row ``(p, a)``, column ``(q, b)`` holds
+    ``<ref_p(. - a), ref_q(. - b)> = r_pq[a - b]``; ``[P * length, P * length]``."""
+    channels = len(r)
+    lags = np.arange(length)[:, None] - np.arange(length)[None, :] + length - 1
+    gram = np.empty((channels, length, channels, length))
+    for p in range(channels):
+        for q in range(channels):
+            gram[p, :, q, :] = r[p, q][lags]
+    return gram.reshape(channels * length, channels * length)
+
+
+def _least_squares(gram: Callable[[], np.ndarray], rhs: np.ndarray) -> np.ndarray:
+    """Filters ``x`` that fit ``gram() @ x = rhs`` in the least-squares sense; ``gram`` builds the
+    matrix, a second time only when the first is found singular."""
+    # museval solves with a tiny ridge and, when that finds the matrix singular, falls back to least
+    # squares. A channel silent throughout needs only the ridge; channels that carry one signal bit for
+    # bit (a dual-mono stem, a stem that repeats another) make the matrix exactly singular, and the
+    # filters are no longer unique: a "left minus right" filter can be added to any of them, and it
+    # projects to nothing. Every least-squares solution then gives the same figures; pivoted Cholesky
+    # finds one (the independent delayed channels, zero taps for the rest) at the cost of the solve,
+    # where museval's minimum-norm one takes some twenty times as long.
+    matrix = gram()
+    matrix.flat[::len(matrix) + 1] += np.finfo(np.float64).eps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        factors = scipy.linalg.lu_factor(matrix, overwrite_a=True, check_finite=False)
+    if np.all(factors[0].diagonal() != 0):
+        return scipy.linalg.lu_solve(factors, rhs, check_finite=False)
+    del matrix, factors
+    factor, pivots, rank, _ = scipy.linalg.lapack.dpstrf(gram(), lower=0, overwrite_a=1)
+    kept, upper = pivots[:rank] - 1, factor[:rank, :rank]
+    solution = np.zeros_like(rhs)
+    solution[kept] = scipy.linalg.solve_triangular(
+        upper, scipy.linalg.solve_triangular(upper, rhs[kept], trans="T", check_finite=False), check_finite=False)
+    return solution
 
 
 def _correlations(x: np.ndarray, y: np.ndarray, max_lag: int) -> np.ndarray:

@@ -188,6 +188,45 @@ def test_bad_tracks_of_a_manifest_are_reported_and_the_others_scored(musdb, tmp_
     assert list(outcome.table("tracks.parquet").track.unique()) == ["song-a"]
 
 
+def test_dual_mono_and_silent_stems_are_scored(tmp_path):
+    """Stems as real datasets hold them: dual-mono vocals (left and right the same samples) with a
+    stretch of digital silence, and an instrumental whose vocals are silent throughout. The first
+    stopped the scoring with a LinAlgError from a singular matrix; museval scores it (the figures'
+    agreement with museval is tests/unit/test_bsseval.py's), and refuses the second."""
+    root = tmp_path / "musdb"
+    for seed, track in enumerate(("dual-mono", "instrumental")):
+        stems = demo.synthesize_stems(SECONDS, seed)
+        vocals = stems["vocals"]
+        if track == "dual-mono":
+            vocals[:, 1] = vocals[:, 0]
+            vocals[44100:int(2.5 * 44100)] = 0.0  # frame 1 silent, frame 2 in part
+        else:
+            vocals[:] = 0.0
+        for instrument in INSTRUMENTS:
+            demo.write_wav(root / track / f"{instrument}.wav", stems[instrument], 44100)
+        demo.write_wav(root / track / "mixture.wav", sum(stems[i] for i in INSTRUMENTS), 44100)
+    left, right = audio.load(str(root / "dual-mono" / "vocals.wav"), 44100).T
+    assert np.array_equal(left, right)
+    outcome = evaluate(tmp_path / "out", "--dataset", str(root), "--oracle")
+    assert outcome.status == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr and outcome.errors() == []
+    frames = outcome.table("frames.parquet").set_index(["track", "frame"])[["sdr", "isr", "sir", "sar"]]
+    # a frame where any stem is silent has no figure, for every stem (museval's rule)
+    assert frames.loc["dual-mono"].loc[1].isna().all().all()
+    assert frames.loc["dual-mono"].loc[[0, 2, 3]].notna().all().all()
+    assert frames.loc["instrumental"].isna().all().all()
+    per_track = outcome.table("tracks.parquet").set_index(["track", "instrument"])
+    assert (per_track.loc["dual-mono"].frames == int(SECONDS) - 1).all()
+    assert (per_track.loc["instrumental"].frames == 0).all()
+    # the summary is the dual-mono track's: the instrumental adds no figure
+    lines = outcome.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("instrument"))
+    for instrument, line in zip(INSTRUMENTS, lines[header + 1:header + 5]):
+        cells = line.split()
+        assert cells[0] == instrument
+        assert float(cells[1]) == pytest.approx(per_track.loc[("dual-mono", instrument)].sdr, abs=0.006)
+        assert float(cells[1]) > 5
+
 @pytest.mark.parametrize("case", ["empty folder", "csv without a column", "jsonl without a column",
                                   "every track lacks a stem"])
 def test_an_unusable_dataset_is_one_clear_error(case, musdb, tmp_path):

@@ -11,7 +11,10 @@ and then museval's own figures move by a few hundredths of a dB with rounding.
 
 from __future__ import annotations
 
+import types
+
 import museval
+import museval.metrics
 import numpy as np
 import pytest
 import scipy.signal
@@ -20,6 +23,10 @@ from models.bsseval import METRICS, bss_eval, frame_bounds, median_over_frames, 
 from pipeline import demo
 
 TOLERANCE_DB = 0.01
+# Exactly dependent references have one projection, hence one set of figures; measured: 9e-7 dB
+# from museval's solve, 1e-11 dB from its least-squares fallback.
+RANK_DEFICIENT_TOLERANCE_DB = 1e-4
+FALLBACK_TOLERANCE_DB = 1e-6
 RATE = 44100
 
 
@@ -112,6 +119,79 @@ def test_a_source_silent_throughout_gives_nan_where_museval_refuses():
         museval.evaluate(references, estimates, win=8000, hop=8000)
     assert np.isnan(bss_eval(references, estimates, window=8000, hop=8000).values()).all()
 
+
+def test_dual_mono_and_silent_stems_match_museval():
+    """References as real datasets hold them, 16-bit: dual-mono vocals (left and right the same
+    samples) with stretches of digital silence, and a bass whose right channel is silent throughout.
+
+    The dual-mono stem makes the filters' Gram matrix exactly singular, which stopped the scoring with
+    a LinAlgError; museval scores the track, and every figure must be its own. A stem silent
+    throughout (an instrumental's vocals) is refused by museval and gives no figure here.
+    """
+    rate, seconds = RATE, 20.0
+    music = demo.synthesize_stems(seconds, seed=11)
+    references = np.stack([music[name] for name in ("vocals", "drums", "bass", "other")]).astype(np.float64)
+    references[0, :, 1] = references[0, :, 0]
+    references[0, int(2.5 * rate):6 * rate] = 0.0  # frames 3 to 5 silent, frame 2 half
+    references[0, 12 * rate:int(13.2 * rate)] = 0.0  # frame 12 silent, frame 13 in part
+    references[2, :, 1] = 0.0
+    references = np.round(references * 32767) / 32767
+    estimates = imperfect_separation(references, seed=2)
+    ours = bss_eval(references, estimates).values()
+    theirs = museval_metrics(references, estimates, RATE, RATE)
+    assert ours.shape == theirs.shape == (4, 4, 20)
+    silent = [3, 4, 5, 12]
+    assert np.isnan(theirs[:, :, silent]).all()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    scored = ~np.isnan(theirs)
+    assert scored.sum() == 4 * 4 * (20 - len(silent))
+    print(f"\nmax |ours - museval| = {np.abs(ours[scored] - theirs[scored]).max():.2e} dB")
+    np.testing.assert_allclose(ours[scored], theirs[scored], rtol=0, atol=RANK_DEFICIENT_TOLERANCE_DB)
+
+    references[0] = 0.0
+    with pytest.raises(ValueError, match="silent"):
+        museval.evaluate(references, estimates, win=RATE, hop=RATE)
+    assert np.isnan(bss_eval(references, estimates).values()).all()
+
+def test_dual_mono_matches_museval_least_squares_fallback(monkeypatch):
+    """museval's fallback for a singular matrix (minimum-norm least squares) gives these figures too.
+
+    On real data museval never reaches it: its Gram matrix is not bit for bit symmetric, so rounding
+    leaves its solve a pivot, and the fallback's ``except`` names ``np.linalg.linalg``, which numpy
+    2.4 no longer has. So here museval's solve refuses, as on an exactly singular matrix, and
+    museval's own fallback code computes the figures.
+    """
+    fallbacks = []
+
+    def refuse(matrix, rhs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    def lstsq(*args, **kwargs):
+        fallbacks.append(args[0].shape)
+        return np.linalg.lstsq(*args, **kwargs)
+
+    class NumpyWhoseSolveRefuses:
+        linalg = types.SimpleNamespace(solve=refuse, lstsq=lstsq, linalg=np.linalg)
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    monkeypatch.setattr(museval.metrics, "np", NumpyWhoseSolveRefuses())
+    rate = 8000
+    music = demo.synthesize_stems(10.0, seed=3, sample_rate=rate)
+    references = np.stack([music["vocals"], music["accompaniment"]]).astype(np.float64)
+    references[0, :, 1] = references[0, :, 0]
+    references[0, int(2.5 * rate):6 * rate] = 0.0
+    references = np.round(references * 32767) / 32767
+    estimates = imperfect_separation(references, seed=2)
+    theirs = museval_metrics(references, estimates, rate, rate)
+    assert fallbacks  # museval's least squares ran
+    ours = bss_eval(references, estimates, window=rate, hop=rate).values()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    assert np.isnan(theirs[:, :, 3:6]).all() and not np.isnan(theirs[:, :, [0, 1, 2, 6, 7, 8, 9]]).any()
+    scored = ~np.isnan(theirs)
+    print(f"\nmax |ours - museval's least squares| = {np.abs(ours[scored] - theirs[scored]).max():.2e} dB")
+    np.testing.assert_allclose(ours[scored], theirs[scored], rtol=0, atol=FALLBACK_TOLERANCE_DB)
 
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match="must both be"):
