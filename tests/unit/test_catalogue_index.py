@@ -1,0 +1,56 @@
+"""The local runner's catalogue index: read once, first row of a track id wins, every row kept in order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from models.errors import InputError
+from transforms.catalogue import CatalogueIndex, ordered_map
+from transforms.manifest import Failure, Track
+
+
+def test_first_row_wins_and_every_row_stays_in_order(tmp_path):
+    (tmp_path / "m.csv").write_text("track_id,uri,artist\n"
+                                    "a,a.wav,x\n"
+                                    "b,b.wav,y\n"
+                                    "../up,c.wav,z\n"
+                                    "a,other.wav,w\n"
+                                    "c,,v\n"
+                                    "b,b.wav,y\n")
+    with CatalogueIndex.build(str(tmp_path / "m.csv")) as index:
+        entries = list(index)
+        assert (index.rows, index.tracks) == (6, 2)
+    assert [type(e) for e in entries] == [Track, Track, Failure, Failure, Failure, Failure]
+    assert entries[0] == Track("a", str(tmp_path / "a.wav"), 1) and entries[0].extra == {"artist": "x"}
+    assert [(e.track_id, e.stage) for e in entries[2:]] == [("../up", "validate"), ("a", "validate"),
+                                                             ("c", "validate"), ("b", "validate")]
+    assert entries[3].message == "row 4: duplicate track_id 'a' (first at row 1)"
+    assert entries[3].source_uri == str(tmp_path / "other.wav")
+    assert entries[5].message == "row 6: duplicate track_id 'b' (first at row 2)"
+
+
+def test_glob_input_and_unusable_manifest(tmp_path):
+    for name in ("x.wav", "y.wav", ".hidden.wav"):
+        (tmp_path / name).write_bytes(b"")
+    with CatalogueIndex.build(input_glob=str(tmp_path / "*.wav")) as index:
+        assert [(e.track_id, type(e).__name__) for e in index] == [
+            (".hidden.wav", "Failure"), ("x.wav", "Track"), ("y.wav", "Track")]
+    (tmp_path / "bad.csv").write_text("track,uri\nx,y\n")
+    with pytest.raises(InputError, match="lacks the column"):
+        CatalogueIndex.build(str(tmp_path / "bad.csv"))
+
+
+def test_the_index_leaves_no_file_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "m.csv").write_text("track_id,uri\n" + "".join(f"t{i},t{i}.wav\n" for i in range(20000)))
+    with CatalogueIndex.build(str(tmp_path / "m.csv")) as index:
+        assert index.tracks == 20000
+        assert os.listdir(tmp_path / "tmp") == []  # SQLite's temporary file is unlinked as it is opened
+        assert sum(1 for _ in index) == 20000
+
+
+def test_ordered_map_keeps_order():
+    assert list(ordered_map(lambda x: x * x, range(1000), threads=4, window=7)) == [x * x for x in range(1000)]
