@@ -71,13 +71,19 @@ def _glob_entries(pattern: str) -> Iterator[Track | Failure]:
 
 
 def duplicate_key(track_id: str) -> str:
-    """What two rows share when they name the same track: the later one is a duplicate."""
-    return track_id
+    """What two rows share when they name the same track: the later one is a duplicate.
+
+    Ids equal but for case (or Unicode normalization) count as one: a store that
+    folds case, as macOS and Windows volumes do, would give them one folder.
+    """
+    return manifest.folder_key(track_id)
 
 
 def duplicate_failure(first: Track, duplicate: Track) -> Failure:
     """The failure row of ``duplicate``, naming the row of ``first``, which wins."""
-    error = InputError(f"row {duplicate.row}: duplicate track_id {first.track_id!r} (first at row {first.row})")
+    spelt = "" if duplicate.track_id == first.track_id else f" as {first.track_id!r}, one folder on stores that fold case"
+    error = InputError(f"row {duplicate.row}: duplicate track_id {duplicate.track_id!r} "
+                       f"(first at row {first.row}{spelt})")
     return Failure.of(duplicate.track_id, duplicate.uri, error)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from models.errors import InputError
 from pipeline.run import run
+from tests.pipeline.conftest import write_manifest
 from tests.unit.test_manifest import corrupt_parquet
 from transforms.manifest import MAX_LINE_BYTES
 
@@ -80,3 +81,17 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         "one/vocals.wav": "track_id 'one/vocals.wav' has the path component 'vocals.wav', "
                           "the name of a stem that a track 'one' would write in the same place",
     }
+
+
+
+def test_ids_that_differ_only_in_case_are_one_track(tmp_path, catalogue, checkpoint_2stems):
+    """'Song' and 'SONG' share a folder where the store folds case (macOS, Windows volumes and their mounts)."""
+    write_manifest(tmp_path / "m.csv", [("Song", str(catalogue / "one.wav"), "a"),
+                                        ("SONG", str(catalogue / "two.flac"), "b")])
+    assert run(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+                "--checkpoint", str(checkpoint_2stems)]) == 1
+    assert [p.parent.name for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")] == ["Song"]
+    failures = pq.read_table(tmp_path / "out" / "failures").to_pandas()
+    assert failures[["track_id", "stage", "message"]].values.tolist() == [[
+        "SONG", "validate", "row 2: duplicate track_id 'SONG' (first at row 1 as 'Song', "
+                            "one folder on stores that fold case)"]]

@@ -54,3 +54,15 @@ def test_the_index_leaves_no_file_behind(tmp_path, monkeypatch):
 
 def test_ordered_map_keeps_order():
     assert list(ordered_map(lambda x: x * x, range(1000), threads=4, window=7)) == [x * x for x in range(1000)]
+
+
+def test_ids_equal_but_for_case_are_one_track(tmp_path):
+    """A store that folds case (macOS, Windows volumes) keeps 'Song' and 'SONG', or two spellings of 'é', in one folder."""
+    (tmp_path / "m.csv").write_text("track_id,uri\nSong,a.wav\nSONG,b.wav\nCafe\u0301,c.wav\nCaf\u00e9,d.wav\nsongs,e.wav\n",
+                                    encoding="utf-8")
+    with CatalogueIndex.build(str(tmp_path / "m.csv")) as index:
+        entries = list(index)
+    assert [(e.track_id, type(e).__name__) for e in entries] == [
+        ("Song", "Track"), ("SONG", "Failure"), ("Cafe\u0301", "Track"), ("Caf\u00e9", "Failure"), ("songs", "Track")]
+    assert entries[1].message == ("row 2: duplicate track_id 'SONG' (first at row 1 as 'Song', "
+                                  "one folder on stores that fold case)")
