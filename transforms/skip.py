@@ -5,13 +5,26 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models.errors import BeamsplitterError
+from models.errors import BeamsplitterError, InputError
 from transforms import storage
 from transforms.layout import Layout
 from transforms.manifest import Failure
 from transforms.record import CompletionRecord
 
 FAILURES, SKIPPED, RECOVERED = "failures", "skipped", "recovered"
+
+
+def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputError | None:
+    """What is wrong when the track's folder holds the completion record of another track id.
+
+    A store that folds case (macOS, Windows volumes) gives 'SONG' the folder of
+    'Song': skipping would report that track's stems as this one's, and redoing,
+    with --force too, would write over them.
+    """
+    if record is None or record.track_id == track_id:
+        return None
+    return InputError(f"track_id {track_id!r} finds the completion record of track {record.track_id!r} in its "
+                      "folder: the store folds case, so the two would share their stems; rename one of them")
 
 
 class _Check(beam.DoFn):
@@ -25,7 +38,13 @@ class _Check(beam.DoFn):
         except BeamsplitterError as exc:
             yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
         else:
-            record = None if self.force else CompletionRecord.read(self.layout.record(track.track_id))
+            record = CompletionRecord.read(self.layout.record(track.track_id))
+            foreign = _foreign_record(track.track_id, record)
+            if foreign:
+                yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, foreign))
+                return
+            if self.force:
+                record = None
             if record and record.is_done_for(track.uri, fingerprint):
                 self.skipped.inc()
                 yield beam.pvalue.TaggedOutput(SKIPPED, track)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -95,3 +97,23 @@ def test_ids_that_differ_only_in_case_are_one_track(tmp_path, catalogue, checkpo
     assert failures[["track_id", "stage", "message"]].values.tolist() == [[
         "SONG", "validate", "row 2: duplicate track_id 'SONG' (first at row 1 as 'Song', "
                             "one folder on stores that fold case)"]]
+
+
+def test_a_folder_holding_another_ids_record_fails_the_track(tmp_path, catalogue, checkpoint_2stems):
+    """Across runs, a store that folds case gives 'SONG' the folder of 'Song': neither skipped nor written over."""
+    args = ["--output", str(tmp_path / "out"), "--checkpoint", str(checkpoint_2stems)]
+    write_manifest(tmp_path / "m.csv", [("Song", str(catalogue / "one.wav"), "a")])
+    assert run(["--manifest", str(tmp_path / "m.csv"), *args]) == 0
+    (model,) = (tmp_path / "out" / "stems").iterdir()
+    (model / "SONG").symlink_to("Song")  # what a case-folding store does
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (model / "Song").iterdir()}
+    # The same source as 'Song': its record would otherwise read as done for 'SONG' too.
+    write_manifest(tmp_path / "m2.csv", [("SONG", str(catalogue / "one.wav"), "b")])
+    for force in ([], ["--force"]):
+        assert run(["--manifest", str(tmp_path / "m2.csv"), *args, *force]) == 1
+        failures = pd.concat(pd.read_parquet(p) for p in (tmp_path / "out" / "failures").glob("*.parquet"))
+        assert failures[["track_id", "stage", "message"]].values.tolist() == [[
+            "SONG", "validate", "track_id 'SONG' finds the completion record of track 'Song' in its folder: "
+                                "the store folds case, so the two would share their stems; rename one of them"]]
+        shutil.rmtree(tmp_path / "out" / "failures")
+        assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (model / "Song").iterdir()} == done
