@@ -54,7 +54,8 @@ class BeamsplitterOptions(PipelineOptions):
                                  "(default: %(default)g)")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
-                            help="local runner: tracks per wave, one pipeline each (progress is reported per wave)")
+                            help="local runner: tracks to separate per wave, one pipeline each "
+                                 "(progress is reported per wave)")
 
     def check(self) -> None:
         if not (self.manifest or self.input):

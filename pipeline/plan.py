@@ -14,6 +14,8 @@ The plan is itself a manifest: ``beamsplitter run --manifest PLAN`` does exactly
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 
 import apache_beam as beam
@@ -25,7 +27,9 @@ from models.errors import BeamsplitterError
 from pipeline.options import BeamsplitterOptions, pin_local_runner
 from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
+from transforms.catalogue import CatalogueIndex, ordered_map
 from transforms.layout import Layout
+from transforms.manifest import Track
 from transforms.read import ReadCatalogue
 from transforms.record import CompletionRecord
 
@@ -39,54 +43,97 @@ class PlanOptions(PipelineOptions):
                             help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
 
 
+def classify(track: Track, layout: Layout, other_models: list[str]) -> str | None:
+    """Why a run must separate ``track`` (one of ``REASONS``), or None when it is up to date."""
+    try:
+        fingerprint = storage.fingerprint(track.uri)
+    except BeamsplitterError:
+        fingerprint = None  # a run will report it as a failure; plan it so that it does
+    record = CompletionRecord.read(layout.record(track.track_id))
+    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint):
+        return None
+    if record:
+        return "changed"
+    if any(CompletionRecord.read(Layout(layout.prefix, m).record(track.track_id)) for m in other_models):
+        return "new-model"
+    return "new"
+
+
+def plan_line(track: Track, reason: str) -> str:
+    return json.dumps({"track_id": track.track_id, "uri": track.uri, "plan_reason": reason, **track.extra})
+
+
 class _Classify(beam.DoFn):
     def __init__(self, layout: Layout, other_models: list[str]):
         self.layout, self.other_models = layout, other_models
 
     def process(self, track):
-        try:
-            fingerprint = storage.fingerprint(track.uri)
-        except BeamsplitterError:
-            fingerprint = None  # a run will report it as a failure; plan it so that it does
-        record = CompletionRecord.read(self.layout.record(track.track_id))
-        if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint):
-            Metrics.counter("beamsplitter", "plan.up-to-date").inc()
-            return
-        if record:
-            reason = "changed"
-        elif any(CompletionRecord.read(Layout(self.layout.prefix, m).record(track.track_id))
-                 for m in self.other_models):
-            reason = "new-model"
-        else:
-            reason = "new"
-        Metrics.counter("beamsplitter", f"plan.{reason}").inc()
-        yield json.dumps({"track_id": track.track_id, "uri": track.uri, "plan_reason": reason, **track.extra})
+        reason = classify(track, self.layout, self.other_models)
+        Metrics.counter("beamsplitter", f"plan.{reason or 'up-to-date'}").inc()
+        if reason:
+            yield plan_line(track, reason)
 
 
 def other_model_folders(layout: Layout) -> list[str]:
-    """Model folders under the prefix besides ``layout``'s, from their ``_MODEL.json`` cards."""
-    cards = storage.find(storage.join(layout.prefix, "stems"), "*/_MODEL.json")
-    return sorted({path.rsplit("/", 2)[-2] for path in cards} - {layout.model})
+    """Model folders under the prefix besides ``layout``'s, from their ``_MODEL.json`` cards.
+
+    A local prefix is read one level deep: a glob of ``stems/*/_MODEL.json``
+    walks and stats every track's folder below (Beam lists everything under a
+    glob's fixed part), about a minute for a million done tracks. Object
+    stores have no folders to stop at: there Beam lists the ``stems/`` prefix.
+    """
+    stems = storage.join(layout.prefix, "stems")
+    if storage.is_local(stems):
+        names = os.listdir(stems) if os.path.isdir(stems) else []
+        folders = {name for name in names if os.path.isfile(Layout(layout.prefix, name).model_card())}
+    else:
+        folders = {path.rsplit("/", 2)[-2] for path in storage.find(stems, "*/_MODEL.json")}
+    return sorted(folders - {layout.model})
 
 
 def plan(argv: list[str]) -> int:
     pipeline_options = PipelineOptions(argv)
-    pin_local_runner(pipeline_options)
+    local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(BeamsplitterOptions)
     run_plan: RunPlan = plan_run(options, settle=False)
     target = pipeline_options.view_as(PlanOptions).plan_output or FileSystems.join(
         options.output, "plans", run_plan.layout.model, f"plan-{run_plan.run_id}.jsonl")
     started = time.monotonic()
-    with beam.Pipeline(options=pipeline_options) as pipeline:
-        tracks, _ = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
-        _ = (tracks
-             | "Classify" >> beam.ParDo(_Classify(run_plan.layout, other_model_folders(run_plan.layout)))
-             | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
-    found = counters(pipeline.result)
+    other_models = other_model_folders(run_plan.layout)
+    if local:
+        found = _plan_in_driver(options, run_plan.layout, other_models, target)
+    else:  # the catalogue is read and classified by the workers
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            tracks, _ = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
+            _ = (tracks
+                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, other_models))
+                 | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
+        found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
     print(f"plan for {run_plan.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
           f"({', '.join(f'{n} {r}' for r, n in todo.items())}), {found.get('plan.up-to-date', 0)} up to date "
           f"[{time.monotonic() - started:.1f} s]")
     print(f"plan: {target}")
     return 0
+
+
+def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: list[str], target: str) -> dict:
+    """The local runner's plan: the catalogue streamed once through its index and classified on a few
+    threads, the plan written line by line to a local file and published whole.
+
+    A Beam pipeline on the local runner holds every element in memory (about
+    5 KB a row); this holds a few hundred rows, whatever the catalogue's size.
+    """
+    found: dict[str, int] = {}
+    with CatalogueIndex.build(options.manifest, options.input) as index, \
+            tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
+        tracks = (entry for entry in index if isinstance(entry, Track))
+        for track, reason in ordered_map(lambda t: (t, classify(t, layout, other_models)), tracks):
+            counter = f"plan.{reason or 'up-to-date'}"
+            found[counter] = found.get(counter, 0) + 1
+            if reason:
+                lines.write(plan_line(track, reason) + "\n")
+        lines.flush()
+        storage.publish_file(lines.name, target)
+    return found
