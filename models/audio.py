@@ -435,6 +435,15 @@ class EncodeOptions:
     bitrate: str | None = "128k"
     sample_format: str = "s16"
 
+    def as_written(self) -> dict:
+        """What the stem files depend on: the bitrate of lossy codecs, the sample format of the others.
+
+        Recorded with each track, so that a run asking for other stems redoes it.
+        """
+        lossy = self.codec in LOSSY
+        return {"codec": self.codec, "bitrate": self.bitrate if lossy else None,
+                "sample_format": None if lossy else self.sample_format}
+
 
 class Encoder:
     """Streams float32 stereo blocks into an audio file, published atomically.
@@ -519,7 +528,11 @@ class Encoder:
         if returncode != 0:
             self.abort()
             raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._url)})")
-        os.replace(self._temp, self.path)
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise EncodeError(f"{self.path}: cannot publish the stem ({exc.strerror})") from None
         self.published = True
 
     def abort(self) -> None:

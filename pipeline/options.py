@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from models.audio import DEFAULT_STALL_TIMEOUT, check_stall_timeout
+from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions, check_stall_timeout
 from models.errors import InputError
+from transforms import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
 FAN_OUTS = ("auto", "none", "tracks", "chunks")
@@ -62,6 +63,12 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError("give the catalogue with --manifest URI or --input GLOB")
         if not self.output:
             raise InputError("give the output prefix with --output")
+        folder = manifest.glob_folder(self.input or "")
+        descends = any(mark in self.input[len(folder):] for mark in ("/", "**")) if self.input else False
+        if descends and manifest.is_below(self.output, folder):
+            # Each run would then take the stems of the one before for new tracks.
+            raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
+                             "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
@@ -70,6 +77,9 @@ class BeamsplitterOptions(PipelineOptions):
             # chunks would then reach in-order reassembly from several workers.
             raise InputError(f"--fan_out={self.fan_out} cannot go with --inference_accelerator, which puts the "
                              "inference step alone on accelerator machines; use --fan_out=chunks (its default)")
+
+    def encode_options(self) -> EncodeOptions:
+        return EncodeOptions(self.codec, self.bitrate, self.sample_format)
 
     def fan_out_mode(self, local: bool) -> str:
         """``--fan_out`` with ``auto`` settled for the runner at hand.

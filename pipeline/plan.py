@@ -6,7 +6,9 @@ JSON Lines manifest of the tracks a run must separate, each with its reason:
 
 * ``new``: no model has separated this track yet;
 * ``changed``: its stems exist but the source changed (URI, size or mtime);
-* ``new-model``: another model or checkpoint separated it, this one has not.
+* ``new-model``: another model or checkpoint separated it, this one has not;
+* ``new-encoding``: this model separated this source, into stems encoded otherwise (codec,
+  bitrate, sample format) than the options ask.
 
 The plan is itself a manifest: ``beamsplitter run --manifest PLAN`` does exactly that work.
 """
@@ -33,7 +35,7 @@ from transforms.manifest import Track
 from transforms.read import ReadCatalogue
 from transforms.record import CompletionRecord
 
-REASONS = ("new", "changed", "new-model")
+REASONS = ("new", "changed", "new-model", "new-encoding")
 
 
 class PlanOptions(PipelineOptions):
@@ -43,15 +45,18 @@ class PlanOptions(PipelineOptions):
                             help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
 
 
-def classify(track: Track, layout: Layout, other_models: list[str]) -> str | None:
-    """Why a run must separate ``track`` (one of ``REASONS``), or None when it is up to date."""
+def classify(track: Track, layout: Layout, encoding: dict, other_models: list[str]) -> str | None:
+    """Why a run must separate ``track`` into stems encoded as ``encoding`` (one of ``REASONS``), or None
+    when it is up to date."""
     try:
         fingerprint = storage.fingerprint(track.uri)
     except BeamsplitterError:
         fingerprint = None  # a run will report it as a failure; plan it so that it does
     record = CompletionRecord.read(layout.record(track.track_id))
-    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint):
+    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint, encoding):
         return None
+    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint, record.encoding):
+        return "new-encoding"
     if record:
         return "changed"
     if any(CompletionRecord.read(Layout(layout.prefix, m).record(track.track_id)) for m in other_models):
@@ -64,11 +69,11 @@ def plan_line(track: Track, reason: str) -> str:
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, layout: Layout, other_models: list[str]):
-        self.layout, self.other_models = layout, other_models
+    def __init__(self, layout: Layout, encoding: dict, other_models: list[str]):
+        self.layout, self.encoding, self.other_models = layout, encoding, other_models
 
     def process(self, track):
-        reason = classify(track, self.layout, self.other_models)
+        reason = classify(track, self.layout, self.encoding, self.other_models)
         Metrics.counter("beamsplitter", f"plan.{reason or 'up-to-date'}").inc()
         if reason:
             yield plan_line(track, reason)
@@ -107,7 +112,7 @@ def plan(argv: list[str]) -> int:
         with beam.Pipeline(options=pipeline_options) as pipeline:
             tracks, _ = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
             _ = (tracks
-                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, other_models))
+                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, options.encode_options().as_written(), other_models))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
@@ -129,7 +134,8 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     with CatalogueIndex.build(options.manifest, options.input) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
         tracks = (entry for entry in index if isinstance(entry, Track))
-        for track, reason in ordered_map(lambda t: (t, classify(t, layout, other_models)), tracks):
+        encoding = options.encode_options().as_written()
+        for track, reason in ordered_map(lambda t: (t, classify(t, layout, encoding, other_models)), tracks):
             counter = f"plan.{reason or 'up-to-date'}"
             found[counter] = found.get(counter, 0) + 1
             if reason:

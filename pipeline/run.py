@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
-from models.audio import EncodeOptions
 from models.provider import resolve_checkpoint
 from pipeline.options import BeamsplitterOptions, is_local, pin_local_runner
 from pipeline.waves import Wave, waves
@@ -123,11 +122,11 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: Wave | None = None) -> N
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256,
                                    o.shared_model_copies(), scratch)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
-    encoding = EncodeOptions(o.codec, o.bitrate, o.sample_format)
+    encoding = o.encode_options()
 
     if wave is None:  # the whole catalogue, read and checked by the workers
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
-        todo = tracks | "SkipDone" >> SkipDone(layout, o.force, plan.committed_batches)
+        todo = tracks | "SkipDone" >> SkipDone(layout, encoding.as_written(), o.force, plan.committed_batches)
         todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
@@ -174,7 +173,7 @@ def catalogue_size(options: BeamsplitterOptions) -> int:
     """Rows of the manifest, or files matching the glob; reading the manifest here also
     refuses one without the required columns before anything starts."""
     if options.input:
-        return len(FileSystems.match([options.input])[0].metadata_list)
+        return len(catalogue.input_files(options.input))
     with FileSystems.open(options.manifest, compression_type="uncompressed") as stream:
         return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest))
 
@@ -203,8 +202,8 @@ def run(argv: list[str]) -> int:
 
 def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None) -> int:
     options, local = plan.options, index is not None
-    parts = waves(index, plan.layout, options.force, plan.committed_batches, options.local_wave_tracks) \
-        if local else [None]
+    parts = waves(index, plan.layout, options.encode_options().as_written(), options.force,
+                  plan.committed_batches, options.local_wave_tracks) if local else [None]
     print(f"run {plan.run_id}: {plan.model_id}, stems under {plan.layout.track_dir('').rstrip('/')}/")
     started = time.monotonic()
     totals: dict[str, int] = {}

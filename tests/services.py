@@ -9,6 +9,7 @@ Plain context managers (no pytest in here; conftest.py wraps them as fixtures):
 * ``flink_job_server(jar, master)``: one Beam Flink job server for many
   pipelines (a FlinkRunner pipeline otherwise starts a job server JVM of its
   own, which lives until this process exits);
+* ``s3_server(bucket)``: moto's S3 server, for Beam's s3:// filesystem;
 * ``worker_pool()``: a Beam SDK worker pool, SDK workers in processes of their
   own (the EXTERNAL environment infra/flink deploys), with their peak memory.
 
@@ -255,6 +256,36 @@ def gcs_emulator(port: int | None = None, bucket: str = "beamsplitter-test", tim
                 yield GcsEmulator(host=host, bucket=bucket, log=workdir / "emulator.log")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # http://127.0.0.1:<port>
+    client: object  # a boto3 S3 client for it
+
+    def beam_options(self) -> list[str]:
+        """Beam's options for its s3:// filesystem against this server."""
+        return [f"--s3_endpoint_url={self.endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
+                "--s3_region_name=us-east-1"]
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with ``bucket``; AWS_* variables point boto3 at test credentials."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        with _environ(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1"):
+            endpoint = f"http://127.0.0.1:{port}"
+            found = S3Server(endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
+            found.client.create_bucket(Bucket=bucket)
+            yield found
+    finally:
+        server.stop()
 
 
 # --- Flink -------------------------------------------------------------------

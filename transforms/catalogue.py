@@ -16,6 +16,8 @@ entries from the index, instead of every wave re-reading the manifest.
 from __future__ import annotations
 
 import collections
+import itertools
+import os
 import pickle
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +58,31 @@ def _manifest_entries(uri: str) -> Iterator[Track | Failure]:
                 yield Failure.of(str(fields.get("track_id") or f"<row {number}>"), str(fields.get("uri") or ""), exc)
 
 
+def input_files(pattern: str) -> list[str]:
+    """The files an ``--input`` glob names, sorted; an InputError naming the glob when there are none.
+
+    Beam's glob, with two differences a user expects from a shell: ``**/``
+    also matches no folder at all (``music/**/*.mp3`` takes ``music/a.mp3``
+    too), and a relative local glob starts from the working folder.
+    """
+    parts = _absolute(pattern).split("/**/")
+    variants = sorted({parts[0] + "".join(sep + part for sep, part in zip(seps, parts[1:]))
+                       for seps in itertools.product(("/**/", "/"), repeat=len(parts) - 1)})
+    found = sorted({m.path for result in FileSystems.match(variants) for m in result.metadata_list})
+    if not found:
+        raise InputError(f"--input {pattern}: no file matches")
+    return found
+
+
+def _absolute(pattern: str) -> str:
+    if "://" in pattern:
+        return pattern
+    return os.path.abspath(pattern) + ("/" if pattern.endswith("/") else "")
+
+
 def _glob_entries(pattern: str) -> Iterator[Track | Failure]:
-    base = pattern[: min((pattern.find(c) for c in "*?[" if c in pattern), default=len(pattern))]
-    base = base[: base.rfind("/") + 1]
-    matches = FileSystems.match([pattern])[0].metadata_list
-    for number, entry in enumerate(sorted(m.path for m in matches), start=1):
+    base = manifest.glob_folder(_absolute(pattern))
+    for number, entry in enumerate(input_files(pattern), start=1):
         track_id = manifest.track_id_from_path(entry, base)
         try:
             manifest.check_track_id(track_id)

@@ -24,12 +24,9 @@ metadata files the dead run left).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 
-from models import audio
-from models.config import embedded_names, load_config
 from transforms.storage import join
 
 RECORD = "_SUCCESS.json"
@@ -45,18 +42,6 @@ RESERVED = frozenset({RECORD, MODEL_CARD, COMMITTED, LEASE})
 def stem_file(instrument: str, codec: str) -> str:
     """A stem's file name in its track's folder."""
     return f"{instrument}.{codec}"
-
-
-@functools.cache
-def builtin_stem_files() -> frozenset:
-    """Every stem file name a built-in model writes in a track's folder, in any codec.
-
-    A track_id "a/vocals.wav" would make a folder where track "a" writes its
-    stem: a local store cannot hold both, and the later track stops the run.
-    Not tied to one model or codec: a later run with another one may bring it.
-    """
-    instruments = {name for config in embedded_names() for name in load_config(config).instruments}
-    return frozenset(stem_file(instrument, codec) for instrument in instruments for codec in audio.CODECS)
 
 
 def model_folder(config_name: str, checkpoint_sha256: str) -> str:

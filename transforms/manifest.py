@@ -13,10 +13,10 @@ manifest's folder.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import posixpath
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -24,7 +24,7 @@ from typing import BinaryIO, Iterator
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
-from transforms.layout import RESERVED, builtin_stem_files
+from transforms.layout import RESERVED
 
 REQUIRED = ("track_id", "uri")
 SCHEMES = ("gs", "s3", "file")
@@ -267,7 +267,8 @@ def check_track_id(track_id: str) -> None:
         raise InputError(f"track_id is longer than {MAX_TRACK_ID} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in track_id):
         raise InputError(f"track_id {track_id!r} contains control characters")
-    if track_id.startswith("/") or "\\" in track_id or ":" in track_id.split("/", 1)[0]:
+    # A drive ("C:...") or a URI ("gs://..."); a colon elsewhere is an ordinary character ("Artist: Title").
+    if track_id.startswith("/") or "\\" in track_id or re.match(r"[A-Za-z]:|[A-Za-z][\w+.-]*://", track_id):
         raise InputError(f"track_id {track_id!r} is an absolute path")
     parts = track_id.split("/")
     if any(p in ("", ".", "..") for p in parts):
@@ -279,12 +280,6 @@ def check_track_id(track_id: str) -> None:
     if reserved:
         raise InputError(f"track_id {track_id!r} has the path component {reserved[0]!r}, "
                          f"a name the output layout reserves for its own files")
-    # Below the first component only: the first is a folder beside the tracks' folders, never in one.
-    stems = [p for p in parts[1:] if folder_key(p) in _stem_keys()]
-    if stems:
-        above = "/".join(parts[: parts.index(stems[0], 1)])
-        raise InputError(f"track_id {track_id!r} has the path component {stems[0]!r}, the name of a stem "
-                         f"that a track {above!r} would write in the same place")
 
 
 def folder_key(track_id: str) -> str:
@@ -298,11 +293,6 @@ def folder_key(track_id: str) -> str:
 
 
 _RESERVED_KEYS = frozenset(folder_key(name) for name in RESERVED)
-
-
-@functools.cache
-def _stem_keys() -> frozenset:
-    return frozenset(folder_key(name) for name in builtin_stem_files())
 
 
 def resolve_uri(uri: str, manifest_uri: str) -> str:
@@ -337,6 +327,19 @@ def _text(value) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, default=str)
+
+
+def glob_folder(pattern: str) -> str:
+    """The fixed folder of an ``--input`` glob, with its trailing slash: ``music/`` for ``music/**/*.mp3``."""
+    fixed = pattern[: min((pattern.find(c) for c in "*?[" if c in pattern), default=len(pattern))]
+    return fixed[: fixed.rfind("/") + 1]
+
+
+def is_below(uri: str, folder: str) -> bool:
+    """Whether ``uri`` is ``folder`` or lies under it (local paths compared as absolute paths)."""
+    if "://" not in uri and "://" not in folder:
+        uri, folder = os.path.abspath(uri), os.path.abspath(folder or ".")
+    return (uri.rstrip("/") + "/").startswith(folder.rstrip("/") + "/")
 
 
 def track_id_from_path(path: str, base: str) -> str:

@@ -72,10 +72,13 @@ class TrackWriter:
     def finish(self) -> list[dict]:
         """Publish the stems and the completion record; returns the track's metadata rows."""
         job, track, stems = self.job, self.track, self.stems
-        config, codec = job.config, job.encoding.codec
+        config = job.config
+        record_uri = job.layout.record(track.track_id)
+        earlier = CompletionRecord.read(record_uri)
         try:
-            # A track whose stems are being replaced is not done until its new record is written.
-            storage.delete([job.layout.record(track.track_id)])
+            # Withdrawn before the first stem is replaced: a redo that dies part-way
+            # leaves a track that is not done, never old and new stems under a record.
+            storage.delete([record_uri])
             stems.close()
             if self.scratch is not None:
                 for name, uri in self.uris.items():
@@ -85,19 +88,22 @@ class TrackWriter:
             raise
         self._drop_scratch()
         processed_at = datetime.datetime.now(datetime.timezone.utc)
+        encoding = job.encoding.as_written()
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
             "duration_s": stems.n_samples / config.sample_rate, "sample_rate": config.sample_rate,
-            "channels": config.n_channels, "codec": codec, "model": job.model_id, "peak": stems.peak[name],
+            "channels": config.n_channels, **encoding, "model": job.model_id, "peak": stems.peak[name],
             "rms": stems.rms(name), "run_id": job.run_id, "processed_at": processed_at,
         } for name, uri in self.uris.items()]
         for row in rows:  # the manifest's own columns, renamed where they clash with ours
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
-        record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, self.uris,
-                                     job.run_id, job.batch, rows)
+        record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, encoding,
+                                     self.uris, job.run_id, job.batch, rows)
         # Written last: its presence is what makes the track count as done.
-        storage.publish_bytes(record.to_json(), job.layout.record(track.track_id))
+        storage.publish_bytes(record.to_json(), record_uri)
         storage.remove_partials(job.layout.track_dir(track.track_id))
+        if earlier:  # stems of another codec, which the new record no longer lists
+            storage.delete(sorted(set(earlier.stems.values()) - set(self.uris.values())))
         return rows
 
     def abort(self) -> None:
@@ -172,7 +178,8 @@ class _AssembleStashed(_AssembleDoFn):
             return []
         track, fingerprint = refs[0].track, refs[0].fingerprint
         done = CompletionRecord.read(self.job.layout.record(track_id))
-        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint):
+        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint,
+                                                                         self.job.encoding.as_written()):
             # A retried bundle: an earlier attempt wrote the track and removed its chunks.
             return done.metadata_rows()
         writer = TrackWriter(self.job, track, fingerprint)

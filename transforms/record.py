@@ -12,7 +12,10 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 
+from models.audio import EncodeOptions
 from transforms import storage
+
+_LEGACY = object()
 
 
 @dataclass(frozen=True)
@@ -21,16 +24,18 @@ class CompletionRecord:
     source_uri: str
     source_fingerprint: dict  # {"size": bytes, "mtime": seconds}, as storage.fingerprint gives it
     model: str  # "spleeter:4stems@sha256:<checkpoint digest>"
+    encoding: dict  # EncodeOptions.as_written(): codec, bitrate, sample_format
     stems: dict  # instrument -> stem URI
     run_id: str
     metadata_batch: str  # the metadata batch holding its rows; see layout.py
     metadata: tuple  # the track's metadata rows, processed_at as ISO 8601 text
 
     @classmethod
-    def of(cls, track_id: str, source_uri: str, fingerprint: dict, model: str, stems: dict, run_id: str,
-           metadata_batch: str, rows: list[dict]) -> "CompletionRecord":
+    def of(cls, track_id: str, source_uri: str, fingerprint: dict, model: str, encoding: dict, stems: dict,
+           run_id: str, metadata_batch: str, rows: list[dict]) -> "CompletionRecord":
         text_rows = tuple(dict(row, processed_at=row["processed_at"].isoformat()) for row in rows)
-        return cls(track_id, source_uri, fingerprint, model, dict(stems), run_id, metadata_batch, text_rows)
+        return cls(track_id, source_uri, fingerprint, model, dict(encoding), dict(stems), run_id, metadata_batch,
+                   text_rows)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -60,7 +65,16 @@ class CompletionRecord:
                 datetime.datetime.fromisoformat(row["processed_at"])
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"a metadata row without a time: {exc}") from None
-        return cls(**{k: fields[k] for k in (*text, "source_fingerprint", "stems")}, metadata=tuple(rows))
+        encoding = fields.get("encoding", _LEGACY)
+        if encoding is _LEGACY:
+            # Records written before the encoding was recorded: the codec is the stems' own
+            # extension, the rest were then the defaults (no run is redone for lack of the field).
+            codec = next(iter(stems.values())).rsplit(".", 1)[-1]
+            encoding = EncodeOptions(codec).as_written()
+        if not (isinstance(encoding, dict) and set(encoding) == {"codec", "bitrate", "sample_format"}):
+            raise ValueError(f"encoding {encoding!r}")
+        return cls(**{k: fields[k] for k in (*text, "source_fingerprint", "stems")}, encoding=encoding,
+                   metadata=tuple(rows))
 
     @classmethod
     def read(cls, uri: str) -> "CompletionRecord | None":
@@ -70,9 +84,10 @@ class CompletionRecord:
         except Exception:  # absent, unreadable or invalid: not done
             return None
 
-    def is_done_for(self, source_uri: str, fingerprint: dict) -> bool:
-        """Done means: this very source (URI, size and modification time) was separated."""
-        return self.source_uri == source_uri and self.source_fingerprint == fingerprint
+    def is_done_for(self, source_uri: str, fingerprint: dict, encoding: dict) -> bool:
+        """Done means: this very source (URI, size and modification time) was separated into
+        stems encoded as asked (``EncodeOptions.as_written()``)."""
+        return self.source_uri == source_uri and self.source_fingerprint == fingerprint and self.encoding == encoding
 
     def metadata_rows(self) -> list[dict]:
         """The track's metadata rows as first written (processed_at a datetime again)."""

@@ -1,6 +1,13 @@
-"""SkipDone: leave out tracks whose stems this model already wrote from this very source."""
+"""SkipDone: leave out tracks whose stems this model already wrote from this very source.
+
+``check`` decides for one track. SkipDone runs it inside the pipeline on
+distributed runners; the local runner runs it in its driver over the catalogue
+index (pipeline/waves.py), so that only tracks still to do make up its waves.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -8,10 +15,24 @@ from apache_beam.metrics import Metrics
 from models.errors import BeamsplitterError, InputError
 from transforms import storage
 from transforms.layout import Layout
-from transforms.manifest import Failure
+from transforms.manifest import Failure, Track
 from transforms.record import CompletionRecord
 
 FAILURES, SKIPPED, RECOVERED = "failures", "skipped", "recovered"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with one track: separate it (``fingerprint``), skip it, or report ``failure``."""
+
+    track: Track
+    fingerprint: dict | None = None  # set when the track is to be separated
+    failure: Failure | None = None
+    recovered: tuple = ()  # a skipped track's metadata rows, when its batch never landed
+
+    @property
+    def skipped(self) -> bool:
+        return self.fingerprint is None and self.failure is None
 
 
 def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputError | None:
@@ -27,47 +48,59 @@ def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputErro
                       "folder: the store folds case, so the two would share their stems; rename one of them")
 
 
+def check(track: Track, layout: Layout, encoding: dict, force: bool, committed_batches: frozenset) -> Verdict:
+    """Whether ``track`` is done by this model from this very source, encoded as ``encoding``
+    (``EncodeOptions.as_written()``): a stat and a record read."""
+    try:
+        fingerprint = storage.fingerprint(track.uri)
+    except BeamsplitterError as exc:
+        return Verdict(track, failure=Failure.of(track.track_id, track.uri, exc))
+    record = CompletionRecord.read(layout.record(track.track_id))
+    foreign = _foreign_record(track.track_id, record)
+    if foreign:
+        return Verdict(track, failure=Failure.of(track.track_id, track.uri, foreign))
+    if force:
+        record = None
+    if not (record and record.is_done_for(track.uri, fingerprint, encoding)):
+        return Verdict(track, fingerprint=fingerprint)
+    if record.metadata_batch in committed_batches:
+        return Verdict(track)
+    # Done by a run that was killed before its metadata landed: list it now.
+    return Verdict(track, recovered=tuple(record.metadata_rows()))
+
+
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, force: bool, committed_batches: frozenset):
-        self.layout, self.force, self.committed_batches = layout, force, committed_batches
+    def __init__(self, layout: Layout, encoding: dict, force: bool, committed_batches: frozenset):
+        self.layout, self.encoding, self.force, self.committed_batches = layout, encoding, force, committed_batches
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
-        try:
-            fingerprint = storage.fingerprint(track.uri)
-        except BeamsplitterError as exc:
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, exc))
+        verdict = check(track, self.layout, self.encoding, self.force, self.committed_batches)
+        if verdict.failure:
+            yield beam.pvalue.TaggedOutput(FAILURES, verdict.failure)
+        elif verdict.fingerprint is not None:
+            yield track, verdict.fingerprint
         else:
-            record = CompletionRecord.read(self.layout.record(track.track_id))
-            foreign = _foreign_record(track.track_id, record)
-            if foreign:
-                yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(track.track_id, track.uri, foreign))
-                return
-            if self.force:
-                record = None
-            if record and record.is_done_for(track.uri, fingerprint):
-                self.skipped.inc()
-                yield beam.pvalue.TaggedOutput(SKIPPED, track)
-                if record.metadata_batch not in self.committed_batches:
-                    # Done by a run that was killed before its metadata landed: list it now.
-                    for row in record.metadata_rows():
-                        yield beam.pvalue.TaggedOutput(RECOVERED, row)
-            else:
-                yield track, fingerprint
+            self.skipped.inc()
+            yield beam.pvalue.TaggedOutput(SKIPPED, track)
+            for row in verdict.recovered:
+                yield beam.pvalue.TaggedOutput(RECOVERED, row)
 
 
 class SkipDone(beam.PTransform):
     """``Track`` -> ``(track, fingerprint)`` still to do; plus ``skipped``, ``recovered`` and ``failures``.
 
     A track is redone when it has no completion record, when its source changed
-    (size or modification time), or with ``force``. ``recovered`` holds the
+    (size or modification time), when it was encoded otherwise than ``encoding``
+    asks, or with ``force``. ``recovered`` holds the
     metadata rows of done tracks whose metadata batch never landed
     (``committed_batches`` are the batches that did).
     """
 
-    def __init__(self, layout: Layout, force: bool = False, committed_batches: frozenset = frozenset()):
+    def __init__(self, layout: Layout, encoding: dict, force: bool = False,
+                 committed_batches: frozenset = frozenset()):
         super().__init__()
-        self.check = _Check(layout, force, committed_batches)
+        self.check = _Check(layout, encoding, force, committed_batches)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

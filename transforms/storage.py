@@ -66,10 +66,17 @@ def literal_glob(text: str) -> str:
     return re.sub(r"([\[*?])", r"[\1]", text)
 
 
+@contextmanager
+def _literal_globs() -> Iterator[None]:
+    """Quiets Python's warning about "[[]", which is a sound one-character class in ``literal_glob``'s globs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def find(folder: str, pattern: str) -> list[str]:
     """The files under the literal ``folder`` whose path below it matches ``pattern`` (``*``, ``**``, ``?``), sorted."""
-    with warnings.catch_warnings():  # "[[]" is a sound class, though Python's re warns of nested sets
-        warnings.simplefilter("ignore", FutureWarning)
+    with _literal_globs():
         found = FileSystems.match([join(literal_glob(folder), pattern)])[0].metadata_list
     return sorted(m.path for m in found)
 
@@ -163,9 +170,12 @@ def remove_partials(folder: str) -> None:
 
 
 def delete(uris: list[str]) -> None:
+    """Delete the files ``uris``, each taken literally; absent ones are ignored."""
     present = [u for u in uris if FileSystems.exists(u)]
     if present:
-        FileSystems.delete(present)
+        # Beam's local and GCS filesystems match what they are asked to delete as globs; S3's does not.
+        with _literal_globs():
+            FileSystems.delete([u if u.startswith("s3://") else literal_glob(u) for u in present])
 
 
 def remove(uri: str) -> None:

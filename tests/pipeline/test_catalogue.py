@@ -267,3 +267,49 @@ def test_a_stalled_source_fails_alone_and_the_run_ends(tmp_path, checkpoint_2ste
         f"{folder / 'stalled.wav'}: no data from the source for 5 s (--stall_timeout); decoding stopped"]]
     assert running_ffmpeg(descendants(os.getpid())) == []
 
+
+def test_other_encoding_options_redo_the_track(tmp_path, catalogue, checkpoint_2stems, capsys):
+    """Done means: this source, this model, these encoding options; a run asking for other stems writes them."""
+    write_manifest(tmp_path / "m.csv", [("pop/one", str(catalogue / "one.wav"), "a"),
+                                        ("pop/two", str(catalogue / "two.flac"), "b")])
+    args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+            "--checkpoint", str(checkpoint_2stems)]
+
+    def stems_and_record(track):
+        folder = stem_folder(tmp_path / "out") / track
+        return sorted(p.name for p in folder.iterdir()), json.loads((folder / "_SUCCESS.json").read_text())
+
+    assert run_job(capsys, *args)[0] == 0
+    status, out = run_job(capsys, *args, "-c", "flac")
+    assert status == 0 and "2 tracks done, 0 skipped" in out
+    names, record = stems_and_record("pop/one")
+    assert names == ["_SUCCESS.json", "accompaniment.flac", "vocals.flac"]  # the wav stems are gone
+    assert record["encoding"] == {"codec": "flac", "bitrate": None, "sample_format": "s16"}
+    assert "0 tracks done, 2 skipped" in run_job(capsys, *args, "-c", "flac", "-b", "320k")[1]  # flac has no bitrate
+    assert "2 tracks done, 0 skipped" in run_job(capsys, *args, "-c", "flac", "--sample_format", "s24")[1]
+    assert "2 tracks done, 0 skipped" in run_job(capsys, *args, "-c", "mp3", "-b", "96k")[1]
+    assert "2 tracks done, 0 skipped" in run_job(capsys, *args, "-c", "mp3", "-b", "192k")[1]
+    assert stems_and_record("pop/two")[1]["encoding"] == {"codec": "mp3", "bitrate": "192k", "sample_format": None}
+    table = pq.read_table(tmp_path / "out" / "metadata").to_pandas()
+    latest = table[table.run_id == table.sort_values("processed_at").run_id.iloc[-1]]
+    assert set(zip(latest.codec, latest.bitrate, latest.sample_format.isna())) == {("mp3", "192k", True)}
+    assert set(zip(table.codec, table.sample_format.fillna("-"))) == {
+        ("wav", "s16"), ("flac", "s16"), ("flac", "s24"), ("mp3", "-")}
+
+
+def test_a_redo_that_dies_part_way_leaves_the_track_not_done(tmp_path, catalogue, checkpoint_2stems, capsys):
+    """The old record is withdrawn before the first stem is replaced: never old and new stems under a record."""
+    write_manifest(tmp_path / "m.csv", [("pop/one", str(catalogue / "one.wav"), "a")])
+    args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+            "--checkpoint", str(checkpoint_2stems)]
+    assert run_job(capsys, *args)[0] == 0
+    folder = stem_folder(tmp_path / "out") / "pop/one"
+    # vocals.wav is replaced first; then accompaniment.wav cannot be (a folder took its name).
+    (folder / "accompaniment.wav").unlink()
+    (folder / "accompaniment.wav").mkdir()
+    status, out = run_job(capsys, *args, "--force")
+    assert status == 1 and "0 tracks done, 0 skipped, 1 failed (encode: 1)" in out
+    assert not (folder / "_SUCCESS.json").exists()
+    (folder / "accompaniment.wav").rmdir()
+    status, out = run_job(capsys, *args)
+    assert status == 0 and "1 tracks done, 0 skipped" in out

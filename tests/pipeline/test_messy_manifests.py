@@ -58,8 +58,7 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         b'{"track_id": "long", "x": "' + b"x" * MAX_LINE_BYTES + b'"}',  # 4
         line("_SUCCESS.json"),  # 5
         line("one/_MODEL.json"),  # 6
-        line("one/vocals.wav"),  # 7: a folder where track "one" writes its vocals
-        line("two", str(catalogue / "two.flac")),  # 8
+        line("two", str(catalogue / "two.flac")),  # 7
     ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_bytes(b"\n".join(lines) + b"\n")
@@ -80,8 +79,6 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
                          "a name the output layout reserves for its own files",
         "one/_MODEL.json": "track_id 'one/_MODEL.json' has the path component '_MODEL.json', "
                            "a name the output layout reserves for its own files",
-        "one/vocals.wav": "track_id 'one/vocals.wav' has the path component 'vocals.wav', "
-                          "the name of a stem that a track 'one' would write in the same place",
     }
 
 
@@ -117,3 +114,20 @@ def test_a_folder_holding_another_ids_record_fails_the_track(tmp_path, catalogue
                                 "the store folds case, so the two would share their stems; rename one of them"]]
         shutil.rmtree(tmp_path / "out" / "failures")
         assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (model / "Song").iterdir()} == done
+
+
+def test_an_id_below_another_tracks_stem_fails_alone(tmp_path, catalogue, checkpoint_2stems):
+    """Track "one/vocals.wav" needs a folder where track "one" wrote its vocals: on a local disk the later of
+    the two fails with a failure row, the run goes on. Ids that are only named like stems are ordinary."""
+    write_manifest(tmp_path / "m.csv", [("one", str(catalogue / "one.wav"), "a"),
+                                        ("one/vocals.wav", str(catalogue / "two.flac"), "b"),
+                                        ("album/Piano.wav", str(catalogue / "three.mp3"), "c")])
+    assert run(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+                "--checkpoint", str(checkpoint_2stems)]) == 1
+    (model,) = (tmp_path / "out" / "stems").iterdir()
+    done = sorted(str(p.parent.relative_to(model)) for p in model.rglob("_SUCCESS.json"))
+    failures = pq.read_table(tmp_path / "out" / "failures").to_pandas()
+    assert len(done) == 2 and "album/Piano.wav" in done
+    (failed,) = failures.track_id
+    assert {failed, *done} == {"one", "one/vocals.wav", "album/Piano.wav"}
+    assert failures.stage[0] == "encode" and failures.message[0].startswith(str(model / "one"))

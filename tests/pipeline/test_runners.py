@@ -258,32 +258,19 @@ def test_one_model_shared_by_the_processes_of_a_machine(small_catalogue, checkpo
     assert models and set(models) == {"_AutoProxyWrapper"}, models  # a proxy to the one shared model
 
 
-def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_small, monkeypatch):
+def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_small):
     """s3:// through Beam's S3 filesystem against moto's S3 server on loopback."""
-    import boto3
     from apache_beam.options.pipeline_options import PipelineOptions
-    from moto.server import ThreadedMotoServer
 
-    port = services.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
-            monkeypatch.setenv(name, value)
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="catalogue")
+    with services.s3_server("catalogue") as s3:
         for path in small_catalogue.iterdir():
-            s3.upload_file(str(path), "catalogue", f"in/{path.name}")
-        s3_options = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
-                      "--s3_region_name=us-east-1"]
-        run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3_options)
-        FileSystems.set_options(PipelineOptions(s3_options))
-        check_same_as_local("s3://catalogue/out", local_small, {"lost": "no such file"})
-        run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3_options)
-        records = s3.list_objects_v2(Bucket="catalogue", Prefix="out/stems/")["Contents"]
-        assert sum(o["Key"].endswith("_SUCCESS.json") for o in records) == 2
-    finally:
-        FileSystems.set_options(PipelineOptions([]))
-        server.stop()
+            s3.client.upload_file(str(path), "catalogue", f"in/{path.name}")
+        try:
+            run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3.beam_options())
+            FileSystems.set_options(PipelineOptions(s3.beam_options()))
+            check_same_as_local("s3://catalogue/out", local_small, {"lost": "no such file"})
+            run_catalogue("s3://catalogue/in/m.csv", "s3://catalogue/out", checkpoint_2stems, *s3.beam_options())
+            records = s3.client.list_objects_v2(Bucket="catalogue", Prefix="out/stems/")["Contents"]
+            assert sum(o["Key"].endswith("_SUCCESS.json") for o in records) == 2
+        finally:
+            FileSystems.set_options(PipelineOptions([]))

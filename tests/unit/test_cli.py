@@ -1,5 +1,6 @@
 """The `beamsplitter` command as a user runs it."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,26 @@ def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, me
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("glob,output,refused", [
+    ("music/**/*.mp3", "music/stems", True),
+    ("music/**/*.mp3", "music", True),
+    ("music/*/*.mp3", "music/out", True),
+    ("music/**/*.mp3", "stems", False),
+    ("music/**/*.mp3", "musical", False),
+    ("*.wav", "out", False),  # lists only the folder's own files, never the stems below out/
+    ("gs://b/in/**", "gs://b/in/out", True),
+    ("gs://b/in/**", "gs://b/out", False),
+])
+def test_an_output_inside_the_folder_an_input_glob_lists_is_refused(tmp_path, monkeypatch, glob, output, refused):
+    from models.errors import InputError
+    from pipeline.options import BeamsplitterOptions
+
+    monkeypatch.chdir(tmp_path)
+    options = BeamsplitterOptions(["--input", glob, "--output", output])
+    if refused:
+        with pytest.raises(InputError, match=re.escape(f"--output {output} lies inside the folder that --input {glob} lists")):
+            options.check()
+    else:
+        options.check()

@@ -140,15 +140,6 @@ def test_track_ids_with_the_layouts_own_names_are_refused(track_id):
         manifest.check_track_id(track_id)
 
 
-def test_track_ids_below_another_tracks_stem_are_refused():
-    """Track "a/vocals.wav" would be a folder where track "a" writes vocals.wav: a local store holds one of them."""
-    for track_id, above in (("a/vocals.wav", "a"), ("x/y/Drums.FLAC/z", "x/y")):
-        with pytest.raises(InputError, match=f"the name of a stem that a track '{above}' would write"):
-            manifest.check_track_id(track_id)
-    for track_id in ("vocals.wav", "a/mixture.wav", "album/01 vocals.wav"):  # never where a stem is written
-        manifest.check_track_id(track_id)
-
-
 def test_ids_a_case_folding_store_keeps_in_one_folder_share_a_key():
     assert manifest.folder_key("Album/Song") == manifest.folder_key("album/SONG")
     assert manifest.folder_key("Caf\u00e9") == manifest.folder_key("cafe\u0301")  # composed and decomposed é

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
+from models.audio import EncodeOptions
 from transforms.record import CompletionRecord
+
+WAV = EncodeOptions().as_written()
 
 ROW = {"track_id": "pop/one", "instrument": "vocals", "uri": "/out/stems/m/pop/one/vocals.wav",
        "processed_at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), "peak": 0.5}
@@ -15,7 +18,8 @@ ROW = {"track_id": "pop/one", "instrument": "vocals", "uri": "/out/stems/m/pop/o
 
 def record() -> CompletionRecord:
     return CompletionRecord.of("pop/one", "/music/one.wav", {"size": 1234, "mtime": 1700000000.5},
-                               "spleeter:2stems@sha256:ab", {"vocals": ROW["uri"]}, "run1", "run1-w0001", [ROW])
+                               "spleeter:2stems@sha256:ab", WAV, {"vocals": ROW["uri"]}, "run1", "run1-w0001",
+                               [ROW])
 
 
 def test_a_written_record_reads_back_with_its_rows(tmp_path):
@@ -24,9 +28,21 @@ def test_a_written_record_reads_back_with_its_rows(tmp_path):
     read = CompletionRecord.read(str(path))
     assert read == record()
     assert read.metadata_rows() == [ROW]
-    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
-    assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000001.0})
-    assert not read.is_done_for("/music/other.wav", {"size": 1234, "mtime": 1700000000.5})
+    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5}, WAV)
+    assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000001.0}, WAV)
+    assert not read.is_done_for("/music/other.wav", {"size": 1234, "mtime": 1700000000.5}, WAV)
+    for other in (EncodeOptions("flac"), EncodeOptions(sample_format="s24"), EncodeOptions("mp3")):
+        assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5}, other.as_written())
+    # What wav stems do not depend on changes nothing.
+    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5},
+                            EncodeOptions(bitrate="320k").as_written())
+
+
+def test_a_record_from_before_encodings_were_recorded_is_read_with_its_stems_codec():
+    fields = json.loads(record().to_json())
+    del fields["encoding"]
+    fields["stems"] = {"vocals": "/out/stems/m/pop/one/vocals.mp3"}
+    assert CompletionRecord.from_json(json.dumps(fields).encode()).encoding == EncodeOptions("mp3").as_written()
 
 
 def _valid() -> dict:
@@ -45,8 +61,9 @@ def _valid() -> dict:
     json.dumps(dict(_valid(), run_id=7)).encode(),
     json.dumps(dict(_valid(), metadata=[{"instrument": "vocals"}])).encode(),
     json.dumps(dict(_valid(), metadata=[dict(_valid()["metadata"][0], processed_at="yesterday")])).encode(),
+    json.dumps(dict(_valid(), encoding="wav")).encode(),
 ], ids=["empty", "truncated", "list", "garbage", "null", "no-fingerprint", "bad-fingerprint", "no-stems",
-        "run-id-number", "row-without-time", "row-bad-time"])
+        "run-id-number", "row-without-time", "row-bad-time", "bad-encoding"])
 def test_anything_but_a_valid_record_is_no_record(tmp_path, content):
     path = tmp_path / "_SUCCESS.json"
     path.write_bytes(content)
