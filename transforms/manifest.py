@@ -13,6 +13,7 @@ manifest's folder.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 import posixpath
@@ -324,8 +325,11 @@ def to_track(number: int, fields: dict, manifest_uri: str) -> Track:
 
 
 def _text(value) -> str | None:
+    """A manifest cell as the metadata's text: times in ISO 8601, lists and maps as JSON, scalars bare."""
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date too
+        return value.isoformat()
     return json.dumps(value, default=str)
 
 

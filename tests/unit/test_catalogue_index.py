@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from models.errors import InputError
-from transforms.catalogue import CatalogueIndex, ordered_map
+from transforms.catalogue import CatalogueIndex, entries, ordered_map
 from transforms.manifest import Failure, Track
 
 
@@ -66,3 +67,16 @@ def test_ids_equal_but_for_case_are_one_track(tmp_path):
         ("Song", "Track"), ("SONG", "Failure"), ("Cafe\u0301", "Track"), ("Caf\u00e9", "Failure"), ("songs", "Track")]
     assert entries[1].message == ("row 2: duplicate track_id 'SONG' (first at row 1 as 'Song', "
                                   "one folder on stores that fold case)")
+
+
+def test_an_input_glob_takes_every_file_below_its_folder(tmp_path, monkeypatch):
+    """'music/**/*.mp3', the README's example, missed the files directly in music/ (Beam's ** needs a folder)."""
+    for name in ("top.mp3", "a/one.mp3", "a/b/two.mp3", "a/skip.wav"):
+        (tmp_path / "music" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "music" / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)  # and a relative glob starts in the working folder
+    found = [e.track_id for e in entries(input_glob="music/**/*.mp3")]
+    assert found == ["a/b/two.mp3", "a/one.mp3", "top.mp3"]
+    assert all(e.uri.startswith(str(tmp_path)) for e in entries(input_glob="music/**/*.mp3"))
+    with pytest.raises(InputError, match=re.escape("--input music/**/*.flac: no file matches")):
+        list(entries(input_glob="music/**/*.flac"))

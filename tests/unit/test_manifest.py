@@ -144,3 +144,19 @@ def test_ids_a_case_folding_store_keeps_in_one_folder_share_a_key():
     assert manifest.folder_key("Album/Song") == manifest.folder_key("album/SONG")
     assert manifest.folder_key("Caf\u00e9") == manifest.folder_key("cafe\u0301")  # composed and decomposed é
     assert manifest.folder_key("a/1") != manifest.folder_key("a/2")
+
+
+def test_manifest_cells_reach_the_metadata_as_bare_text():
+    """A Parquet manifest's timestamp came through as '"2020-01-02 03:04:05"', quotes included."""
+    import datetime
+
+    table = pa.Table.from_pylist([{
+        "track_id": "a", "uri": "a.wav", "released": datetime.datetime(2020, 1, 2, 3, 4, 5),
+        "day": datetime.date(2020, 1, 2), "plays": 12, "score": 0.5, "tags": ["pop", "live"], "label": "Ÿ",
+    }])
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    ((number, fields),) = manifest.read_rows(io.BytesIO(out.getvalue()), "parquet", "/cat/m.parquet")
+    assert manifest.to_track(number, fields, "/cat/m.parquet").extra == {
+        "released": "2020-01-02T03:04:05", "day": "2020-01-02", "plays": "12", "score": "0.5",
+        "tags": '["pop", "live"]', "label": "Ÿ"}
