@@ -31,7 +31,7 @@ from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
 from transforms.catalogue import CatalogueIndex, ordered_map
 from transforms.layout import Layout
-from transforms.manifest import Track
+from transforms.manifest import Failure, Track
 from transforms.read import ReadCatalogue
 from transforms.record import CompletionRecord
 
@@ -47,15 +47,13 @@ class PlanOptions(PipelineOptions):
 
 def classify(track: Track, layout: Layout, encoding: dict, other_models: list[str]) -> str | None:
     """Why a run must separate ``track`` into stems encoded as ``encoding`` (one of ``REASONS``), or None
-    when it is up to date."""
-    try:
-        fingerprint = storage.fingerprint(track.uri)
-    except BeamsplitterError:
-        fingerprint = None  # a run will report it as a failure; plan it so that it does
+    when it is up to date. Raises the ``BeamsplitterError`` a run would fail it with when its source
+    cannot be read (a corrupt file is only found by decoding it: the run does that)."""
+    fingerprint = storage.fingerprint(track.uri)
     record = CompletionRecord.read(layout.record(track.track_id))
-    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint, encoding):
+    if record and record.is_done_for(track.uri, fingerprint, encoding):
         return None
-    if record and fingerprint is not None and record.is_done_for(track.uri, fingerprint, record.encoding):
+    if record and record.is_done_for(track.uri, fingerprint, record.encoding):
         return "new-encoding"
     if record:
         return "changed"
@@ -73,8 +71,13 @@ class _Classify(beam.DoFn):
         self.layout, self.encoding, self.other_models = layout, encoding, other_models
 
     def process(self, track):
-        reason = classify(track, self.layout, self.encoding, self.other_models)
-        Metrics.counter("beamsplitter", f"plan.{reason or 'up-to-date'}").inc()
+        try:
+            reason = classify(track, self.layout, self.encoding, self.other_models)
+        except BeamsplitterError as exc:
+            reason = None
+            Metrics.counter("beamsplitter", f"plan.failed.{exc.stage}").inc()
+        else:
+            Metrics.counter("beamsplitter", f"plan.{reason or 'up-to-date'}").inc()
         if reason:
             yield plan_line(track, reason)
 
@@ -110,15 +113,20 @@ def plan(argv: list[str]) -> int:
         found = _plan_in_driver(options, run_plan.layout, other_models, target)
     else:  # the catalogue is read and classified by the workers
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            tracks, _ = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
+            tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
+            _ = failures | "CountFailures" >> beam.Map(
+                lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
                  | "Classify" >> beam.ParDo(_Classify(run_plan.layout, options.encode_options().as_written(), other_models))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
+    failed = {k.rsplit(".", 1)[1]: n for k, n in sorted(found.items()) if k.startswith("plan.failed.")}
+    unusable = (f", {sum(failed.values())} would fail ({', '.join(f'{s}: {n}' for s, n in failed.items())})"
+                if failed else "")
     print(f"plan for {run_plan.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
-          f"({', '.join(f'{n} {r}' for r, n in todo.items())}), {found.get('plan.up-to-date', 0)} up to date "
-          f"[{time.monotonic() - started:.1f} s]")
+          f"({', '.join(f'{n} {r}' for r, n in todo.items())}), {found.get('plan.up-to-date', 0)} up to date"
+          f"{unusable} [{time.monotonic() - started:.1f} s]")
     print(f"plan: {target}")
     return 0
 
@@ -133,13 +141,21 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     found: dict[str, int] = {}
     with CatalogueIndex.build(options.manifest, options.input) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
-        tracks = (entry for entry in index if isinstance(entry, Track))
         encoding = options.encode_options().as_written()
-        for track, reason in ordered_map(lambda t: (t, classify(t, layout, encoding, other_models)), tracks):
-            counter = f"plan.{reason or 'up-to-date'}"
+
+        def reason(entry) -> str | Failure:
+            if isinstance(entry, Failure):  # a row no run can use
+                return entry
+            try:
+                return classify(entry, layout, encoding, other_models)
+            except BeamsplitterError as exc:
+                return Failure.of(entry.track_id, entry.uri, exc)
+
+        for entry, why in ordered_map(lambda e: (e, reason(e)), index):
+            counter = f"plan.failed.{why.stage}" if isinstance(why, Failure) else f"plan.{why or 'up-to-date'}"
             found[counter] = found.get(counter, 0) + 1
-            if reason:
-                lines.write(plan_line(track, reason) + "\n")
+            if isinstance(why, str):
+                lines.write(plan_line(entry, why) + "\n")
         lines.flush()
         storage.publish_file(lines.name, target)
     return found

@@ -26,9 +26,11 @@ def test_plan_names_new_changed_and_new_model_tracks(tmp_path, checkpoint_2stems
     assert run(["--manifest", str(folder / "m.csv"), *two]) == 0
 
     demo.make_track(folder / "t1.wav", seconds=5.0, seed=7)  # changed source
-    write_manifest(folder / "m.csv", [(f"t{i}", f"t{i}.wav", f"artist {i}") for i in range(3)])  # t2 is new
+    rows = [(f"t{i}", f"t{i}.wav", f"artist {i}") for i in range(3)]  # t2 is new
+    write_manifest(folder / "m.csv", rows + [("gone", "gone.wav", "x"), ("../up", "t0.wav", "y")])
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), *two)
-    assert "2 tracks to separate (1 new, 1 changed, 0 new-model, 0 new-encoding), 1 up to date" in out
+    assert ("2 tracks to separate (1 new, 1 changed, 0 new-model, 0 new-encoding), 1 up to date, "
+            "2 would fail (decode: 1, validate: 1)") in out  # as a run would count them, and not planned
     assert {t: r["plan_reason"] for t, r in rows.items()} == {"t1": "changed", "t2": "new"}
     assert rows["t2"] == {"track_id": "t2", "uri": str(folder / "t2.wav"), "plan_reason": "new", "artist": "artist 2"}
 
