@@ -81,6 +81,9 @@ def new_run_id() -> str:
 
 def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
     options.check()
+    for uri in (options.manifest, options.input, options.output, options.checkpoint):
+        if uri:
+            storage.check_reachable(uri)
     config = load_config(options.model)
     sha = checkpoint_digest(resolve_checkpoint(config, options.checkpoint))
     if options.manifest:

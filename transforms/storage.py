@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import urllib.parse
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -79,6 +81,25 @@ def find(folder: str, pattern: str) -> list[str]:
     with _literal_globs():
         found = FileSystems.match([join(literal_glob(folder), pattern)])[0].metadata_list
     return sorted(m.path for m in found)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds, naming ``uri``, when its object store cannot be reached at all.
+
+    Without a network (or with a wrong endpoint) the Cloud Storage client
+    retries for two minutes and then ends in a credentials or retry traceback;
+    a plain connection attempt says the same thing at once.
+    """
+    if not uri.startswith("gs://"):
+        return
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout).close()
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot reach Cloud Storage at {parts.hostname}:{port} "
+                           f"({exc.strerror or exc}); is there a network?") from None
 
 
 def exists(uri: str) -> bool:

@@ -1,8 +1,10 @@
 """The `beamsplitter` command as a user runs it."""
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,19 @@ def test_an_output_inside_the_folder_an_input_glob_lists_is_refused(tmp_path, mo
             options.check()
     else:
         options.check()
+
+def test_an_unreachable_object_store_fails_at_once_in_one_line(tmp_path):
+    """Without a network a gs:// manifest hung for two minutes, then printed a credentials traceback."""
+    from tests import services
+
+    closed = services.free_port()  # nothing listens there
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{closed}", NO_GCE_CHECK="true")
+    started = time.monotonic()
+    result = subprocess.run([str(Path(sys.executable).parent / "beamsplitter"), "run", "--manifest",
+                             "gs://catalogue/m.csv", "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: gs://catalogue/m.csv: cannot reach Cloud Storage at 127.0.0.1:{closed} "
+        "(Connection refused); is there a network?"]
+    assert time.monotonic() - started < 60
