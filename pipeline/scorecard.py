@@ -86,6 +86,12 @@ class Scorecard:
         return "\n".join(lines)
 
     def figure_png(self) -> bytes:
+        """``figure()`` as PNG bytes."""
+        buffer = io.BytesIO()
+        self.figure().savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    def figure(self):
         """Per instrument: the distribution of frame SDRs (box) and each track's median (dots)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -105,14 +111,13 @@ class Scorecard:
             axes.plot(np.full(len(values), x, float), values, "o", color="tab:blue", alpha=0.7, markersize=4)
         axes.set_xticks(positions, self.instruments)
         axes.set_ylabel("SDR (dB), 1 s frames")
-        # The checkpoint digest shortened as in the stems' folder names, so the title fits.
+        # The checkpoint digest shortened as in the stems' folder names, and the legend on a line of its
+        # own: the figure of two instruments is narrow.
         model = re.sub(r"@sha256:([0-9a-f]{12})[0-9a-f]*", r"@\1", self.model_id)
-        axes.set_title(f"{model}: {len(self.scores)} track(s), boxes: 1 s frames, dots: track medians", fontsize=9)
+        axes.set_title(f"{model}, {len(self.scores)} track(s)\nboxes: 1 s frames, dots: track medians", fontsize=9)
         axes.grid(axis="y", alpha=0.3)
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        return buffer.getvalue()
+        return figure
 
     def write(self, output: str) -> list[str]:
         """Write the two tables and the figure under ``output`` (local, gs:// or s3://); returns their URIs."""

@@ -291,3 +291,20 @@ def test_discovery_of_folders_and_manifests(tmp_path):
     assert failures == [] and [t.track_id for t in tracks] == ["test/two", "train/one"]
     assert tracks[1].mixture == f"{root}/train/one/mixture.wav"
     assert tracks[1].stems == {i: (f"{root}/train/one/{i}.wav",) for i in ("vocals", "drums")}
+
+
+@pytest.mark.parametrize("instruments", [("vocals", "accompaniment"), ("vocals", "drums", "bass", "piano", "other")])
+def test_the_figures_title_fits_in_the_figure(instruments):
+    """The title of a two-instrument sdr.png was cut off at both sides."""
+    from models.bsseval import Metrics
+    from pipeline.scorecard import Scorecard, TrackScores
+
+    frames = np.linspace(-5, 15, 2 * len(instruments) * 30).reshape(len(instruments), -1)
+    scores = [TrackScores(f"t{i}", instruments, Metrics(frames + i, frames, frames, frames, window=44100, hop=44100))
+              for i in range(2)]
+    figure = Scorecard(scores, "spleeter:2stems@sha256:" + "ab" * 32, 44100).figure()
+    renderer = figure.canvas.get_renderer()
+    title = figure.axes[0].title.get_window_extent(renderer)
+    page = figure.bbox
+    assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1
+    assert "spleeter:2stems@abababababab, 2 track(s)" in figure.axes[0].get_title()
