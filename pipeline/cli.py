@@ -31,7 +31,9 @@ def _separate(args) -> int:
         def report(result):
             nonlocal failures
             if result.ok:
-                bar.write(f"{result.job.source}: {len(result.job.outputs)} stems in {os.path.dirname(next(iter(result.job.outputs.values())))}", file=sys.stderr)
+                folders = sorted({os.path.dirname(path) for path in result.job.outputs.values()})
+                bar.write(f"{result.job.source}: {len(result.job.outputs)} stems in {', '.join(folders)}",
+                          file=sys.stderr)
             else:
                 failures += 1
                 bar.write(f"error: {result.error}", file=sys.stderr)

@@ -130,3 +130,11 @@ def test_an_unreachable_object_store_fails_at_once_in_one_line(tmp_path):
         f"error: gs://catalogue/m.csv: cannot reach Cloud Storage at 127.0.0.1:{closed} "
         "(Connection refused); is there a network?"]
     assert time.monotonic() - started < 60
+
+
+def test_separate_names_every_folder_it_wrote_to(tmp_path, checkpoint_2stems, music_track):
+    """With -f '{instrument}/...' the stems land in one folder per instrument; the message named only one."""
+    result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
+                 "-d", "3", "-f", "{instrument}/{filename}.{codec}")
+    assert result.returncode == 0, result.stderr
+    assert f"{music_track}: 2 stems in {tmp_path}/accompaniment, {tmp_path}/vocals" in result.stderr
