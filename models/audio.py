@@ -427,6 +427,19 @@ def load(path: str, sample_rate: int, offset: float = 0.0, duration: float | Non
     return np.concatenate(blocks) if blocks else np.zeros((0, 2), np.float32)
 
 
+# A bitrate as ffmpeg's option parser reads one (av_strtod): a decimal number with an optional
+# SI prefix; the exponent (1e5), binary (Ki) and byte (B) forms it also takes are refused, as
+# more surprising than useful in a bitrate.
+_BITRATE = re.compile(r"(\d+(\.\d*)?|\.\d+)([kKMG])?")
+_PREFIXES = {None: 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def parse_bitrate(bitrate: str) -> float:
+    """Bits per second of a bitrate that ``_BITRATE`` matches (``128k`` -> 128000.0)."""
+    match = _BITRATE.fullmatch(str(bitrate))
+    return float(match[1]) * _PREFIXES[match[3]]
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     """How stems are encoded: ``codec`` (CODECS), ``bitrate`` of lossy codecs, ``sample_format`` of wav/flac."""
@@ -434,6 +447,26 @@ class EncodeOptions:
     codec: str = "wav"
     bitrate: str | None = "128k"
     sample_format: str = "s16"
+
+    def check(self) -> "EncodeOptions":
+        """These options, if ffmpeg can write stems with them; else an InputError naming the option.
+
+        Run before anything is decoded, so that a typo never costs a whole run's separation.
+        """
+        if self.codec not in CODECS:
+            raise InputError(f"--codec {self.codec}: unknown codec (choose from {', '.join(CODECS)})")
+        if self.sample_format not in SAMPLE_FORMATS:
+            raise InputError(f"--sample-format {self.sample_format}: unknown sample format "
+                             f"(choose from {', '.join(SAMPLE_FORMATS)})")
+        if self.codec == "flac" and SAMPLE_FORMATS[self.sample_format][1] is None:
+            raise InputError(f"--sample-format {self.sample_format} cannot go with --codec flac: FLAC has no float "
+                             "samples (use s16 or s24, or --codec wav for f32)")
+        if self.bitrate is not None and not _BITRATE.fullmatch(str(self.bitrate)):
+            raise InputError(f"--bitrate {self.bitrate}: give bits per second as digits with an optional "
+                             "k or M (128k, 320000, 1.5M)")
+        if self.bitrate is not None and not parse_bitrate(self.bitrate) >= 1:
+            raise InputError(f"--bitrate {self.bitrate}: give a bitrate above 0")
+        return self
 
     def as_written(self) -> dict:
         """What the stem files depend on: the bitrate of lossy codecs, the sample format of the others.

@@ -17,6 +17,7 @@ network's estimates in a scratch folder), the second filters each chunk.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import queue
@@ -272,9 +273,19 @@ def stem_path(source: str, output_dir: str, filename_format: str, instrument: st
     return f"{output_dir.rstrip('/')}/{relative}"
 
 
+def check_span(offset: float, duration: float | None) -> None:
+    """An InputError naming the option for an offset below 0 or a duration not above 0 (or not finite),
+    which ffmpeg would otherwise turn into errors that blame the audio."""
+    if not (math.isfinite(offset) and offset >= 0):
+        raise InputError(f"--offset {offset:g}: give the start in seconds, 0 or more")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise InputError(f"--duration {duration:g}: give the seconds to separate, above 0")
+
+
 def plan_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
               offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
-    """One job per source; refuses two stems that would land on the same path."""
+    """One job per source; refuses two stems that would land on the same path, and a bad offset or duration."""
+    check_span(offset, duration)
     jobs, owners = [], {}
     for source in sources:
         outputs = {name: stem_path(source, output_dir, filename_format, name, codec) for name in instruments}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
+import time
 
-from models.errors import BeamsplitterError
+from models.errors import BeamsplitterError, InputError
 
 DEFAULT_MODEL = "spleeter:2stems"
 
@@ -17,10 +19,15 @@ def _separate(args) -> int:
     from tqdm import tqdm
 
     from models.audio import EncodeOptions, check_stall_timeout
-    from models.engine import plan_jobs, separate_files
+    from models.engine import check_span, plan_jobs, separate_files
     from models.provider import load_separator
 
+    # Every option is checked before the model loads and the first track is decoded.
     check_stall_timeout(args.stall_timeout, "--stall-timeout")
+    encoding = EncodeOptions(args.codec, args.bitrate, args.sample_format).check()
+    check_span(args.offset, args.duration)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: give at least 1")
     separator = load_separator(args.params_filename, args.checkpoint)
     jobs = plan_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
                      args.offset, args.duration)
@@ -38,7 +45,7 @@ def _separate(args) -> int:
                 failures += 1
                 bar.write(f"error: {result.error}", file=sys.stderr)
 
-        separate_files(separator, jobs, EncodeOptions(args.codec, args.bitrate, args.sample_format),
+        separate_files(separator, jobs, encoding,
                        batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
                        stall_timeout=args.stall_timeout)
     return 1 if failures else 0
@@ -68,12 +75,16 @@ def _job(args) -> int:
             PlanOptions._add_argparse_args(parser)
         parser.print_help()
         return 0
-    return (run if args.command == "run" else plan)(args.beam_args)
+    return (run if args.command == "run" else plan)(args.beam_args, args.started)
 
 
 def _demo_catalogue(args) -> int:
     from pipeline.demo import make_catalogue
 
+    if args.tracks < 1:
+        raise InputError(f"--tracks {args.tracks}: give at least 1")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise InputError(f"--seconds {args.seconds:g}: give the length of each track in seconds, above 0")
     manifest = make_catalogue(args.directory, args.tracks, args.seconds)
     print(f"demo catalogue: {manifest} ({args.tracks} tracks of {args.seconds:g} s)")
     return 0
@@ -86,12 +97,13 @@ def _evaluate(args) -> int:
 
 
 def _train(args) -> int:
+    from pipeline.options import job_args
     from pipeline.train import TrainRequest, train
 
     return train(TrainRequest(
         config=args.config, dataset=args.dataset, model_dir=args.output, init=args.init, data_dir=args.data_dir,
         epochs=args.epochs, steps=args.steps, seed=args.seed, crops_per_chunk=args.crops_per_chunk,
-        augment=args.augment, min_level_db=args.min_level_db, beam_args=args.beam_args))
+        augment=args.augment, min_level_db=args.min_level_db, beam_args=job_args(args.beam_args, "train")))
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -212,9 +224,25 @@ def _import_tensorflow_quietly() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+def _process_age() -> float:
+    """Seconds since this process started, as the kernel counts (Linux's /proc); 0 where unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
+    # run's and plan's wall time covers the whole command: from this process's start when it is the
+    # command (argv from its command line), else from this call.
+    started = time.monotonic() - (_process_age() if argv is None else 0.0)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.started = started
     if args.command in ("run", "plan", "train"):
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
 from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions, check_stall_timeout
 from models.errors import InputError
@@ -70,6 +72,10 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
                              "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
+        self.encode_options().check()
+        for option in ("local_wave_tracks", "inference_batch_size"):
+            if getattr(self, option) < 1:
+                raise InputError(f"--{option} {getattr(self, option)}: give at least 1")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
         if self.inference_accelerator and self.fan_out in ("none", "tracks"):
@@ -100,6 +106,40 @@ class BeamsplitterOptions(PipelineOptions):
         if self.model_copies is not None:
             return self.model_copies
         return 1 if self.inference_accelerator else None
+
+
+def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ...] = (BeamsplitterOptions,)) -> list[str]:
+    """``argv`` with the job's own options (those of ``own``) in Beam's spelling, ``--sample_format``
+    for ``--sample-format`` too; an InputError for any argument that neither the job nor Beam knows.
+
+    Beam only warns about arguments it cannot parse and drops them, so that a typo
+    (``--forcee``, ``--codecc flac``) would run the job without the option. The
+    arguments are parsed here as Beam parses them (``PipelineOptions.get_all_options``:
+    every option class of Beam's, and the job's, no abbreviations).
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, exit_on_error=False)
+    for cls in own:
+        cls._add_argparse_args(parser)
+    spellings = {name.replace("-", "_"): name for name in parser._option_string_actions if name.startswith("--")}
+    normal = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if name.startswith("--") and "-" in name[2:] and name.replace("-", "_") in spellings:
+            arg = spellings[name.replace("-", "_")] + equals + value
+        normal.append(arg)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()
+               if cls.__module__.startswith("apache_beam.") and cls not in own}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    try:
+        _, unknown = parser.parse_known_args(normal)
+    except argparse.ArgumentError as exc:
+        raise InputError(f"{command}: {exc}") from None
+    if unknown:
+        named = [arg.partition("=")[0] for arg in unknown if arg.startswith("-")] or unknown
+        raise InputError(f"{command}: unknown argument{'s' if len(named) > 1 else ''} {' '.join(named)} "
+                         f"(see beamsplitter {command} --help; Apache Beam's options are accepted too)")
+    return normal
 
 
 def pin_local_runner(options: PipelineOptions) -> bool:

@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.errors import BeamsplitterError
-from pipeline.options import BeamsplitterOptions, pin_local_runner
+from pipeline.options import BeamsplitterOptions, job_args, pin_local_runner
 from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
 from transforms.catalogue import CatalogueIndex, ordered_map
@@ -99,15 +99,17 @@ def other_model_folders(layout: Layout) -> list[str]:
     return sorted(folders - {layout.model})
 
 
-def plan(argv: list[str]) -> int:
-    pipeline_options = PipelineOptions(argv)
+def plan(argv: list[str], started: float | None = None) -> int:
+    """Write the plan and print its counts, with the seconds since ``started`` (the command's start,
+    ``time.monotonic()``; default: now)."""
+    started = time.monotonic() if started is None else started
+    pipeline_options = PipelineOptions(job_args(argv, "plan", (BeamsplitterOptions, PlanOptions)))
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(BeamsplitterOptions)
     run_plan: RunPlan = plan_run(options, settle=False)
     target = pipeline_options.view_as(PlanOptions).plan_output or FileSystems.join(
         options.output, "plans", run_plan.layout.model, f"plan-{run_plan.run_id}.jsonl")
-    started = time.monotonic()
     other_models = other_model_folders(run_plan.layout)
     if local:
         found = _plan_in_driver(options, run_plan.layout, other_models, target)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
 from models.provider import resolve_checkpoint
-from pipeline.options import BeamsplitterOptions, is_local, pin_local_runner
+from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms import manifest, storage
 from transforms.catalogue import CatalogueIndex
@@ -181,16 +181,21 @@ def catalogue_size(options: BeamsplitterOptions) -> int:
         return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest))
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], started: float | None = None) -> int:
     """Run the catalogue job; returns the exit status (1 when any track failed).
+
+    ``started``: the ``time.monotonic()`` at which the command started (the
+    CLI's first line); the summary's wall time counts from it, start-up
+    (imports, loading and checking the model, reading the catalogue) included.
 
     The local runner reports progress only when a pipeline ends, so a local
     run goes in waves of ``--local_wave_tracks`` tracks to separate, one
     pipeline each, each committing its own metadata (pipeline/waves.py);
     distributed runners take the catalogue in one go.
     """
+    started = time.monotonic() if started is None else started
     logging.getLogger().addFilter(_QuietBeamNoise())
-    pipeline_options = PipelineOptions(argv)
+    pipeline_options = PipelineOptions(job_args(argv, "run"))
     options = pipeline_options.view_as(BeamsplitterOptions)
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
@@ -200,15 +205,15 @@ def run(argv: list[str]) -> int:
     with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
         size = index.rows if local else catalogue_size(options)
         with Lease(plan.layout.lease(), plan.run_id):
-            return _run_waves(settle_prefix(plan), pipeline_options, size, index)
+            return _run_waves(settle_prefix(plan), pipeline_options, size, index, started)
 
 
-def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None) -> int:
+def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None,
+               started: float) -> int:
     options, local = plan.options, index is not None
     parts = waves(index, plan.layout, options.encode_options().as_written(), options.force,
                   plan.committed_batches, options.local_wave_tracks) if local else [None]
     print(f"run {plan.run_id}: {plan.model_id}, stems under {plan.layout.track_dir('').rstrip('/')}/")
-    started = time.monotonic()
     totals: dict[str, int] = {}
     with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
               file=sys.stderr) as progress:

@@ -323,3 +323,27 @@ def test_a_redo_that_dies_part_way_leaves_the_track_not_done(tmp_path, catalogue
     (folder / "accompaniment.wav").rmdir()
     status, out = run_job(capsys, *args)
     assert status == 0 and "1 tracks done, 0 skipped" in out
+
+
+@pytest.mark.parametrize("tracks,per_wave", [(4, 2), (2, 1)])
+def test_local_waves_hold_local_wave_tracks_tracks(tmp_path, checkpoint_2stems, capsys, tracks, per_wave):
+    """4 tracks at 2 per wave went 3+1, and 2 at 1 per wave 2+0 (issue 11, item 16). Each wave commits its
+    own metadata batch (``run-<run_id>-w<wave>``): the tracks in each batch are the tracks of its wave.
+    The README's spelling of the options reaches the job too (item 9: --sample-format f32 wrote 16-bit)."""
+    for i in range(tracks):
+        demo.make_track(tmp_path / f"t{i}.wav", seconds=3.0, seed=700 + i)
+    write_manifest(tmp_path / "m.csv", [(f"t{i}", f"t{i}.wav", "x") for i in range(tracks)])
+    prefix = tmp_path / "out"
+    status, out = run_job(capsys, "--manifest", str(tmp_path / "m.csv"), "--output", str(prefix),
+                          "--checkpoint", str(checkpoint_2stems), f"--local-wave-tracks={per_wave}",
+                          "--sample-format", "f32")
+    assert status == 0 and f"{tracks} tracks done" in out
+    (model,) = (prefix / "metadata").iterdir()
+    markers = sorted(p.name for p in (model / "_committed").iterdir())
+    assert len(markers) == tracks // per_wave
+    waves = [sorted(pd.concat(pd.read_parquet(f) for f in model.glob(f"{marker}-*.parquet")).track_id.unique())
+             for marker in markers]
+    assert waves == [[f"t{i}" for i in range(w * per_wave, (w + 1) * per_wave)] for w in range(len(markers))]
+    probe = subprocess.run([audio.ffmpeg_binary(), "-hide_banner", "-i", str(stem_folder(prefix) / "t0" / "vocals.wav")],
+                           capture_output=True, text=True).stderr
+    assert "pcm_f32le" in probe

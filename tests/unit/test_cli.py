@@ -66,6 +66,16 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     (["-p", "spleeter:3stems"], "error: unknown model configuration 'spleeter:3stems'"),
     (["-f", "{filename}.{codec}"], "would overwrite one of"),
     (["--stall-timeout", "0"], "error: --stall-timeout 0: give the seconds ffmpeg may go without data, above 0"),
+    # Options that ffmpeg would refuse only at encoding, after every track was decoded and separated
+    # (issue 11, items 6 and 7), or blame on the audio (item 8): refused before the model loads.
+    (["-b", "999x"], "error: --bitrate 999x: give bits per second as digits with an optional k or M"),
+    (["-b", "0"], "error: --bitrate 0: give a bitrate above 0"),
+    (["-c", "flac", "--sample-format", "f32"], "error: --sample-format f32 cannot go with --codec flac: FLAC has "
+                                               "no float samples"),
+    (["-s", "-3"], "error: --offset -3: give the start in seconds, 0 or more"),
+    (["-d", "-5"], "error: --duration -5: give the seconds to separate, above 0"),
+    (["-d", "0"], "error: --duration 0: give the seconds to separate, above 0"),
+    (["--batch-size", "0"], "error: --batch-size 0: give at least 1"),
 ])
 def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
     result = run("separate", str(music_track), str(music_track), "-o", str(tmp_path), *args)
@@ -84,13 +94,112 @@ def test_export_model(tmp_path, checkpoint_2stems):
     (["--fan_out=tracks", "--inference_accelerator=type:nvidia-l4;count:1"], "cannot go with --inference_accelerator"),
     (["--model_copies=0"], "--model_copies 0: give at least 1"),
     (["--stall_timeout=-5"], "--stall_timeout -5: give the seconds ffmpeg may go without data, above 0"),
+    # Encoding options, checked before the first track is decoded (issue 11, items 6 and 7).
+    (["-c", "xyz"], "--codec xyz: unknown codec (choose from wav, flac, mp3, ogg, m4a, wma)"),
+    (["--sample_format", "s8"], "--sample-format s8: unknown sample format (choose from s16, s24, f32)"),
+    (["-b", "999x"], "--bitrate 999x: give bits per second as digits with an optional k or M"),
+    (["-c", "flac", "--sample_format=f32"], "--sample-format f32 cannot go with --codec flac"),
+    # The README's spelling reaches the job (it was dropped with a Beam warning), typos are refused (item 9).
+    (["-c", "flac", "--sample-format", "f32"], "--sample-format f32 cannot go with --codec flac"),
+    (["--local-wave-tracks=0"], "--local_wave_tracks 0: give at least 1"),
+    (["--forcee"], "run: unknown argument --forcee (see beamsplitter run --help"),
+    (["--codecc", "flac"], "run: unknown argument --codecc (see"),
+    (["--plan_output=p.jsonl"], "run: unknown argument --plan_output (see"),  # plan's, not run's
+    (["stray"], "run: unknown argument stray (see"),
+    (["--local_wave_tracks=many"], "run: argument --local_wave_tracks: invalid int value: 'many'"),
 ])
 def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, message):
     (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
     result = run("run", "--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"), *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_job_arguments_beam_options_pass_both_spellings_typos_refused():
+    from models.errors import InputError
+    from pipeline.options import BeamsplitterOptions, job_args
+    from pipeline.plan import PlanOptions
+
+    beam = ["--runner=DirectRunner", "--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+            "--flink_master=localhost:8081", "--s3_endpoint_url=http://localhost:9000", "--project", "p",
+            "--environment_cache_millis=60000", "--save_main_session"]
+    assert job_args(beam, "run") == beam
+    assert job_args(["--sample-format", "f32", "--local-wave-tracks=3", "--stall-timeout=5", "-c", "flac",
+                     "--force"], "run") == ["--sample_format", "f32", "--local_wave_tracks=3",
+                                            "--stall_timeout=5", "-c", "flac", "--force"]
+    assert job_args(["--plan-output", "p.jsonl"], "plan", (BeamsplitterOptions, PlanOptions)) == [
+        "--plan_output", "p.jsonl"]
+    for typo in (["--forcee"], ["--codecc", "flac"], ["--runnner=DirectRunner"], ["--sample_fmt=s24"],
+                 ["--direct-num-workers=2"]):  # Beam's own options keep Beam's spelling
+        with pytest.raises(InputError, match=re.escape(f"run: unknown argument {typo[0].split('=')[0]}")):
+            job_args(typo, "run")
+    with pytest.raises(InputError, match="train: unknown argument --epochz"):
+        job_args(["--epochz=2"], "train")
+
+
+def test_plan_and_train_refuse_unknown_arguments_and_plan_takes_beam_options(tmp_path, checkpoint_2stems):
+    (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
+    common = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+              "--checkpoint", str(checkpoint_2stems)]
+    result = run("plan", *common, "--plan-outptu=x")
+    assert (result.returncode, result.stderr) == (2, "error: plan: unknown argument --plan-outptu (see beamsplitter "
+                                                     "plan --help; Apache Beam's options are accepted too)\n")
+    result = run("plan", *common, "--runner=DirectRunner", "--direct_num_workers=1", "--plan-output",
+                 str(tmp_path / "p.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "p.jsonl").is_file() and "1 would fail (decode: 1)" in result.stdout
+    result = run("train", "--config", "spleeter:2stems", "--dataset", str(tmp_path / "m.csv"), "-o",
+                 str(tmp_path / "model"), "--local_wave_trakcs=2")
+    assert (result.returncode, result.stderr.startswith("error: train: unknown argument --local_wave_trakcs")) \
+        == (2, True), result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_plan_reports_an_unusable_manifest_on_one_line(tmp_path, checkpoint_2stems):
+    (tmp_path / "m.csv").write_text('track_id,uri\n"a,a.wav\n')
+    result = run("plan", "--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+                 "--checkpoint", str(checkpoint_2stems))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "never closed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tracks", "0"], "error: --tracks 0: give at least 1"),
+    (["--seconds", "-1"], "error: --seconds -1: give the length of each track in seconds, above 0"),
+    (["--seconds", "nan"], "error: --seconds nan: give the length of each track in seconds, above 0"),
+])
+def test_demo_catalogue_refuses_bad_sizes_on_one_line(tmp_path, args, message):
+    result = run("demo-catalogue", str(tmp_path / "demo"), *args)
+    assert (result.returncode, result.stderr) == (2, message + "\n")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_summary_times_the_whole_command(tmp_path, checkpoint_2stems):
+    """The wall time covered only the waves: `in 3.0 s` for a 7.1 s command (issue 11, item 15).
+
+    Timed here up to the moment the summary line arrives (the interpreter's exit, after it, is not
+    the summary's to count)."""
+    import os
+    import time
+
+    (tmp_path / "m.csv").write_text("track_id,uri\ngone,gone.wav\n")
+    started = time.monotonic()
+    process = subprocess.Popen([BEAMSPLITTER, "run", "--manifest", str(tmp_path / "m.csv"), "--output",
+                                str(tmp_path / "out"), "--checkpoint", str(checkpoint_2stems)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with process:
+        for line in process.stdout:
+            summary = re.search(r"nothing to separate \((\d+\.\d) s\)", line)
+            if summary:
+                elapsed = time.monotonic() - started
+                break
+        process.stdout.read()
+    assert process.returncode == 1
+    assert elapsed - 0.7 <= float(summary[1]) <= elapsed + 0.1, (summary[1], elapsed)
 
 
 @pytest.mark.parametrize("glob,output,refused", [
@@ -138,3 +247,16 @@ def test_separate_names_every_folder_it_wrote_to(tmp_path, checkpoint_2stems, mu
                  "-d", "3", "-f", "{instrument}/{filename}.{codec}")
     assert result.returncode == 0, result.stderr
     assert f"{music_track}: 2 stems in {tmp_path}/accompaniment, {tmp_path}/vocals" in result.stderr
+
+
+def test_encode_options_check_takes_what_ffmpeg_takes():
+    from models.audio import EncodeOptions
+    from models.errors import InputError
+
+    for bitrate in ("128k", "320000", "1.5M", "96K", None):
+        EncodeOptions("mp3", bitrate).check()
+    for codec, fmt in (("wav", "f32"), ("flac", "s24"), ("flac", "s16")):
+        EncodeOptions(codec, sample_format=fmt).check()
+    for bitrate in ("999x", "128 k", "-128k", "k", "0", "1e5", ""):
+        with pytest.raises(InputError, match="^--bitrate "):
+            EncodeOptions("mp3", bitrate).check()
