@@ -8,7 +8,8 @@ JSON Lines manifest of the tracks a run must separate, each with its reason:
 * ``changed``: its stems exist but the source changed (URI, size or mtime);
 * ``new-model``: another model or checkpoint separated it, this one has not;
 * ``new-encoding``: this model separated this source, into stems encoded otherwise (codec,
-  bitrate, sample format) than the options ask.
+  bitrate, sample format) than the options ask;
+* ``forced``: up to date, planned because of ``--force``.
 
 The plan is itself a manifest: ``beamsplitter run --manifest PLAN`` does exactly that work.
 """
@@ -25,7 +26,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.errors import BeamsplitterError
 from pipeline.options import BeamsplitterOptions, job_args, pin_local_runner
 from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
@@ -34,8 +34,9 @@ from transforms.layout import Layout
 from transforms.manifest import Failure, Track
 from transforms.read import ReadCatalogue
 from transforms.record import CompletionRecord
+from transforms.skip import check
 
-REASONS = ("new", "changed", "new-model", "new-encoding")
+REASONS = ("new", "changed", "new-model", "new-encoding", "forced")
 
 
 class PlanOptions(PipelineOptions):
@@ -45,14 +46,17 @@ class PlanOptions(PipelineOptions):
                             help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
 
 
-def classify(track: Track, layout: Layout, encoding: dict, other_models: list[str]) -> str | None:
-    """Why a run must separate ``track`` into stems encoded as ``encoding`` (one of ``REASONS``), or None
-    when it is up to date. Raises the ``BeamsplitterError`` a run would fail it with when its source
-    cannot be read (a corrupt file is only found by decoding it: the run does that)."""
-    fingerprint = storage.fingerprint(track.uri)
-    record = CompletionRecord.read(layout.record(track.track_id))
+def classify(track: Track, layout: Layout, encoding: dict, force: bool,
+             other_models: list[str]) -> str | Failure | None:
+    """Why a run must separate ``track`` into stems encoded as ``encoding`` (one of ``REASONS``), None
+    when it is up to date, or the ``Failure`` a run would report without decoding it (a corrupt
+    file is only found by decoding it: the run does that). The run's own check, ``skip.check``."""
+    verdict = check(track, layout, encoding, force, None)
+    if verdict.failure or verdict.skipped:
+        return verdict.failure
+    record, fingerprint = verdict.record, verdict.fingerprint
     if record and record.is_done_for(track.uri, fingerprint, encoding):
-        return None
+        return "forced"
     if record and record.is_done_for(track.uri, fingerprint, record.encoding):
         return "new-encoding"
     if record:
@@ -67,19 +71,18 @@ def plan_line(track: Track, reason: str) -> str:
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: dict, other_models: list[str]):
-        self.layout, self.encoding, self.other_models = layout, encoding, other_models
+    def __init__(self, layout: Layout, encoding: dict, force: bool, other_models: list[str]):
+        self.layout, self.encoding, self.force, self.other_models = layout, encoding, force, other_models
 
     def process(self, track):
-        try:
-            reason = classify(track, self.layout, self.encoding, self.other_models)
-        except BeamsplitterError as exc:
-            reason = None
-            Metrics.counter("beamsplitter", f"plan.failed.{exc.stage}").inc()
-        else:
-            Metrics.counter("beamsplitter", f"plan.{reason or 'up-to-date'}").inc()
-        if reason:
+        reason = classify(track, self.layout, self.encoding, self.force, self.other_models)
+        Metrics.counter("beamsplitter", _counter(reason)).inc()
+        if isinstance(reason, str):
             yield plan_line(track, reason)
+
+
+def _counter(reason: str | Failure | None) -> str:
+    return f"plan.failed.{reason.stage}" if isinstance(reason, Failure) else f"plan.{reason or 'up-to-date'}"
 
 
 def other_model_folders(layout: Layout) -> list[str]:
@@ -119,7 +122,8 @@ def plan(argv: list[str], started: float | None = None) -> int:
             _ = failures | "CountFailures" >> beam.Map(
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
-                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, options.encode_options().as_written(), other_models))
+                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, options.encode_options().as_written(),
+                                                     options.force, other_models))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
@@ -145,17 +149,13 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
         encoding = options.encode_options().as_written()
 
-        def reason(entry) -> str | Failure:
+        def reason(entry) -> str | Failure | None:
             if isinstance(entry, Failure):  # a row no run can use
                 return entry
-            try:
-                return classify(entry, layout, encoding, other_models)
-            except BeamsplitterError as exc:
-                return Failure.of(entry.track_id, entry.uri, exc)
+            return classify(entry, layout, encoding, options.force, other_models)
 
         for entry, why in ordered_map(lambda e: (e, reason(e)), index):
-            counter = f"plan.failed.{why.stage}" if isinstance(why, Failure) else f"plan.{why or 'up-to-date'}"
-            found[counter] = found.get(counter, 0) + 1
+            found[_counter(why)] = found.get(_counter(why), 0) + 1
             if isinstance(why, str):
                 lines.write(plan_line(entry, why) + "\n")
         lines.flush()

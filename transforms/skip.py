@@ -29,6 +29,7 @@ class Verdict:
     fingerprint: dict | None = None  # set when the track is to be separated
     failure: Failure | None = None
     recovered: tuple = ()  # a skipped track's metadata rows, when its batch never landed
+    record: CompletionRecord | None = None  # the track's completion record, if it has one
 
     @property
     def skipped(self) -> bool:
@@ -48,9 +49,11 @@ def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputErro
                       "folder: the store folds case, so the two would share their stems; rename one of them")
 
 
-def check(track: Track, layout: Layout, encoding: dict, force: bool, committed_batches: frozenset) -> Verdict:
+def check(track: Track, layout: Layout, encoding: dict, force: bool,
+          committed_batches: frozenset | None) -> Verdict:
     """Whether ``track`` is done by this model from this very source, encoded as ``encoding``
-    (``EncodeOptions.as_written()``): a stat and a record read."""
+    (``EncodeOptions.as_written()``): a stat and a record read. ``committed_batches=None``: the
+    metadata of done tracks is not wanted (``beamsplitter plan``)."""
     try:
         fingerprint = storage.fingerprint(track.uri)
     except BeamsplitterError as exc:
@@ -59,14 +62,12 @@ def check(track: Track, layout: Layout, encoding: dict, force: bool, committed_b
     foreign = _foreign_record(track.track_id, record)
     if foreign:
         return Verdict(track, failure=Failure.of(track.track_id, track.uri, foreign))
-    if force:
-        record = None
-    if not (record and record.is_done_for(track.uri, fingerprint, encoding)):
-        return Verdict(track, fingerprint=fingerprint)
-    if record.metadata_batch in committed_batches:
-        return Verdict(track)
+    if force or not (record and record.is_done_for(track.uri, fingerprint, encoding)):
+        return Verdict(track, fingerprint=fingerprint, record=record)
+    if committed_batches is None or record.metadata_batch in committed_batches:
+        return Verdict(track, record=record)
     # Done by a run that was killed before its metadata landed: list it now.
-    return Verdict(track, recovered=tuple(record.metadata_rows()))
+    return Verdict(track, recovered=tuple(record.metadata_rows()), record=record)
 
 
 class _Check(beam.DoFn):
