@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from pathlib import Path
 
 from models.errors import ConfigError
+from models.uris import normalize
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 EMBEDDED_PREFIX = "spleeter:"
@@ -120,7 +122,7 @@ def load_config(descriptor: str) -> SeparationConfig:
                 f"unknown model configuration {descriptor!r}; embedded ones are: {', '.join(embedded_names())}"
             )
         return SeparationConfig.from_dict(json.loads(resource.read_text()), descriptor)
-    path = Path(descriptor)
+    path = Path(normalize(descriptor))
     if not path.is_file():
         raise ConfigError(
             f"model configuration {descriptor!r} is neither an embedded name ({', '.join(embedded_names())}) nor a JSON file"
@@ -131,4 +133,12 @@ def load_config(descriptor: str) -> SeparationConfig:
         raise ConfigError(f"model configuration {descriptor}: cannot read JSON ({exc})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"model configuration {descriptor}: expected a JSON object")
-    return SeparationConfig.from_dict(params, path.stem)
+    return SeparationConfig.from_dict(params, _name(path, str(params.get("model_dir") or "")))
+
+
+def _name(path: Path, model_dir: str) -> str:
+    """A trained model's name: its folder's, which its absolute ``model_dir`` names (``train`` writes it so);
+    a model folder's ``params.json`` otherwise takes the name of the folder it is in; any other file its own."""
+    if posixpath.isabs(model_dir) and posixpath.basename(model_dir.rstrip("/")):
+        return posixpath.basename(model_dir.rstrip("/"))
+    return path.parent.name if path.stem == "params" and path.parent.name else path.stem

@@ -34,6 +34,7 @@ from models.chunking import segments
 from models.errors import BeamsplitterError, InputError
 from models.separator import Separator
 from models.stems import StemWriter
+from models.uris import normalize
 from models.wiener import WienerStatistics, filter_chunk, softmask
 
 
@@ -286,15 +287,27 @@ def plan_jobs(sources: list[str], output_dir: str, filename_format: str, instrum
               offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
     """One job per source; refuses two stems that would land on the same path, and a bad offset or duration."""
     check_span(offset, duration)
+    # One form for every path (models/uris.py), compared as real paths: a stem may land on no input either.
+    sources, output_dir = [normalize(source) for source in sources], normalize(output_dir)
+    inputs = {_real(source): source for source in sources}
     jobs, owners = [], {}
     for source in sources:
-        outputs = {name: stem_path(source, output_dir, filename_format, name, codec) for name in instruments}
+        outputs = {name: normalize(stem_path(source, output_dir, filename_format, name, codec))
+                   for name in instruments}
         for path in outputs.values():
-            if path in owners:
+            real = _real(path)
+            if real in inputs:
+                raise InputError(f"{source}: its stem {path} would overwrite the input {inputs[real]}; "
+                                 "choose another output folder or filename format")
+            if real in owners:
                 raise InputError(
-                    f"{source}: its stem {path} would overwrite one of {owners[path]}; "
+                    f"{source}: its stem {path} would overwrite one of {owners[real]}; "
                     "add {foldername} or {instrument} to the filename format"
                 )
-            owners[path] = source
+            owners[real] = source
         jobs.append(TrackJob(source, outputs, offset, duration))
     return jobs
+
+
+def _real(path: str) -> str:
+    return path if "://" in path else os.path.realpath(path)

@@ -36,6 +36,7 @@ from models.checkpoint import BUNDLE_FILES, checkpoint_digest, is_checkpoint_dir
 from models.config import SeparationConfig, load_config
 from models.errors import ModelError
 from models.separator import Separator
+from models.uris import normalize
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ def resolve_checkpoint(config: SeparationConfig, checkpoint: str | None = None) 
     model_path = os.environ.get("MODEL_PATH")
     if model_path and is_checkpoint_dir(Path(model_path) / config.model_dir):
         return Path(model_path) / config.model_dir
+    if os.path.isabs(config.model_dir):  # a trained model: its folder, nothing to download
+        if is_checkpoint_dir(Path(config.model_dir)):
+            return Path(config.model_dir)
+        raise ModelError(
+            f"{config.name}: no weights in {config.model_dir}, where its configuration's model_dir points "
+            f"(expected {', '.join(BUNDLE_FILES)}); if the model folder moved, correct model_dir in its "
+            "params.json or pass --checkpoint")
     cached = cache_dir() / config.model_dir
     if is_checkpoint_dir(cached):
         return cached
@@ -74,6 +82,7 @@ def resolve_checkpoint(config: SeparationConfig, checkpoint: str | None = None) 
 
 
 def _explicit(checkpoint: str) -> Path:
+    checkpoint = normalize(checkpoint)  # file:// is a local folder too
     if "://" not in checkpoint:
         path = Path(checkpoint)
         if not is_checkpoint_dir(path):

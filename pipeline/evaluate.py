@@ -52,6 +52,8 @@ def evaluate(dataset: str, output: str, model: str, checkpoint: str | None = Non
     Returns 0 when every track was scored, 1 when some were left out; raises
     ``BeamsplitterError`` when nothing could be scored.
     """
+    # Absolute: the manifest written under OUT/separation/ is read relative to its own folder.
+    dataset, output = storage.normalize(dataset), storage.normalize(output)
     config = load_config(model)
     tracks, failures = discover(dataset, config.instruments)
     for failure in failures:

@@ -79,7 +79,17 @@ def new_run_id() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def normalize_locations(options: BeamsplitterOptions) -> None:
+    """Every location the user gave in ``storage.normalize``'s one form, in place (the pipeline's options too)."""
+    for name in ("manifest", "output", "input", "checkpoint"):
+        value = getattr(options, name)
+        if value:
+            kept = "/" if name == "input" and value.endswith("/") else ""  # a glob's final / is part of it
+            setattr(options, name, storage.normalize(value).rstrip("/") + kept if value.rstrip("/") else value)
+
+
 def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
+    normalize_locations(options)
     options.check()
     for uri in (options.manifest, options.input, options.output, options.checkpoint):
         if uri:

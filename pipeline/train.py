@@ -15,6 +15,7 @@ to ``<model folder>/trainset`` unless ``--data-dir`` says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -224,9 +225,20 @@ def _write_outputs(model_dir: Path, config: SeparationConfig, trainer: Trainer, 
          ylabel=trainer.params.loss_type, first_step=first_step)
 
 
+def _normalized(request: TrainRequest) -> TrainRequest:
+    """The request's locations in ``storage.normalize``'s one form (``spleeter:`` names kept)."""
+    def location(value: str | None) -> str | None:
+        return storage.normalize(value) if value and not value.startswith("spleeter:") else value
+
+    return dataclasses.replace(request, config=location(request.config), dataset=location(request.dataset),
+                               model_dir=location(request.model_dir), init=location(request.init),
+                               data_dir=location(request.data_dir))
+
+
 def train(request: TrainRequest) -> int:
     from transforms.crop_levels import keep_filter
 
+    request = _normalized(request)
     config = load_config(request.config)
     params = TrainingParams.of(config)
     seed = params.random_seed if request.seed is None else request.seed

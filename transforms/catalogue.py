@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import pickle
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
+from models.uris import normalize
 from transforms import manifest
 from transforms.manifest import Failure, Track
 
@@ -75,9 +75,9 @@ def input_files(pattern: str) -> list[str]:
 
 
 def _absolute(pattern: str) -> str:
-    if "://" in pattern:
-        return pattern
-    return os.path.abspath(pattern) + ("/" if pattern.endswith("/") else "")
+    """The glob in ``models.uris.normalize``'s form (absolute, ``file://`` as a path), keeping a final ``/``."""
+    absolute = normalize(pattern)
+    return absolute + ("/" if pattern.endswith("/") and not absolute.endswith("/") else "")
 
 
 def _glob_entries(pattern: str) -> Iterator[Track | Failure]:

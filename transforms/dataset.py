@@ -43,6 +43,7 @@ def discover(dataset: str, instruments: tuple[str, ...]) -> tuple[list[EvalTrack
     Raises ``InputError`` when the dataset as a whole is unusable (nothing there,
     a manifest lacking a column).
     """
+    dataset = storage.normalize(dataset)  # mixtures and stems as absolute URIs, wherever they are read again
     try:
         manifest.manifest_format(dataset)
     except InputError:

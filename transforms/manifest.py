@@ -25,6 +25,7 @@ from typing import BinaryIO, Iterator
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
+from models.uris import normalize
 from transforms.layout import RESERVED
 
 REQUIRED = ("track_id", "uri")
@@ -302,12 +303,11 @@ def resolve_uri(uri: str, manifest_uri: str) -> str:
         scheme = uri.split("://", 1)[0].lower()
         if scheme not in SCHEMES:
             raise InputError(f"unsupported scheme {scheme}:// in {uri} (use a local path, gs://, s3:// or file://)")
-        return uri[len("file://"):] if scheme == "file" else uri
+        return normalize(uri)
     if uri.startswith("/"):
-        return uri
-    resolved = posixpath.join(posixpath.dirname(manifest_uri), uri)
+        return normalize(uri)
     # Absolute, so the URI means the same wherever it is read again (metadata, plans).
-    return resolved if "://" in resolved else os.path.abspath(resolved)
+    return normalize(posixpath.join(posixpath.dirname(normalize(manifest_uri)), uri))
 
 
 def to_track(number: int, fields: dict, manifest_uri: str) -> Track:

@@ -2,7 +2,8 @@
 
 Beam writes each shard under a temporary name and moves it into place when
 the bundle commits, so a retried bundle never leaves a partial or duplicate
-file; a run with no records writes no file at all.
+file; a run with no records writes no file at all. The temporary folder,
+``.temp-<name>/`` beside the files, is removed by the pipeline once they are in place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
+from apache_beam.options.value_provider import StaticValueProvider
 
 from transforms import storage
 
@@ -62,12 +64,20 @@ class WriteParquet(beam.PTransform):
     def expand(self, records):
         folder, name = self.path_prefix.rsplit("/", 1)
         schema = self.schema
-        return records | fileio.WriteToFiles(
+        # Beam's own default would be a .temp<uuid>/ folder beside the files, left behind empty.
+        temp = storage.join(folder, f".temp-{name}")
+        written = records | fileio.WriteToFiles(
             path=folder,
             file_naming=fileio.default_file_naming(prefix=name, suffix=".parquet"),
             sink=lambda destination: _ParquetSink(schema),
             shards=1,
+            temp_directory=StaticValueProvider(str, temp),
         )
+        # Once every file is moved into place (on whichever worker, whichever runner), its temporary folder goes.
+        _ = (written
+             | "CountMoved" >> beam.combiners.Count.Globally()
+             | "RemoveTemp" >> beam.Map(lambda _: storage.remove(temp)))
+        return written
 
 
 def failure_record(failure, run_id: str) -> dict:

@@ -325,6 +325,40 @@ def test_a_redo_that_dies_part_way_leaves_the_track_not_done(tmp_path, catalogue
     assert status == 0 and "1 tracks done, 0 skipped" in out
 
 
+def test_sources_and_stems_are_stored_absolute_whatever_their_spelling(tmp_path, checkpoint_2stems, capsys,
+                                                                       monkeypatch):
+    # Files reached by a relative glob, then by an absolute one, by file:// URIs and through a manifest,
+    # from other working folders, are the same files: done once, skipped after.
+    music = tmp_path / "work" / "music"
+    music.mkdir(parents=True)
+    for seed, name in enumerate(("a", "b")):
+        demo.make_track(music / f"{name}.wav", seconds=2.0, seed=seed)
+    (music / "bad.wav").write_text("no music here\n")
+    write_manifest(tmp_path / "work" / "cat.csv", [("a.wav", "music/a.wav", "x"), ("b.wav", "./music/../music/b.wav", "y")])
+    (tmp_path / "elsewhere").mkdir()
+    checkpoint = ["--checkpoint", str(checkpoint_2stems)]
+    monkeypatch.chdir(tmp_path / "work")
+    status, out = run_job(capsys, "--input", "music/*.wav", "--output", "./x/../out/", *checkpoint)
+    assert status == 1 and "2 tracks done, 0 skipped, 1 failed" in out
+    prefix = tmp_path / "work" / "out"
+    rows = pd.read_parquet(prefix / "metadata")
+    assert sorted(rows.source_uri.unique()) == [str(music / "a.wav"), str(music / "b.wav")]
+    assert all(uri.startswith(str(prefix / "stems") + "/") and os.path.isfile(uri) for uri in rows.uri)
+    (failed,) = pd.read_parquet(prefix / "failures").source_uri
+    assert failed == str(music / "bad.wav")
+    for record in (prefix / "stems").glob("*/*/_SUCCESS.json"):
+        assert json.loads(record.read_text())["source_uri"] in {str(music / "a.wav"), str(music / "b.wav")}
+    # No temporary folders of Beam's file writes are left behind.
+    assert not [p for p in prefix.rglob(".temp*")]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for args in (["--input", str(music / "*.wav"), "--output", "../work/out"],
+                 ["--input", f"file://{music}/*.wav", "--output", f"file://{prefix}"],
+                 ["--manifest", f"file://{tmp_path}/work/cat.csv", "--output", f"{prefix}/"]):
+        status, out = run_job(capsys, *args, *checkpoint)
+        assert "0 tracks done, 2 skipped" in out, (args, out)
+    assert not [p for p in prefix.rglob(".temp*")]
+
+
 @pytest.mark.parametrize("tracks,per_wave", [(4, 2), (2, 1)])
 def test_local_waves_hold_local_wave_tracks_tracks(tmp_path, checkpoint_2stems, capsys, tracks, per_wave):
     """4 tracks at 2 per wave went 3+1, and 2 at 1 per wave 2+0 (issue 11, item 16). Each wave commits its

@@ -308,3 +308,20 @@ def test_the_figures_title_fits_in_the_figure(instruments):
     page = figure.bbox
     assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1
     assert "spleeter:2stems@abababababab, 2 track(s)" in figure.axes[0].get_title()
+
+
+def test_relative_and_file_uri_datasets_and_outputs(random_checkpoint, tmp_path, monkeypatch):
+    # `evaluate --dataset ds2 -o eval2/` from the dataset's parent folder, `--dataset .` from inside it:
+    # the manifest under OUT/separation/ is read relative to its own folder, so it must hold absolute paths.
+    demo.make_multitrack(tmp_path / "ds2" / "song1", 2.0, 1, INSTRUMENTS)
+    checkpoint = str(random_checkpoint("spleeter:4stems"))
+    monkeypatch.chdir(tmp_path)
+    outcome = evaluate("eval2/", "--dataset", "ds2", "--checkpoint", checkpoint)
+    assert outcome.status == 0 and not outcome.errors(), outcome.stderr
+    listed = (tmp_path / "eval2" / "separation" / "manifest.csv").read_text()
+    assert str(tmp_path / "ds2" / "song1" / "mixture.wav") in listed
+    monkeypatch.chdir(tmp_path / "ds2")
+    outcome = evaluate(f"file://{tmp_path}/eval3", "--dataset", ".", "--checkpoint", checkpoint)
+    assert outcome.status == 0 and not outcome.errors(), outcome.stderr
+    assert (tmp_path / "eval3" / "tracks.parquet").is_file()
+    assert pd.read_parquet(tmp_path / "eval3" / "tracks.parquet").track.unique().tolist() == ["song1"]

@@ -319,3 +319,25 @@ def test_unusable_rows_stop_training_naming_each_file(dataset, tmp_path, capsys)
     (tmp_path / "columns.csv").write_text("mix_path,vocals_path\nsong-01/mixture.wav,song-01/vocals.wav\n")
     assert train("--config", str(config), "--dataset", str(tmp_path / "columns.csv"), "-o", str(tmp_path / "m")) == 2
     assert "columns.csv row 1: no column accompaniment_path" in capsys.readouterr().err
+
+
+def test_a_trained_model_is_named_after_its_folder_and_a_moved_one_says_where_it_looked(tmp_path, capsys):
+    # A model folder as `train` leaves it: the checkpoint, and params.json whose model_dir points at the folder.
+    from models.checkpoint import random_weights, write_checkpoint
+
+    model = tmp_path / "my-model"
+    config_path = spleeter_config(tmp_path / "small.json", T=64, F=256,
+                                  model={"type": "unet.unet", "params": {"conv_n_filters": [8, 16, 32, 64, 128, 256]}})
+    write_checkpoint(model, random_weights(load_config(str(config_path)), seed=0, scale=0.01))
+    spleeter_config(model / "params.json", T=64, F=256, model_dir=str(model),
+                    model={"type": "unet.unet", "params": {"conv_n_filters": [8, 16, 32, 64, 128, 256]}})
+    assert load_config(str(model / "params.json")).name == "my-model"
+    assert load_config(f"file://{model}/params.json").name == "my-model"
+    assert load_separator(str(model / "params.json")).config.name == "my-model"
+    moved = tmp_path / "moved"
+    model.rename(moved)
+    demo.make_track(tmp_path / "a.wav", seconds=1.0)
+    assert main(["separate", "-p", str(moved / "params.json"), str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert f"my-model: no weights in {model}, where its configuration's model_dir points" in err, err
+    assert "download" not in err and "Traceback" not in err

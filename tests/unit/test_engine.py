@@ -65,8 +65,46 @@ def test_stem_paths_follow_spleeter_placeholders():
 
 
 def test_colliding_stem_paths_are_refused():
-    with pytest.raises(InputError, match="b/x.wav: its stem out/x/vocals.wav would overwrite one of a/x.wav"):
+    with pytest.raises(InputError, match="/b/x.wav: its stem /.*/out/x/vocals.wav would overwrite one of /.*/a/x.wav"):
         plan_jobs(["a/x.wav", "b/x.wav"], "out", "{filename}/{instrument}.{codec}", ("vocals",), "wav")
+
+
+def test_a_stem_that_would_land_on_an_input_is_refused(tmp_path, monkeypatch):
+    # -f '{foldername}/{instrument}.{codec}' -o <the input's parent>: album/vocals.wav is its own vocals stem.
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "vocals.wav").write_bytes(b"RIFF")
+    (tmp_path / "link").symlink_to(album)
+    monkeypatch.chdir(tmp_path)
+    for source in ("album/vocals.wav", f"file://{album}/vocals.wav", "./album/../album/vocals.wav"):
+        with pytest.raises(InputError, match="its stem .*/album/vocals.wav would overwrite the input"):
+            plan_jobs([source], ".", "{foldername}/{instrument}.{codec}", ("vocals", "accompaniment"), "wav")
+    with pytest.raises(InputError, match="its stem .*/album/vocals.wav would overwrite the input .*/link/vocals"):
+        plan_jobs(["link/vocals.wav"], str(tmp_path), "album/{instrument}.{codec}", ("vocals",), "wav")
+    # Another input, not the file itself, is just as much a loss.
+    (album / "other.wav").write_bytes(b"RIFF")
+    with pytest.raises(InputError, match="would overwrite the input .*/album/vocals.wav"):
+        plan_jobs(["album/other.wav", "album/vocals.wav"], "album/..", "album/{instrument}.{codec}",
+                  ("vocals",), "wav")
+    (jobs,) = plan_jobs(["album/vocals.wav"], "./out/", "{foldername}/{instrument}.{codec}", ("vocals",), "wav")
+    assert jobs.source == str(album / "vocals.wav") and jobs.outputs == {"vocals": str(tmp_path / "out/album/vocals.wav")}
+
+
+def test_a_format_that_leaves_a_missing_output_folder_writes_its_stems(tmp_path, separator, monkeypatch):
+    # separate -f '../escape/{instrument}.{codec}' -o fmt5, fmt5 not there: the stems go to ./escape/.
+    monkeypatch.chdir(tmp_path)
+    audio.save("short.wav", demo_samples(2.0), 44100)
+    jobs = plan_jobs(["file://" + str(tmp_path / "short.wav")], "fmt5", "../escape/{instrument}.{codec}",
+                     separator.instruments, "wav")
+    assert jobs[0].outputs == {name: str(tmp_path / "escape" / f"{name}.wav") for name in separator.instruments}
+    (result,) = separate_files(separator, jobs)
+    assert result.ok, result.error
+    assert sorted(os.listdir(tmp_path / "escape")) == ["accompaniment.wav", "vocals.wav"]
+
+
+def demo_samples(seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal((int(seconds * 44100), 2))).astype(np.float32)
 
 
 def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, separator, music_track, monkeypatch):
