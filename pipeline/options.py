@@ -115,7 +115,7 @@ def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ..
     Beam only warns about arguments it cannot parse and drops them, so that a typo
     (``--forcee``, ``--codecc flac``) would run the job without the option. The
     arguments are parsed here as Beam parses them (``PipelineOptions.get_all_options``:
-    every option class of Beam's, and the job's, no abbreviations).
+    every option class declared, no abbreviations), the job's being ``own``.
     """
     parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, exit_on_error=False)
     for cls in own:
@@ -127,8 +127,10 @@ def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ..
         if name.startswith("--") and "-" in name[2:] and name.replace("-", "_") in spellings:
             arg = spellings[name.replace("-", "_")] + equals + value
         normal.append(arg)
+    # Every option class Beam would parse with (Beam's, and any a launcher declares), less the other
+    # commands' own (plan's --plan_output is no option of run's).
     classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()
-               if cls.__module__.startswith("apache_beam.") and cls not in own}
+               if cls not in own and not cls.__module__.startswith("pipeline.")}
     for cls in classes.values():
         cls._add_argparse_args(parser)
     try:

@@ -260,3 +260,18 @@ def test_encode_options_check_takes_what_ffmpeg_takes():
     for bitrate in ("999x", "128 k", "-128k", "k", "0", "1e5", ""):
         with pytest.raises(InputError, match="^--bitrate "):
             EncodeOptions("mp3", bitrate).check()
+
+
+def test_job_arguments_take_options_a_launcher_declares():
+    """A PipelineOptions class of a launcher's (tests/services.py declares one for the Flink job server's
+    jars) is parsed by Beam, so it is no unknown argument; another command's options are."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import job_args
+
+    class LauncherOptions(PipelineOptions):
+        @classmethod
+        def _add_argparse_args(cls, parser):
+            parser.add_argument("--launcher_only_option")
+
+    assert job_args(["--launcher_only_option=x"], "run") == ["--launcher_only_option=x"]
