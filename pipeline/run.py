@@ -210,16 +210,17 @@ def run(argv: list[str], started: float | None = None) -> int:
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
     plan = plan_run(options, settle=False)
-    # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
-    # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
-    with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
-        size = index.rows if local else catalogue_size(options)
-        with Lease(plan.layout.lease(), plan.run_id):
-            return _run_waves(settle_prefix(plan), pipeline_options, size, index, started)
+    # The lease first: a second run on this output stops at once, not after reading the catalogue.
+    with Lease(plan.layout.lease(), plan.run_id) as lease:
+        # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
+        # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
+        with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
+            size = index.rows if local else catalogue_size(options)
+            return _run_waves(settle_prefix(plan), pipeline_options, size, index, started, lease)
 
 
 def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None,
-               started: float) -> int:
+               started: float, lease: Lease) -> int:
     options, local = plan.options, index is not None
     parts = waves(index, plan.layout, options.encode_options().as_written(), options.force,
                   plan.committed_batches, options.local_wave_tracks) if local else [None]
@@ -228,6 +229,7 @@ def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, inde
     with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
               file=sys.stderr) as progress:
         for wave in parts:
+            lease.check()
             found = {}
             if wave is None or wave.needs_pipeline():  # a wave of done tracks only has nothing to run
                 pipeline = beam.Pipeline(options=pipeline_options)

@@ -11,17 +11,22 @@ withdraws it at the end; a run that died stops renewing, and its lease is
 free once it expires, ``LEASE_SECONDS`` after its last renewal, or at once
 when it was held by a process of this machine that no longer exists.
 
-Taking a lease must be atomic. Locally it is: the file is created with
-O_EXCL. Beam's filesystems have no create-if-absent for object stores, whose
-reads are strongly consistent after a write (GCS, S3): there the lease is
-written, then read back after ``SETTLE_SECONDS``; of two runs that wrote it at
-once, only the one whose lease is still there goes on.
+Taking a lease must be atomic. Locally it is: the lease is written under a
+name of its own and hard-linked into place (O_EXCL where the filesystem has no
+hard links), which fails when a lease exists; an expired one is first renamed
+away, which only one run can do. Beam's filesystems have no create-if-absent
+for object stores, whose reads are strongly consistent after a write (GCS,
+S3): there the lease is written, then read back after ``SETTLE_SECONDS``; of
+two runs that wrote it at once, only the one whose lease is still there goes
+on. A holder that finds its lease taken (or cannot renew it) stops before its
+next wave.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import socket
 import threading
@@ -31,6 +36,8 @@ from dataclasses import asdict, dataclass
 
 from models.errors import BeamsplitterError
 from transforms import storage
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300.0
 RENEW_SECONDS = 60.0
@@ -88,6 +95,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._lost: str | None = None  # why this run no longer holds its lease
 
     def _holder(self) -> _Holder:
         return _Holder(self.run_id, socket.gethostname(), os.getpid(), self.token, time.time() + LEASE_SECONDS)
@@ -97,11 +105,33 @@ class Lease:
         if current and current.is_live():
             raise self._refusal(current)
         if current or storage.exists(self.uri):  # expired, its run dead, or not a lease at all
-            storage.delete([self.uri])
+            self._remove_stale(current)
         self._create()
+        self._renewed = time.time()
         self._renewer = threading.Thread(target=self._renew, name="lease-renewer", daemon=True)
         self._renewer.start()
         return self
+
+    def _remove_stale(self, stale: "_Holder | None") -> None:
+        if not storage.is_local(self.uri):
+            storage.delete([self.uri])
+            return
+        # Renamed away first: of two runs taking over the same stale lease, one rename succeeds; the
+        # other's finds nothing, or finds a live lease, and refuses rather than delete it.
+        moved = f"{self.uri}.{self.token}.stale"
+        try:
+            os.rename(self.uri, moved)
+        except FileNotFoundError:
+            return
+        taken = _Holder.read(moved)
+        if taken and (stale is None or taken.token != stale.token) and taken.is_live():
+            try:  # another run's fresh lease, taken between our read and the rename: put it back
+                os.link(moved, self.uri)
+            except FileExistsError:
+                pass
+            os.unlink(moved)
+            raise self._refusal(taken)
+        os.unlink(moved)
 
     def _create(self) -> None:
         data = self._holder().to_json()
@@ -114,6 +144,11 @@ class Lease:
                     out.write(data)
                 try:
                     os.link(temp, self.uri)  # fails if the lease exists: the atomic create-if-absent
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links here (some network and FUSE filesystems)
+                    with os.fdopen(os.open(self.uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "wb") as out:
+                        out.write(data)
                 finally:
                     os.unlink(temp)
             except FileExistsError:
@@ -127,9 +162,25 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
-            current = _Holder.read(self.uri)
-            if current is None or current.token == self.token:
+            try:
+                current = _Holder.read(self.uri)
+                if current is not None and current.token != self.token:
+                    self._lost = f"run {current.run_id} (pid {current.pid} on {current.host}) took it over"
+                    return
                 storage.publish_bytes(self._holder().to_json(), self.uri)
+            except Exception as exc:  # the run goes on while the lease is valid, and stops before its next wave
+                log.warning("%s: cannot renew the lease (%s)", self.uri, exc)
+                if time.time() > self._renewed + LEASE_SECONDS - RENEW_SECONDS:
+                    self._lost = f"it could not be renewed ({exc})"
+                    return
+            else:
+                self._renewed = time.time()
+
+    def check(self) -> None:
+        """Raise ``LeaseHeld`` if this run no longer holds its lease; called before each wave."""
+        if self._lost:
+            raise LeaseHeld(f"{self.uri}: this run's lease was lost: {self._lost}; stopping before the next "
+                            "wave (what is written so far stays, and the next run completes the catalogue)")
 
     def __exit__(self, *_) -> None:
         self._stop.set()

@@ -33,7 +33,7 @@ from models.stems import StemWriter
 from transforms import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
-from transforms.layout import Layout
+from transforms.layout import Layout, stem_file
 from transforms.manifest import Failure, Track
 from transforms.record import CompletionRecord
 from transforms.stash import Scratch
@@ -57,7 +57,7 @@ class TrackWriter:
         self.uris = {name: job.layout.stem(track.track_id, name, codec) for name in config.instruments}
         self.scratch = None if storage.is_local(job.layout.prefix) else tempfile.mkdtemp(prefix="beamsplitter-")
         paths = self.uris if self.scratch is None else {
-            name: os.path.join(self.scratch, f"{name}.{codec}") for name in config.instruments}
+            name: os.path.join(self.scratch, stem_file(name, codec)) for name in config.instruments}
         try:
             self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding,
                                     job.stall_timeout)
@@ -83,6 +83,9 @@ class TrackWriter:
             if self.scratch is not None:
                 for name, uri in self.uris.items():
                     storage.publish_file(stems.outputs[name], uri)
+            old_codec = earlier.encoding["codec"] if earlier else job.encoding.codec
+            if old_codec != job.encoding.codec:  # this track's stems in the codec it was done in before
+                storage.delete([job.layout.stem(track.track_id, name, old_codec) for name in config.instruments])
         except BaseException:
             self.abort()
             raise
@@ -102,8 +105,6 @@ class TrackWriter:
         # Written last: its presence is what makes the track count as done.
         storage.publish_bytes(record.to_json(), record_uri)
         storage.remove_partials(job.layout.track_dir(track.track_id))
-        if earlier:  # stems of another codec, which the new record no longer lists
-            storage.delete(sorted(set(earlier.stems.values()) - set(self.uris.values())))
         return rows
 
     def abort(self) -> None:

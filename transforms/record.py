@@ -12,10 +12,7 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 
-from models.audio import EncodeOptions
 from transforms import storage
-
-_LEGACY = object()
 
 
 @dataclass(frozen=True)
@@ -65,13 +62,10 @@ class CompletionRecord:
                 datetime.datetime.fromisoformat(row["processed_at"])
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"a metadata row without a time: {exc}") from None
-        encoding = fields.get("encoding", _LEGACY)
-        if encoding is _LEGACY:
-            # Records written before the encoding was recorded: the codec is the stems' own
-            # extension, the rest were then the defaults (no run is redone for lack of the field).
-            codec = next(iter(stems.values())).rsplit(".", 1)[-1]
-            encoding = EncodeOptions(codec).as_written()
-        if not (isinstance(encoding, dict) and set(encoding) == {"codec", "bitrate", "sample_format"}):
+        # Records written before the encoding was recorded know only their codec, the stems' extension
+        # (their bitrate or sample format is unknown): they are done for any options of that codec.
+        encoding = fields.get("encoding") or {"codec": next(iter(stems.values())).rsplit(".", 1)[-1]}
+        if not (isinstance(encoding, dict) and set(encoding) in ({"codec", "bitrate", "sample_format"}, {"codec"})):
             raise ValueError(f"encoding {encoding!r}")
         return cls(**{k: fields[k] for k in (*text, "source_fingerprint", "stems")}, encoding=encoding,
                    metadata=tuple(rows))
@@ -86,8 +80,9 @@ class CompletionRecord:
 
     def is_done_for(self, source_uri: str, fingerprint: dict, encoding: dict) -> bool:
         """Done means: this very source (URI, size and modification time) was separated into
-        stems encoded as asked (``EncodeOptions.as_written()``)."""
-        return self.source_uri == source_uri and self.source_fingerprint == fingerprint and self.encoding == encoding
+        stems encoded as asked (``EncodeOptions.as_written()``), as far as the record says."""
+        return (self.source_uri == source_uri and self.source_fingerprint == fingerprint
+                and all(encoding.get(k) == v for k, v in self.encoding.items()))
 
     def metadata_rows(self) -> list[dict]:
         """The track's metadata rows as first written (processed_at a datetime again)."""

@@ -27,6 +27,10 @@ from models.uris import normalize  # noqa: F401  the one form of every location 
 
 COPY_BLOCK = 8 << 20
 
+# "[[]" (literal_glob's "[") is a sound one-character class, though Python's re warns of nested
+# sets; filtered once for the process (catch_warnings per call is not thread-safe).
+warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
+
 
 class StorageError(BeamsplitterError):
     stage = "write"
@@ -69,18 +73,9 @@ def literal_glob(text: str) -> str:
     return re.sub(r"([\[*?])", r"[\1]", text)
 
 
-@contextmanager
-def _literal_globs() -> Iterator[None]:
-    """Quiets Python's warning about "[[]", which is a sound one-character class in ``literal_glob``'s globs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
-
-
 def find(folder: str, pattern: str) -> list[str]:
     """The files under the literal ``folder`` whose path below it matches ``pattern`` (``*``, ``**``, ``?``), sorted."""
-    with _literal_globs():
-        found = FileSystems.match([join(literal_glob(folder), pattern)])[0].metadata_list
+    found = FileSystems.match([join(literal_glob(folder), pattern)])[0].metadata_list
     return sorted(m.path for m in found)
 
 
@@ -196,8 +191,7 @@ def delete(uris: list[str]) -> None:
     present = [u for u in uris if FileSystems.exists(u)]
     if present:
         # Beam's local and GCS filesystems match what they are asked to delete as globs; S3's does not.
-        with _literal_globs():
-            FileSystems.delete([u if u.startswith("s3://") else literal_glob(u) for u in present])
+        FileSystems.delete([u if u.startswith("s3://") else literal_glob(u) for u in present])
 
 
 def remove(uri: str) -> None:

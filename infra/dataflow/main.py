@@ -26,7 +26,8 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import BeamsplitterOptions, pin_local_runner
-from pipeline.run import build, catalogue_size, plan_run
+from pipeline.run import build, catalogue_size, plan_run, settle_prefix
+from transforms.lease import Lease
 
 DATAFLOW = "DataflowRunner"
 
@@ -107,7 +108,10 @@ def launch(argv: list[str], environ=os.environ) -> str | None:
     local = pin_local_runner(options)
     check_launch(options, environ)
     job = options.view_as(BeamsplitterOptions)
-    plan = plan_run(job)
+    plan = plan_run(job, settle=False)
+    # The job is not waited for, so it holds no lease; it settles the prefix only while no run does.
+    with Lease(plan.layout.lease(), plan.run_id):
+        plan = settle_prefix(plan)
     tracks = catalogue_size(job)  # an unusable manifest fails the launch, not the job
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan)

@@ -68,3 +68,29 @@ def test_the_holder_renews_its_lease(tmp_path, monkeypatch):
         first = json.loads(uri.read_text())["expires_at"]
         time.sleep(1.0)
         assert json.loads(uri.read_text())["expires_at"] > first
+
+
+def test_a_holder_that_loses_its_lease_stops_before_its_next_wave(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "RENEW_SECONDS", 0.1)
+    uri = tmp_path / "_LEASE.json"
+    with Lease(str(uri), "mine") as held:
+        held.check()
+        write_lease(uri)  # another run took it over (after ours expired, say)
+        time.sleep(0.5)
+        with pytest.raises(LeaseHeld, match="this run's lease was lost: run other-run .* took it over"):
+            held.check()
+    assert json.loads(uri.read_text())["run_id"] == "other-run"  # not withdrawn: it is not ours
+
+
+def test_without_hard_links_the_lease_is_created_exclusively(tmp_path, monkeypatch):
+    def no_links(*_):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(lease.os, "link", no_links)
+    uri = tmp_path / "_LEASE.json"
+    with Lease(str(uri), "first"):
+        assert json.loads(uri.read_text())["run_id"] == "first"
+        with pytest.raises(LeaseHeld, match="run first"):
+            with Lease(str(uri), "second"):
+                pass
+    assert not list(tmp_path.iterdir())  # no temporary file left either

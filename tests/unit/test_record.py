@@ -38,11 +38,17 @@ def test_a_written_record_reads_back_with_its_rows(tmp_path):
                             EncodeOptions(bitrate="320k").as_written())
 
 
-def test_a_record_from_before_encodings_were_recorded_is_read_with_its_stems_codec():
+def test_a_record_from_before_encodings_were_recorded_is_done_for_its_stems_codec():
+    """Its bitrate is unknown: a 320k run is not redone by a default run, nor by another 320k run."""
     fields = json.loads(record().to_json())
     del fields["encoding"]
     fields["stems"] = {"vocals": "/out/stems/m/pop/one/vocals.mp3"}
-    assert CompletionRecord.from_json(json.dumps(fields).encode()).encoding == EncodeOptions("mp3").as_written()
+    legacy = CompletionRecord.from_json(json.dumps(fields).encode())
+    source = ("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
+    assert legacy.encoding == {"codec": "mp3"}
+    assert legacy.is_done_for(*source, EncodeOptions("mp3", "320k").as_written())
+    assert legacy.is_done_for(*source, EncodeOptions("mp3").as_written())
+    assert not legacy.is_done_for(*source, EncodeOptions("flac").as_written())
 
 
 def _valid() -> dict:
