@@ -275,3 +275,13 @@ def test_job_arguments_take_options_a_launcher_declares():
             parser.add_argument("--launcher_only_option")
 
     assert job_args(["--launcher_only_option=x"], "run") == ["--launcher_only_option=x"]
+
+
+def test_verbose_goes_before_or_after_the_command(tmp_path, checkpoint_2stems):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("track_id,uri\na,missing.wav\n")
+    for args in (["--verbose", "plan"], ["plan", "--verbose"]):
+        result = run(*args, "--manifest", str(manifest), "--output", str(tmp_path / "out"),
+                     "--checkpoint", str(checkpoint_2stems))
+        assert result.returncode == 0, result.stderr
+        assert "0 tracks to separate" in result.stdout
