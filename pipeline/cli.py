@@ -61,20 +61,33 @@ def _export_model(args) -> int:
     return 0
 
 
+# What changes a plan: the catalogue, the output, the model and what "done" means.
+PLAN_OPTIONS = {"manifest", "input", "output", "model", "checkpoint", "codec", "bitrate", "sample_format", "force",
+                "plan_output"}
+
+
+def _job_help(command: str) -> int:
+    from pipeline.options import BeamsplitterOptions, PlanOptions
+
+    parser = argparse.ArgumentParser(prog=f"beamsplitter {command}", epilog="Any Apache Beam pipeline "
+                                     "option is accepted too: --runner, --direct_num_workers, --flink_master...")
+    BeamsplitterOptions._add_argparse_args(parser)
+    if command == "plan":
+        PlanOptions._add_argparse_args(parser)
+        for action in parser._actions:
+            if action.dest not in PLAN_OPTIONS | {"help"}:
+                action.help = argparse.SUPPRESS
+    parser.print_help()
+    return 0
+
+
 def _job(args) -> int:
     """`run` and `plan`: their options are Beam pipeline options, parsed by Beam."""
-    from pipeline.options import BeamsplitterOptions
-    from pipeline.plan import PlanOptions, plan
+    if {"-h", "--help"} & set(args.beam_args):
+        return _job_help(args.command)
+    from pipeline.plan import plan
     from pipeline.run import run
 
-    if {"-h", "--help"} & set(args.beam_args):
-        parser = argparse.ArgumentParser(prog=f"beamsplitter {args.command}", epilog="Any Apache Beam pipeline "
-                                         "option is accepted too: --runner, --direct_num_workers, --flink_master...")
-        BeamsplitterOptions._add_argparse_args(parser)
-        if args.command == "plan":
-            PlanOptions._add_argparse_args(parser)
-        parser.print_help()
-        return 0
     return (run if args.command == "run" else plan)(args.beam_args, args.started)
 
 
@@ -250,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not args.verbose and args.command != "demo-catalogue":
+    asks_help = {"-h", "--help"} & set(extra)
+    if not args.verbose and args.command != "demo-catalogue" and not asks_help:
         _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

@@ -144,6 +144,13 @@ def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ..
     return normal
 
 
+class PlanOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--plan_output", default=None,
+                            help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
+
+
 def pin_local_runner(options: PipelineOptions) -> bool:
     """Run DirectRunner as Beam's portable local runner, the FnApiRunner; returns whether the run is local.
 

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import BeamsplitterOptions, job_args, pin_local_runner
+from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
 from pipeline.run import RunPlan, counters, plan_run
 from transforms import storage
 from transforms.catalogue import CatalogueIndex, ordered_map
@@ -37,13 +37,6 @@ from transforms.record import CompletionRecord
 from transforms.skip import check
 
 REASONS = ("new", "changed", "new-model", "new-encoding", "forced")
-
-
-class PlanOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--plan_output", default=None,
-                            help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
 
 
 def classify(track: Track, layout: Layout, encoding: dict, force: bool,

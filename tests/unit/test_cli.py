@@ -120,7 +120,7 @@ def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, me
 def test_job_arguments_beam_options_pass_both_spellings_typos_refused():
     from models.errors import InputError
     from pipeline.options import BeamsplitterOptions, job_args
-    from pipeline.plan import PlanOptions
+    from pipeline.options import PlanOptions
 
     beam = ["--runner=DirectRunner", "--direct_num_workers", "2", "--direct_running_mode=multi_processing",
             "--flink_master=localhost:8081", "--s3_endpoint_url=http://localhost:9000", "--project", "p",
@@ -285,3 +285,16 @@ def test_verbose_goes_before_or_after_the_command(tmp_path, checkpoint_2stems):
                      "--checkpoint", str(checkpoint_2stems))
         assert result.returncode == 0, result.stderr
         assert "0 tracks to separate" in result.stdout
+
+
+def test_job_help_lists_the_options_that_matter_without_loading_tensorflow():
+    """plan --help listed every option of run; both took seconds importing TensorFlow first."""
+    planned = run("plan", "--help")
+    assert planned.returncode == 0 and "--plan_output" in planned.stdout and "--codec" in planned.stdout
+    assert not {"--fan_out", "--inference_batch_size", "--local_wave_tracks", "--stall_timeout"} & set(
+        planned.stdout.split())
+    ran = run("run", "--help")
+    assert ran.returncode == 0 and "--fan_out" in ran.stdout and "--plan_output" not in ran.stdout
+    probe = "import sys; from pipeline.cli import main; main(['run', '--help']); print('tensorflow' in sys.modules)"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert shown.stdout.strip().splitlines()[-1] == "False"
