@@ -11,7 +11,6 @@ stall timeout, and dies with the process that started it.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 import os
@@ -19,7 +18,6 @@ import queue
 import re
 import select
 import shutil
-import signal
 import stat
 import struct
 import subprocess
@@ -112,22 +110,26 @@ class _Spawner:
     end it, through the parent-death signal (Linux's PR_SET_PDEATHSIG). That
     signal fires when the *thread* that forked the child ends, not the process,
     and Beam and models/engine.py start ffmpeg on worker threads that may end
-    while their ffmpeg must go on. So every ffmpeg is forked by this one
-    thread, which lives as long as the process. (Elsewhere than Linux ffmpeg
-    starts without the signal.)
+    while their ffmpeg must go on. So every ffmpeg is started by this one
+    thread, which lives as long as the process.
+
+    The signal is armed by util-linux's ``setpriv``, which then execs ffmpeg:
+    arming it in Python between fork and exec (``preexec_fn``) forces a full
+    fork of this multi-threaded process, where gRPC's fork handlers (Beam's
+    workers) could kill the child before ffmpeg started. (Without setpriv, as
+    elsewhere than Linux, ffmpeg starts without the signal.)
     """
 
-    _PR_SET_PDEATHSIG = 1
-
     def __init__(self):
-        self._prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+        found = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        self._prefix = [found, "--pdeathsig", "KILL", "--"] if found else None
         self.forget_thread()
 
     def forget_thread(self):
         self._lock, self._requests = threading.Lock(), None
 
     def popen(self, cmd: list[str], **kwargs) -> subprocess.Popen:
-        if self._prctl is None:
+        if self._prefix is None:
             return subprocess.Popen(cmd, **kwargs)
         with self._lock:
             if self._requests is None:
@@ -139,17 +141,10 @@ class _Spawner:
         return started.result()
 
     def _serve(self, requests: queue.SimpleQueue):
-        parent = os.getpid()
-
-        def die_with_parent():  # between fork and exec, where other threads' locks may be held: C calls only
-            self._prctl(self._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before the signal was armed
-                os._exit(1)
-
         while True:
             cmd, kwargs, started = requests.get()
             try:
-                started.set_result(subprocess.Popen(cmd, preexec_fn=die_with_parent, **kwargs))
+                started.set_result(subprocess.Popen(self._prefix + cmd, **kwargs))
             except BaseException as exc:
                 started.set_exception(exc)
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -182,6 +183,15 @@ class _QuietBeamNoise(logging.Filter):
         return "Resource module is not available" not in record.getMessage()
 
 
+def _quiet_local_workers() -> None:
+    """The local runner's worker processes (--direct_running_mode=multi_processing) send their logs
+    through this process: Beam's own warnings at every worker start, and gRPC's fork notices. Their
+    errors still show; --verbose shows all."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def catalogue_size(options: BeamsplitterOptions) -> int:
     """Rows of the manifest, or files matching the glob; reading the manifest here also
     refuses one without the required columns before anything starts."""
@@ -205,6 +215,7 @@ def run(argv: list[str], started: float | None = None) -> int:
     """
     started = time.monotonic() if started is None else started
     logging.getLogger().addFilter(_QuietBeamNoise())
+    _quiet_local_workers()
     pipeline_options = PipelineOptions(job_args(argv, "run"))
     options = pipeline_options.view_as(BeamsplitterOptions)
     local = pin_local_runner(pipeline_options)

@@ -381,3 +381,16 @@ def test_local_waves_hold_local_wave_tracks_tracks(tmp_path, checkpoint_2stems, 
     probe = subprocess.run([audio.ffmpeg_binary(), "-hide_banner", "-i", str(stem_folder(prefix) / "t0" / "vocals.wav")],
                            capture_output=True, text=True).stderr
     assert "pcm_f32le" in probe
+
+
+def test_worker_processes_keep_their_noise_to_themselves(tmp_path, catalogue, checkpoint_2stems):
+    """--direct_running_mode=multi_processing printed Beam's warnings and gRPC's fork notices for every worker."""
+    write_manifest(tmp_path / "m.csv", [("pop/one", str(catalogue / "one.wav"), "a"),
+                                        ("pop/two", str(catalogue / "two.flac"), "b")])
+    result = subprocess.run([str(Path(sys.executable).parent / "beamsplitter"), "run", "--manifest",
+                             str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"), "--checkpoint",
+                             str(checkpoint_2stems), "--direct_running_mode=multi_processing",
+                             "--direct_num_workers=2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 tracks done, 0 skipped, 0 failed" in result.stdout
+    assert "Worker: severity" not in result.stderr and "fork_posix" not in result.stderr, result.stderr[-3000:]
