@@ -1,7 +1,7 @@
 """The size of the catalogue itself: `beamsplitter plan` and a run's reading and skipping on 10k to 1M rows.
 
 For each N, a CSV manifest of N rows over a few real small files, nearly all
-of them already done: a real completion record (transforms/record.py) under
+of them already done: a real completion record (transforms/catalogue/completion.py) under
 the output prefix, its metadata batch committed. One row in 100 names a missing
 file (plan: "new"; run: a decode failure) and one in 1000 repeats an earlier
 track_id (a duplicate: a failure row naming the first). So the run separates
@@ -64,9 +64,9 @@ def write_catalogue(work: Path, n: int, sources: list[Path]) -> Path:
 def write_records(prefix: Path, n: int, sources: list[Path], config, sha: str) -> None:
     """A completion record for every track of the first ``n`` rows whose source exists, as a run writes them."""
     from models.audio import EncodeOptions
-    from transforms import storage
-    from transforms.layout import Layout, model_folder
-    from transforms.record import CompletionRecord
+    from transforms.catalogue import storage
+    from transforms.catalogue.layout import Layout, model_folder
+    from transforms.catalogue.completion import CompletionRecord
 
     layout = Layout(str(prefix), model_folder(config.name, sha))
     done_marker = prefix / f".records-{n}"

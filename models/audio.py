@@ -109,7 +109,7 @@ class _Spawner:
     stalled source never notices that its reader is gone; only the kernel can
     end it, through the parent-death signal (Linux's PR_SET_PDEATHSIG). That
     signal fires when the *thread* that forked the child ends, not the process,
-    and Beam and models/engine.py start ffmpeg on worker threads that may end
+    and Beam and pipeline/separate.py start ffmpeg on worker threads that may end
     while their ffmpeg must go on. So every ffmpeg is started by this one
     thread, which lives as long as the process.
 

@@ -30,7 +30,7 @@ SHIFT_SEMITONES = (-1.0, 1.0)
 
 
 @dataclass(frozen=True)
-class CropPlan:
+class CropSampling:
     """How many crops, where, and with what randomness."""
 
     chunk_duration: float = 20.0
@@ -72,7 +72,7 @@ def track_seed(seed: int, track: str, chunk: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(track.encode()), chunk])
 
 
-def crops(sources: dict[str, np.ndarray], config: SeparationConfig, plan: CropPlan,
+def crops(sources: dict[str, np.ndarray], config: SeparationConfig, sampling: CropSampling,
           track: str) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """``(key, {source: [T, F, 2] float32 magnitude})`` for every crop of one track.
 
@@ -81,12 +81,12 @@ def crops(sources: dict[str, np.ndarray], config: SeparationConfig, plan: CropPl
     the stretched crop) give no crops, as in Spleeter.
     """
     n_samples = len(next(iter(sources.values())))
-    for c, (start, stop) in enumerate(chunk_spans(n_samples, config.sample_rate, plan.chunk_duration, plan.n_chunks)):
-        rng = track_seed(plan.seed, track, c)
+    for c, (start, stop) in enumerate(chunk_spans(n_samples, config.sample_rate, sampling.chunk_duration, sampling.n_chunks)):
+        rng = track_seed(sampling.seed, track, c)
         available = n_frames(stop - start, config)
-        for k in range(plan.crops_per_chunk):
-            stretch = rng.uniform(*STRETCH) if plan.augment else 1.0
-            shift = rng.uniform(*SHIFT_SEMITONES) if plan.augment else 0.0
+        for k in range(sampling.crops_per_chunk):
+            stretch = rng.uniform(*STRETCH) if sampling.augment else 1.0
+            shift = rng.uniform(*SHIFT_SEMITONES) if sampling.augment else 0.0
             # A stretch by `stretch` reads that many times T frames and resamples them to T.
             width = int(round(config.T * stretch))
             if available < width:
@@ -98,7 +98,7 @@ def crops(sources: dict[str, np.ndarray], config: SeparationConfig, plan: CropPl
             for name, samples in sources.items():
                 spectrum = spectral.stft(samples[begin:end], config.frame_length, config.frame_step)
                 magnitude = np.abs(spectrum)
-                if plan.augment:
+                if sampling.augment:
                     magnitude = pitch_shift(time_stretch(magnitude, config.T), shift)
                 out[name] = np.ascontiguousarray(magnitude[:, : config.F, :], dtype=np.float32)
             yield f"{track}/{c}/{k}", out

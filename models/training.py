@@ -208,9 +208,9 @@ def batches(files: list[str], config: SeparationConfig, batch_size: int, seed: i
 
     ``keep(example) -> bool tensor`` leaves crops out (the silent ones).
     """
-    from models import records
+    from models import examples
 
-    parse = records.parser(config)
+    parse = examples.parser(config)
     instruments = list(config.instruments)
     dataset = tf.data.Dataset.from_tensor_slices(sorted(files)).shuffle(len(files), seed=seed)
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
@@ -220,5 +220,5 @@ def batches(files: list[str], config: SeparationConfig, batch_size: int, seed: i
         dataset = dataset.filter(keep)
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    dataset = dataset.map(lambda ex: (ex[records.MIX], tf.stack([ex[name] for name in instruments])))
+    dataset = dataset.map(lambda ex: (ex[examples.MIX], tf.stack([ex[name] for name in instruments])))
     return dataset.prefetch(2)

@@ -19,7 +19,7 @@ def _separate(args) -> int:
     from tqdm import tqdm
 
     from models.audio import EncodeOptions, check_stall_timeout
-    from models.engine import check_span, plan_jobs, separate_files
+    from pipeline.separate import check_span, track_jobs, separate_files
     from models.provider import load_separator
 
     # Every option is checked before the model loads and the first track is decoded.
@@ -29,7 +29,7 @@ def _separate(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: give at least 1")
     separator = load_separator(args.params_filename, args.checkpoint)
-    jobs = plan_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
+    jobs = track_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
                      args.offset, args.duration)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,

@@ -30,10 +30,10 @@ from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError, InputError
 from models.provider import resolve_checkpoint
 from pipeline.scorecard import Scorecard, TrackScores
-from transforms import storage
-from transforms.dataset import EvalTrack, discover
-from transforms.layout import Layout, model_folder
-from transforms.manifest import Failure
+from transforms.catalogue import storage
+from transforms.catalogue.dataset import EvalTrack, discover
+from transforms.catalogue.layout import Layout, model_folder
+from transforms.catalogue.manifest import Failure
 
 SEPARATION = "separation"
 # Float stems: scores measure the model, not a 16-bit quantization of its output.

@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions, check_stall_timeout
 from models.errors import InputError
-from transforms import manifest
+from transforms.catalogue import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
 FAN_OUTS = ("auto", "none", "tracks", "chunks")

@@ -28,12 +28,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
 from pipeline.run import RunPlan, counters, plan_run
-from transforms import storage
-from transforms.catalogue import CatalogueIndex, ordered_map
-from transforms.layout import Layout
-from transforms.manifest import Failure, Track
+from transforms.catalogue import storage
+from transforms.catalogue.index import CatalogueIndex, ordered_map
+from transforms.catalogue.layout import Layout
+from transforms.catalogue.manifest import Failure, Track
 from transforms.read import ReadCatalogue
-from transforms.record import CompletionRecord
+from transforms.catalogue.completion import CompletionRecord
 from transforms.skip import check
 
 REASONS = ("new", "changed", "new-model", "new-encoding", "forced")

@@ -25,12 +25,12 @@ from models.config import load_config
 from models.provider import resolve_checkpoint
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
-from transforms import manifest, storage
-from transforms.catalogue import CatalogueIndex
+from transforms.catalogue import manifest, storage
+from transforms.catalogue.index import CatalogueIndex
 from transforms.decode import DecodeChunks
 from transforms.inference import SeparateChunks, SpleeterModelHandler
-from transforms.layout import Layout, model_folder
-from transforms.lease import Lease
+from transforms.catalogue.layout import Layout, model_folder
+from transforms.catalogue.lease import Lease
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
@@ -71,7 +71,7 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
                     len(orphans))
-        storage.delete(orphans)
+        storage.delete_files(orphans)
     return committed
 
 
@@ -255,7 +255,7 @@ def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, inde
             progress.update(wave.rows if wave else sum(
                 v for k, v in found.items() if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
-    storage.remove_with_empty_parents(plan.layout.scratch(plan.run_id), options.output)
+    storage.delete_tree_up_to(plan.layout.scratch(plan.run_id), options.output)
     summary = Summary.of(totals, time.monotonic() - started)
     print(summary.text(plan))
     return 1 if summary.failed else 0

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.bsseval import METRICS, Metrics, median_over_frames, median_over_tracks
-from transforms import storage
+from transforms.catalogue import storage
 
 FRAMES_FILE, TRACKS_FILE, FIGURE_FILE = "frames.parquet", "tracks.parquet", "sdr.png"
 _SCORES = [(name, pa.float64()) for name in METRICS]

@@ -32,14 +32,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.checkpoint import is_checkpoint_dir, read_weights, write_checkpoint
 from models.config import SeparationConfig, load_config
-from models.crops import CropPlan
+from models.crops import CropSampling
 from models.errors import InputError
 from models.provider import resolve_checkpoint
 from models.training import Trainer, TrainingParams, batches, initial_weights
 from pipeline.options import BeamsplitterOptions, pin_local_runner
 from pipeline.run import counters
-from transforms import storage
-from transforms.training_manifest import TrainingTrack, read_training_manifest
+from transforms.catalogue import storage
+from transforms.catalogue.training_manifest import TrainingTrack, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class _QuietTftAdvice(logging.Filter):
 _QUIET_TFT = _QuietTftAdvice()
 
 
-def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPlan, folder: str,
+def prepare(config: SeparationConfig, tracks: list[TrainingTrack], sampling: CropSampling, folder: str,
             min_level_db: float, manifest_uri: str, beam_args: list[str]) -> TrainingSet:
     """Run the training-set jobs; an ``InputError`` lists every track that could not be used.
 
@@ -112,7 +112,7 @@ def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPla
     FileSystems.set_options(options)
     for name in (RECORDS, POWERS, FAILURES, TRANSFORM_FN, TEMP, STATS):
         # Leftovers of an earlier preparation (more shards, another transform) must not mix with this one.
-        storage.remove(storage.join(folder, name))
+        storage.delete_tree(storage.join(folder, name))
     size = max(1, options.view_as(BeamsplitterOptions).local_wave_tracks) if local else len(tracks)
     crops = 0
     with tqdm(total=len(tracks), unit="track", desc="training set", disable=None if local else True,
@@ -123,7 +123,7 @@ def prepare(config: SeparationConfig, tracks: list[TrainingTrack], plan: CropPla
             tracks_in = pipeline | "Tracks" >> beam.Create(tracks[first:first + size])
             if not local:  # one worker per track rather than per manifest
                 tracks_in = tracks_in | "Spread" >> beam.Reshuffle()
-            decoded = tracks_in | "DecodeCrops" >> DecodeCrops(config, plan, manifest_uri)
+            decoded = tracks_in | "DecodeCrops" >> DecodeCrops(config, sampling, manifest_uri)
             _ = (decoded.crops
                  | "Records" >> beam.Map(lambda crop: crop.record)
                  | "WriteRecords" >> beam.io.WriteToTFRecord(storage.join(folder, RECORDS, wave),
@@ -169,7 +169,7 @@ def _analyze(options: PipelineOptions, folder: str, min_level_db: float) -> Trai
              | "Stats" >> beam.CombineGlobally(LevelStats())
              | "WriteStats" >> beam.Map(_publish_json, stats_uri))
     pipeline.run().wait_until_finish()
-    storage.remove(storage.join(folder, TEMP))
+    storage.delete_tree(storage.join(folder, TEMP))
     stats = storage.read_json(stats_uri) or {}
     return TrainingSet(folder, int(stats.get("crops", 0)), int(stats.get("kept", 0)), stats.get("reference_db"))
 
@@ -258,10 +258,10 @@ def train(request: TrainRequest) -> int:
     tracks = read_training_manifest(request.dataset, config.instruments)
     weights, global_step, origin = starting_point(config, request.init, model_dir, seed)
     started = time.monotonic()
-    plan = CropPlan(params.chunk_duration, params.n_chunks_per_song, request.crops_per_chunk, seed, request.augment)
+    sampling = CropSampling(params.chunk_duration, params.n_chunks_per_song, request.crops_per_chunk, seed, request.augment)
     print(f"train {config.name}: {len(tracks)} tracks from {request.dataset}, preparing the training set in {folder}",
           file=sys.stderr)
-    trainset = prepare(config, tracks, plan, folder, request.min_level_db, request.dataset, request.beam_args)
+    trainset = prepare(config, tracks, sampling, folder, request.min_level_db, request.dataset, request.beam_args)
     if trainset.kept == 0:
         raise InputError(f"{request.dataset}: no training crops ({trainset.crops} crops, none within "
                          f"{-request.min_level_db:g} dB of the set's mean level; tracks need at least T={config.T} "

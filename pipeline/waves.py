@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from transforms.catalogue import CatalogueIndex, ordered_map
-from transforms.layout import Layout
-from transforms.manifest import Failure
+from transforms.catalogue.index import CatalogueIndex, ordered_map
+from transforms.catalogue.layout import Layout
+from transforms.catalogue.manifest import Failure
 from transforms.skip import check
 
 # Bounds what a wave's pipeline holds when the catalogue is mostly done or bad rows.

@@ -10,7 +10,7 @@ from typing import Tuple
 import apache_beam as beam
 import numpy as np
 
-from transforms.manifest import Track
+from transforms.catalogue.manifest import Track
 
 
 @dataclass

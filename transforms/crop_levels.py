@@ -27,7 +27,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from models.records import MIX_POWER
+from models.examples import MIX_POWER
 
 LEVEL_DB = "level_db"
 KEEP = "keep"

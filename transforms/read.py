@@ -1,20 +1,17 @@
 """ReadCatalogue: a manifest, or a glob of audio files, to validated, de-duplicated tracks.
 
 For distributed runners, which take the whole catalogue in one pipeline: one
-worker reads the rows (``transforms.catalogue.entries``) and a GroupByKey by
+worker reads the rows (``transforms.catalogue.index.entries``) and a GroupByKey by
 track id finds the duplicates. The local runner reads the catalogue in its
-driver instead, once, into ``transforms.catalogue.CatalogueIndex``.
+driver instead, once, into ``transforms.catalogue.index.CatalogueIndex``.
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms import catalogue
-from transforms.manifest import Track
-
-FAILURES = "failures"
-
+from transforms.catalogue import index as catalogue
+from transforms.catalogue.manifest import FAILURES, Track
 
 class _ReadEntries(beam.DoFn):
     def __init__(self, manifest_uri: str | None, input_glob: str | None):

@@ -30,16 +30,13 @@ from models.chunking import ChunkGeometry
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError
 from models.stems import StemWriter
-from transforms import storage
+from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
-from transforms.layout import Layout, stem_file
-from transforms.manifest import Failure, Track
-from transforms.record import CompletionRecord
+from transforms.catalogue.layout import Layout, stem_file
+from transforms.catalogue.manifest import FAILURES, Failure, Track
+from transforms.catalogue.completion import CompletionRecord
 from transforms.stash import Scratch
-
-FAILURES = "failures"
-
 
 class TrackWriter:
     """One track's separated chunks, given in order, into its published stems, then its completion record.
@@ -78,14 +75,14 @@ class TrackWriter:
         try:
             # Withdrawn before the first stem is replaced: a redo that dies part-way
             # leaves a track that is not done, never old and new stems under a record.
-            storage.delete([record_uri])
+            storage.delete_files([record_uri])
             stems.close()
             if self.scratch is not None:
                 for name, uri in self.uris.items():
                     storage.publish_file(stems.outputs[name], uri)
             old_codec = earlier.encoding["codec"] if earlier else job.encoding.codec
             if old_codec != job.encoding.codec:  # this track's stems in the codec it was done in before
-                storage.delete([job.layout.stem(track.track_id, name, old_codec) for name in config.instruments])
+                storage.delete_files([job.layout.stem(track.track_id, name, old_codec) for name in config.instruments])
         except BaseException:
             self.abort()
             raise
@@ -104,7 +101,7 @@ class TrackWriter:
                                      self.uris, job.run_id, job.batch, rows)
         # Written last: its presence is what makes the track count as done.
         storage.publish_bytes(record.to_json(), record_uri)
-        storage.remove_partials(job.layout.track_dir(track.track_id))
+        storage.delete_partials(job.layout.track_dir(track.track_id))
         return rows
 
     def abort(self) -> None:

@@ -13,12 +13,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from models.errors import BeamsplitterError, InputError
-from transforms import storage
-from transforms.layout import Layout
-from transforms.manifest import Failure, Track
-from transforms.record import CompletionRecord
+from transforms.catalogue import storage
+from transforms.catalogue.layout import Layout
+from transforms.catalogue.manifest import FAILURES, Failure, Track
+from transforms.catalogue.completion import CompletionRecord
 
-FAILURES, SKIPPED, RECOVERED = "failures", "skipped", "recovered"
+SKIPPED, RECOVERED = "skipped", "recovered"
 
 
 @dataclass(frozen=True)

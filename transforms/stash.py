@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import BeamsplitterError
-from transforms import storage
+from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn
 from transforms.chunks import StashedChunk
-from transforms.layout import Layout
+from transforms.catalogue.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Scratch:
     def remove_track(self, track_id: str) -> None:
         """Remove a track's chunks (best effort: a leftover only costs space under scratch/)."""
         try:
-            storage.remove(self.layout.scratch_track(self.run_id, track_id))
+            storage.delete_tree(self.layout.scratch_track(self.run_id, track_id))
         except Exception:  # noqa: BLE001 - never fail a written track over its scratch files
             pass
 

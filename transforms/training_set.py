@@ -8,26 +8,26 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models import records
+from models import examples
 from models.config import SeparationConfig
-from models.crops import CropPlan, crops
+from models.crops import CropSampling, crops
 from models.errors import BeamsplitterError, InputError
-from transforms import storage
-from transforms.training_manifest import TrainingTrack
+from transforms.catalogue import storage
+from transforms.catalogue.manifest import FAILURES
+from transforms.catalogue.training_manifest import TrainingTrack
 
-FAILURES = "failures"
 
 
 class Crop(NamedTuple):
     key: str
     mix_power: float
-    record: bytes  # the serialized tf.train.Example (models.records)
+    record: bytes  # the serialized tf.train.Example (models.examples)
 
 
 def load_sources(track: TrainingTrack, sample_rate: int) -> dict[str, np.ndarray]:
     """Mixture and stems, float32 ``[n, 2]``; a stem whose length differs from the mixture's is an error."""
     sources = {name: storage.load_audio(uri, sample_rate) for name, uri in track.sources()}
-    n_mix = len(sources[records.MIX])
+    n_mix = len(sources[examples.MIX])
     for name, uri in track.stems:
         if len(sources[name]) != n_mix:
             raise InputError(f"{uri}: {len(sources[name])} samples at {sample_rate} Hz, but the mixture "
@@ -36,10 +36,10 @@ def load_sources(track: TrainingTrack, sample_rate: int) -> dict[str, np.ndarray
 
 
 class _DecodeCrops(beam.DoFn):
-    def __init__(self, params: dict, name: str, plan: CropPlan, manifest_uri: str):
+    def __init__(self, params: dict, name: str, sampling: CropSampling, manifest_uri: str):
         self.params = params
         self.name = name
-        self.plan = plan
+        self.sampling = sampling
         self.manifest_uri = manifest_uri
 
     def setup(self):
@@ -54,19 +54,19 @@ class _DecodeCrops(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, (track.row, f"{self.manifest_uri} row {track.row}: {exc}"))
             return
         self.tracks.inc()
-        for key, spectrograms in crops(sources, self.config, self.plan, track.name):
+        for key, spectrograms in crops(sources, self.config, self.sampling, track.name):
             self.crops.inc()
-            yield Crop(key, records.mean_power(spectrograms[records.MIX]), records.encode(key, spectrograms))
+            yield Crop(key, examples.mean_power(spectrograms[examples.MIX]), examples.encode(key, spectrograms))
 
 
 class DecodeCrops(beam.PTransform):
     """``TrainingTrack`` -> ``Crop`` for each of its crops, plus a ``failures`` output of ``(row, message)``."""
 
-    def __init__(self, config: SeparationConfig, plan: CropPlan, manifest_uri: str):
+    def __init__(self, config: SeparationConfig, sampling: CropSampling, manifest_uri: str):
         super().__init__()
         # The configuration travels as its JSON fields: a configuration file
         # given on the driver need not exist on the workers.
-        self.fn = _DecodeCrops(dict(config.raw), config.name, plan, manifest_uri)
+        self.fn = _DecodeCrops(dict(config.raw), config.name, sampling, manifest_uri)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.fn).with_outputs(FAILURES, main="crops")

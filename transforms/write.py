@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
-from transforms import storage
+from transforms.catalogue import storage
 
 FAILURE_SCHEMA = pa.schema([
     ("track_id", pa.string()), ("source_uri", pa.string()), ("stage", pa.string()),
@@ -76,7 +76,7 @@ class WriteParquet(beam.PTransform):
         # Once every file is moved into place (on whichever worker, whichever runner), its temporary folder goes.
         _ = (written
              | "CountMoved" >> beam.combiners.Count.Globally()
-             | "RemoveTemp" >> beam.Map(lambda _: storage.remove(temp)))
+             | "RemoveTemp" >> beam.Map(lambda _: storage.delete_tree(temp)))
         return written
 
 

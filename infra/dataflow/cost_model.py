@@ -39,12 +39,12 @@ REFERENCE_BYTES = 640
 # Cloud Storage requests of the scratch (transforms/stash.py and storage.py on Beam's GcsIO over
 # google-cloud-storage), per chunk: two uploads (its decoded samples "in-", its stems "out-"), each one
 # resumable upload, which Google bills as one Class A operation once complete; two reads (a metadata
-# get and one media get each); and its two objects' removal: storage.delete gets each to see that it
+# get and one media get each); and its two objects' removal: storage.delete_files gets each to see that it
 # exists, then Beam's GCSFileSystem.delete matches each path again (an existence get and a metadata
 # get) before deleting it in a batch of one (deletes are free): 3 gets an object.
 SCRATCH_CLASS_A_PER_CHUNK = 2
 SCRATCH_CLASS_B_PER_CHUNK = 2 * 2 + 2 * 3
-# Per track, storage.remove of its folder: a listing under it (objects.list, one per 1,000 objects:
+# Per track, storage.delete_tree of its folder: a listing under it (objects.list, one per 1,000 objects:
 # a track under about 99 minutes) and a get of the folder's own name (a match without a glob; 404).
 SCRATCH_CLASS_A_PER_TRACK = 1
 SCRATCH_CLASS_B_PER_TRACK = 1

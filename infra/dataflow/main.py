@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from pipeline.options import BeamsplitterOptions, pin_local_runner
 from pipeline.run import build, catalogue_size, plan_run, settle_prefix
-from transforms.lease import Lease
+from transforms.catalogue.lease import Lease
 
 DATAFLOW = "DataflowRunner"
 

@@ -506,7 +506,7 @@ def test_scratch_requests_are_the_ones_the_pipeline_makes():
     import numpy as np
     import requests
 
-    from transforms.layout import Layout
+    from transforms.catalogue.layout import Layout
     from transforms.stash import Scratch
 
     sent = []

@@ -29,7 +29,7 @@ from models import audio
 from pipeline import demo
 from pipeline.cli import main
 from tests import services
-from transforms.dataset import discover
+from transforms.catalogue.dataset import discover
 
 SECONDS = 4.0
 INSTRUMENTS = ("vocals", "drums", "bass", "other")  # spleeter:4stems's, in its order

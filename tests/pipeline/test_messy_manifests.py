@@ -18,7 +18,7 @@ from models.errors import InputError
 from pipeline.run import run
 from tests.pipeline.conftest import write_manifest
 from tests.unit.test_manifest import corrupt_parquet
-from transforms.manifest import MAX_LINE_BYTES
+from transforms.catalogue.manifest import MAX_LINE_BYTES
 
 UNPARSEABLE = [  # (file name, content, the start of the one error both commands give)
     ("quote.csv", b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',

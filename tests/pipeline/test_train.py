@@ -31,11 +31,11 @@ import pytest
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
-from models import audio, records
+from models import audio, examples
 from models.bsseval import bss_eval
 from models.checkpoint import read_weights
 from models.config import load_config
-from models.crops import CropPlan, crops
+from models.crops import CropSampling, crops
 from models.provider import load_separator
 from models.training import Trainer, TrainingParams, initial_weights
 from models.unet import variable_shapes
@@ -43,7 +43,7 @@ from pipeline import demo
 from pipeline.cli import main
 from tests import services
 from transforms.crop_levels import keep_filter
-from transforms.training_manifest import read_training_manifest
+from transforms.catalogue.training_manifest import read_training_manifest
 from transforms.training_set import load_sources
 
 SECONDS = 6.0
@@ -106,14 +106,14 @@ def scratch(dataset, tmp_path_factory) -> tuple[Path, Path]:
 def load_batches(model: Path, config_path: Path):
     """Every record of the training set, and those the transform graph keeps, as ``(mix, targets)`` arrays."""
     config = load_config(str(config_path))
-    parse = records.parser(config)
+    parse = examples.parser(config)
     files = sorted(str(p) for p in (model / "trainset" / "records").glob("*.tfrecord"))
     examples = [parse(r) for r in tf.data.TFRecordDataset(files)]
     keep = keep_filter(str(model / "trainset" / "transform_fn"))
     kept = [e for e in examples if bool(keep(e))]
 
     def arrays(chosen):
-        return (np.stack([e[records.MIX].numpy() for e in chosen]),
+        return (np.stack([e[examples.MIX].numpy() for e in chosen]),
                 np.stack([np.stack([e[name].numpy() for e in chosen]) for name in config.instruments]))
 
     return config, examples, arrays(kept)
@@ -246,15 +246,15 @@ def test_remote_data_in_waves_gives_exactly_the_augmented_crops(remote_model, da
     config = load_config(str(config_path))
     files = sorted((model / "trainset" / "records").glob("*.tfrecord"))
     assert {f.name[:5] for f in files} == {"w0000", "w0001"}  # two waves: two songs, then one
-    parse = records.parser(config)
-    written = {e[records.KEY].numpy().decode(): e for e in map(parse, tf.data.TFRecordDataset([str(f) for f in files]))}
-    augmented = CropPlan(20.0, 2, CROPS_PER_CHUNK, SEED, augment=True)
+    parse = examples.parser(config)
+    written = {e[examples.KEY].numpy().decode(): e for e in map(parse, tf.data.TFRecordDataset([str(f) for f in files]))}
+    augmented = CropSampling(20.0, 2, CROPS_PER_CHUNK, SEED, augment=True)
     expected = {}
     for track in read_training_manifest(str(dataset), config.instruments)[:3]:
         sources = load_sources(track, config.sample_rate)
         expected.update(crops(sources, config, augmented, track.name))
-        plain = dict(crops(sources, config, CropPlan(20.0, 2, CROPS_PER_CHUNK, SEED), track.name))
-        assert not any(np.allclose(plain[key][records.MIX], expected[key][records.MIX]) for key in plain)
+        plain = dict(crops(sources, config, CropSampling(20.0, 2, CROPS_PER_CHUNK, SEED), track.name))
+        assert not any(np.allclose(plain[key][examples.MIX], expected[key][examples.MIX]) for key in plain)
     assert sorted(written) == sorted(expected) and len(expected) == 3 * CROPS_PER_CHUNK
     for key, spectrograms in expected.items():
         for name, value in spectrograms.items():

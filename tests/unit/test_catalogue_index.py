@@ -8,8 +8,8 @@ import re
 import pytest
 
 from models.errors import InputError
-from transforms.catalogue import CatalogueIndex, entries, ordered_map
-from transforms.manifest import Failure, Track
+from transforms.catalogue.index import CatalogueIndex, entries, ordered_map
+from transforms.catalogue.manifest import Failure, Track
 
 
 def test_first_row_wins_and_every_row_stays_in_order(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 from apache_beam.typehints.native_type_compatibility import convert_to_beam_type
 
 from transforms.chunks import ChunkCoder, EstimatedChunk, KeyedTrackChunk, SeparatedChunk, TrackChunk
-from transforms.manifest import Track
+from transforms.catalogue.manifest import Track
 
 
 def _chunk(rng) -> TrackChunk:

@@ -7,7 +7,7 @@ import pytest
 
 from models import audio
 from models.audio import EncodeOptions
-from models.engine import TrackJob, plan_jobs, separate_files, stem_path
+from pipeline.separate import TrackJob, track_jobs, separate_files, stem_path
 from models.errors import InputError
 from models.provider import load_separator
 
@@ -42,9 +42,9 @@ def test_a_bad_track_fails_alone(tmp_path, separator, music_track):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF" + b"\0" * 100)
     sources = [str(music_track), str(bad), str(tmp_path / "missing.flac"), str(music_track)]
-    jobs = plan_jobs(sources[:1], str(tmp_path / "a"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
-    jobs += plan_jobs(sources[1:3], str(tmp_path / "b"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
-    jobs += plan_jobs(sources[3:], str(tmp_path / "c"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
+    jobs = track_jobs(sources[:1], str(tmp_path / "a"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
+    jobs += track_jobs(sources[1:3], str(tmp_path / "b"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
+    jobs += track_jobs(sources[3:], str(tmp_path / "c"), "{filename}/{instrument}.{codec}", separator.instruments, "wav")
     seen = []
     results = separate_files(separator, jobs, on_result=seen.append)
     assert [r.ok for r in results] == [True, False, False, True]
@@ -66,7 +66,7 @@ def test_stem_paths_follow_spleeter_placeholders():
 
 def test_colliding_stem_paths_are_refused():
     with pytest.raises(InputError, match="/b/x.wav: its stem /.*/out/x/vocals.wav would overwrite one of /.*/a/x.wav"):
-        plan_jobs(["a/x.wav", "b/x.wav"], "out", "{filename}/{instrument}.{codec}", ("vocals",), "wav")
+        track_jobs(["a/x.wav", "b/x.wav"], "out", "{filename}/{instrument}.{codec}", ("vocals",), "wav")
 
 
 def test_a_stem_that_would_land_on_an_input_is_refused(tmp_path, monkeypatch):
@@ -78,15 +78,15 @@ def test_a_stem_that_would_land_on_an_input_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for source in ("album/vocals.wav", f"file://{album}/vocals.wav", "./album/../album/vocals.wav"):
         with pytest.raises(InputError, match="its stem .*/album/vocals.wav would overwrite the input"):
-            plan_jobs([source], ".", "{foldername}/{instrument}.{codec}", ("vocals", "accompaniment"), "wav")
+            track_jobs([source], ".", "{foldername}/{instrument}.{codec}", ("vocals", "accompaniment"), "wav")
     with pytest.raises(InputError, match="its stem .*/album/vocals.wav would overwrite the input .*/link/vocals"):
-        plan_jobs(["link/vocals.wav"], str(tmp_path), "album/{instrument}.{codec}", ("vocals",), "wav")
+        track_jobs(["link/vocals.wav"], str(tmp_path), "album/{instrument}.{codec}", ("vocals",), "wav")
     # Another input, not the file itself, is just as much a loss.
     (album / "other.wav").write_bytes(b"RIFF")
     with pytest.raises(InputError, match="would overwrite the input .*/album/vocals.wav"):
-        plan_jobs(["album/other.wav", "album/vocals.wav"], "album/..", "album/{instrument}.{codec}",
+        track_jobs(["album/other.wav", "album/vocals.wav"], "album/..", "album/{instrument}.{codec}",
                   ("vocals",), "wav")
-    (jobs,) = plan_jobs(["album/vocals.wav"], "./out/", "{foldername}/{instrument}.{codec}", ("vocals",), "wav")
+    (jobs,) = track_jobs(["album/vocals.wav"], "./out/", "{foldername}/{instrument}.{codec}", ("vocals",), "wav")
     assert jobs.source == str(album / "vocals.wav") and jobs.outputs == {"vocals": str(tmp_path / "out/album/vocals.wav")}
 
 
@@ -94,7 +94,7 @@ def test_a_format_that_leaves_a_missing_output_folder_writes_its_stems(tmp_path,
     # separate -f '../escape/{instrument}.{codec}' -o fmt5, fmt5 not there: the stems go to ./escape/.
     monkeypatch.chdir(tmp_path)
     audio.save("short.wav", demo_samples(2.0), 44100)
-    jobs = plan_jobs(["file://" + str(tmp_path / "short.wav")], "fmt5", "../escape/{instrument}.{codec}",
+    jobs = track_jobs(["file://" + str(tmp_path / "short.wav")], "fmt5", "../escape/{instrument}.{codec}",
                      separator.instruments, "wav")
     assert jobs[0].outputs == {name: str(tmp_path / "escape" / f"{name}.wav") for name in separator.instruments}
     (result,) = separate_files(separator, jobs)
@@ -118,9 +118,9 @@ def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, sep
 
     original = separator.estimate
     monkeypatch.setattr(separator, "estimate", broken)
-    jobs = plan_jobs([str(music_track)] * 1, str(tmp_path), "{filename}/{instrument}.{codec}",
+    jobs = track_jobs([str(music_track)] * 1, str(tmp_path), "{filename}/{instrument}.{codec}",
                      separator.instruments, "wav")
-    jobs += plan_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
+    jobs += track_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
                       separator.instruments, "wav")
     with pytest.raises(RuntimeError, match="bug in the model"):
         separate_files(separator, jobs, batch_size=1)

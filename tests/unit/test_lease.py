@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from transforms import lease
-from transforms.lease import Lease, LeaseHeld
+from transforms.catalogue import lease
+from transforms.catalogue.lease import Lease, LeaseHeld
 
 
 def write_lease(path, **fields):

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.errors import InputError
-from transforms import manifest
-from transforms.layout import RESERVED
+from transforms.catalogue import manifest
+from transforms.catalogue.layout import RESERVED
 
 ROWS = [{"track_id": "a/1", "uri": "one.wav", "year": 1999}, {"track_id": "b", "uri": "gs://bucket/two.mp3", "year": None}]
 

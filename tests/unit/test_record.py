@@ -8,7 +8,7 @@ import json
 import pytest
 
 from models.audio import EncodeOptions
-from transforms.record import CompletionRecord
+from transforms.catalogue.completion import CompletionRecord
 
 WAV = EncodeOptions().as_written()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import crops, records, spectral
+from models import crops, examples, spectral
 from models.checkpoint import read_weights, write_checkpoint
 from models.config import SeparationConfig, load_config
 from models.errors import ConfigError
@@ -130,11 +130,11 @@ def test_chunks_sit_where_spleeter_puts_them():
 
 def test_crops_are_synchronized_reproducible_and_cut_from_the_right_frames():
     config = small_config()
-    plan = crops.CropPlan(chunk_duration=20.0, n_chunks=1, crops_per_chunk=3, seed=7)
+    sampling = crops.CropSampling(chunk_duration=20.0, n_chunks=1, crops_per_chunk=3, seed=7)
     rng = np.random.default_rng(0)
     mix = rng.normal(0, 0.1, (3 * config.sample_rate, 2)).astype(np.float32)
     sources = {"mix": mix, "vocals": 0.25 * mix, "accompaniment": 0.75 * mix}
-    made = list(crops.crops(sources, config, plan, "song"))
+    made = list(crops.crops(sources, config, sampling, "song"))
     assert [key for key, _ in made] == ["song/0/0", "song/0/1", "song/0/2"]
     whole = np.abs(spectral.stft(mix, config.frame_length, config.frame_step))[:, : config.F]
     for _, spectrograms in made:
@@ -145,12 +145,12 @@ def test_crops_are_synchronized_reproducible_and_cut_from_the_right_frames():
         # A run of T whole frames of the track's own STFT.
         errors = [np.abs(whole[s:s + config.T] - spectrograms["mix"]).max() for s in range(len(whole) - config.T + 1)]
         assert min(errors) < 1e-4
-    again = list(crops.crops(sources, config, plan, "song"))
+    again = list(crops.crops(sources, config, sampling, "song"))
     assert all(np.array_equal(a[1]["mix"], b[1]["mix"]) for a, b in zip(made, again))
-    other = list(crops.crops(sources, config, crops.CropPlan(20.0, 1, 3, seed=8), "song"))
+    other = list(crops.crops(sources, config, crops.CropSampling(20.0, 1, 3, seed=8), "song"))
     assert not all(np.array_equal(a[1]["mix"], b[1]["mix"]) for a, b in zip(made, other))
     too_short = {name: s[: config.frame_length] for name, s in sources.items()}
-    assert list(crops.crops(too_short, config, plan, "short")) == []
+    assert list(crops.crops(too_short, config, sampling, "short")) == []
 
 
 def test_augmentation_stretches_time_and_shifts_pitch_alike_for_every_source():
@@ -167,8 +167,8 @@ def test_augmentation_stretches_time_and_shifts_pitch_alike_for_every_source():
     rng = np.random.default_rng(4)
     mix = rng.normal(0, 0.1, (3 * config.sample_rate, 2)).astype(np.float32)
     augmented = list(crops.crops({"mix": mix, "vocals": 0.5 * mix}, config,
-                                 crops.CropPlan(20.0, 1, 2, seed=1, augment=True), "song"))
-    plain = list(crops.crops({"mix": mix, "vocals": 0.5 * mix}, config, crops.CropPlan(20.0, 1, 2, seed=1), "song"))
+                                 crops.CropSampling(20.0, 1, 2, seed=1, augment=True), "song"))
+    plain = list(crops.crops({"mix": mix, "vocals": 0.5 * mix}, config, crops.CropSampling(20.0, 1, 2, seed=1), "song"))
     assert len(augmented) == 2
     for (_, a), (_, p) in zip(augmented, plain):
         assert a["mix"].shape == (config.T, config.F, 2)
@@ -181,7 +181,7 @@ def test_records_round_trip():
     rng = np.random.default_rng(2)
     spectrograms = {name: rng.random((config.T, config.F, 2), dtype=np.float32)
                     for name in ("mix", "vocals", "accompaniment")}
-    parsed = records.parser(config)(tf.constant(records.encode("song/0/1", spectrograms)))
+    parsed = examples.parser(config)(tf.constant(examples.encode("song/0/1", spectrograms)))
     assert parsed["key"].numpy() == b"song/0/1"
     assert float(parsed["mix_power"]) == pytest.approx(np.mean(spectrograms["mix"].astype(np.float64) ** 2), rel=1e-6)
     for name, value in spectrograms.items():
@@ -193,7 +193,7 @@ def test_training_manifests_in_every_format(tmp_path):
     import pyarrow.parquet as pq
 
     from models.errors import InputError
-    from transforms.training_manifest import read_training_manifest
+    from transforms.catalogue.training_manifest import read_training_manifest
 
     instruments = ("vocals", "accompaniment")
     (tmp_path / "train.jsonl").write_text(

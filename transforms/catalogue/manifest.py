@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
 from models.uris import normalize
-from transforms.layout import RESERVED
+from transforms.catalogue.layout import RESERVED
 
 REQUIRED = ("track_id", "uri")
 SCHEMES = ("gs", "s3", "file")
@@ -44,6 +44,10 @@ class Track:
     uri: str
     row: int  # 1-based position in the manifest; the first of duplicates wins
     extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+#: The output tag under which every step reports its failures.
+FAILURES = "failures"
 
 
 @dataclass(frozen=True)

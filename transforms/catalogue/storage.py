@@ -172,7 +172,7 @@ def _publish(uri: str, write, mime_type: str) -> None:
         raise StorageError(f"{uri}: cannot write ({_cause(exc)})") from None
 
 
-def remove_partials(folder: str) -> None:
+def delete_partials(folder: str) -> None:
     """Remove temporary files that a killed attempt left in a local ``folder``.
 
     Object stores have none: an unfinished upload never becomes an object.
@@ -186,7 +186,7 @@ def remove_partials(folder: str) -> None:
                     pass
 
 
-def delete(uris: list[str]) -> None:
+def delete_files(uris: list[str]) -> None:
     """Delete the files ``uris``, each taken literally; absent ones are ignored."""
     present = [u for u in uris if FileSystems.exists(u)]
     if present:
@@ -194,7 +194,7 @@ def delete(uris: list[str]) -> None:
         FileSystems.delete([u if u.startswith("s3://") else literal_glob(u) for u in present])
 
 
-def remove(uri: str) -> None:
+def delete_tree(uri: str) -> None:
     """Remove the file or folder ``uri`` and everything under it, if it exists."""
     if is_local(uri):
         if os.path.isdir(uri):
@@ -202,12 +202,12 @@ def remove(uri: str) -> None:
         elif os.path.exists(uri):
             os.unlink(uri)
         return
-    delete(([uri] if exists(uri) else []) + find(uri, "**"))
+    delete_files(([uri] if exists(uri) else []) + find(uri, "**"))
 
 
-def remove_with_empty_parents(uri: str, above: str) -> None:
-    """``remove(uri)``, then the local folders between it and ``above`` that it left empty."""
-    remove(uri)
+def delete_tree_up_to(uri: str, above: str) -> None:
+    """``delete_tree(uri)``, then the local folders between it and ``above`` that it left empty."""
+    delete_tree(uri)
     if is_local(uri):
         folder = os.path.dirname(os.path.abspath(uri))
         top = os.path.abspath(above)

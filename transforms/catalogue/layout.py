@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from transforms.storage import join
+from transforms.catalogue.storage import join
 
 RECORD = "_SUCCESS.json"
 MODEL_CARD = "_MODEL.json"
@@ -64,7 +64,7 @@ class Layout:
         return join(self.prefix, "stems", self.model, MODEL_CARD)
 
     def lease(self) -> str:
-        """Held by the one run writing this model's output; see transforms/lease.py."""
+        """Held by the one run writing this model's output; see transforms/catalogue/lease.py."""
         return join(self.prefix, "stems", self.model, LEASE)
 
     def record(self, track_id: str) -> str:

@@ -26,8 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
 from models.uris import normalize
-from transforms import manifest
-from transforms.manifest import Failure, Track
+from transforms.catalogue import manifest
+from transforms.catalogue.manifest import Failure, Track
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
-from transforms import manifest, storage
-from transforms.manifest import Failure
+from transforms.catalogue import manifest, storage
+from transforms.catalogue.manifest import Failure
 
 MIXTURE = "mixture"
 ACCOMPANIMENT, VOCALS = "accompaniment", "vocals"

@@ -283,7 +283,7 @@ def check_span(offset: float, duration: float | None) -> None:
         raise InputError(f"--duration {duration:g}: give the seconds to separate, above 0")
 
 
-def plan_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
+def track_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
               offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
     """One job per source; refuses two stems that would land on the same path, and a bad offset or duration."""
     check_span(offset, duration)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.errors import InputError
-from transforms import manifest
+from transforms.catalogue import manifest
 
 MIX_COLUMNS = ("mix_path", "mixture")
 

@@ -35,7 +35,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from models.errors import BeamsplitterError
-from transforms import storage
+from transforms.catalogue import storage
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Lease:
 
     def _remove_stale(self, stale: "_Holder | None") -> None:
         if not storage.is_local(self.uri):
-            storage.delete([self.uri])
+            storage.delete_files([self.uri])
             return
         # Renamed away first: of two runs taking over the same stale lease, one rename succeeds; the
         # other's finds nothing, or finds a live lease, and refuses rather than delete it.
@@ -188,7 +188,7 @@ class Lease:
             self._renewer.join()
         current = _Holder.read(self.uri)
         if current and current.token == self.token:
-            storage.delete([self.uri])
+            storage.delete_files([self.uri])
 
     def _refusal(self, holder: _Holder | None) -> LeaseHeld:
         if holder is None:

@@ -12,7 +12,7 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 
-from transforms import storage
+from transforms.catalogue import storage
 
 
 @dataclass(frozen=True)
