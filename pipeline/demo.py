@@ -1,6 +1,8 @@
-"""Deterministic synthetic music: the demo catalogue, the tests' and benchmarks' audio.
+"""Deterministic synthetic music for ``beamsplitter demo-catalogue``.
 
-No third-party audio is in the repository; everything is made here.
+No third-party audio is in the repository; everything is made here. The tests
+and benchmarks render their tracks with the same code (tests/music.py adds the
+separate stems and the multitrack folders that only they need).
 
 A track is a mix of four parts, each panned to its own place in the stereo field:
 
@@ -248,29 +250,16 @@ def _drums(rng, seconds, rate, beat):
     return left, right
 
 
-def synthesize_stems(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100,
-                     channels: int = 2) -> dict[str, np.ndarray]:
-    """The parts of ``synthesize(seconds, seed, ...)``: float32 ``vocals``, ``drums``, ``bass``, ``other``.
-
-    Each is ``[round(seconds * sample_rate), channels]`` at the mix's gain, so
-    they add up to the mix (to float32 rounding); ``accompaniment`` is the sum
-    of the three that are not vocals, as Spleeter's 2stems models see it.
-    """
-    parts, gain = _render(seconds, seed, sample_rate, channels)
-    stems = {name: (part * gain).astype(np.float32) for name, part in parts.items()}
-    stems["accompaniment"] = ((parts["other"] + parts["bass"] + parts["drums"]) * gain).astype(np.float32)
-    return stems
-
-
 def synthesize(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100, channels: int = 2) -> np.ndarray:
     """The track as float32 ``[round(seconds * sample_rate), channels]``, peak at -1 dBFS."""
-    parts, gain = _render(seconds, seed, sample_rate, channels)
+    parts, gain = render(seconds, seed, sample_rate, channels)
     mix = parts["vocals"] + parts["other"] + parts["bass"] + parts["drums"]
     return (mix * gain).astype(np.float32)
 
 
-def _render(seconds: float, seed: int, sample_rate: int, channels: int) -> tuple[dict[str, np.ndarray], float]:
-    """Every part as float64 ``[n, channels]``, unscaled, and the gain that puts the mix's peak at -1 dBFS."""
+def render(seconds: float, seed: int, sample_rate: int, channels: int) -> tuple[dict[str, np.ndarray], float]:
+    """The track's parts ``vocals``, ``other``, ``bass`` and ``drums``, each float64 ``[n, channels]``
+    with ``n = round(seconds * sample_rate)``, unscaled; and the gain that puts their sum's peak at -1 dBFS."""
     if channels not in (1, 2):
         raise ValueError("channels must be 1 or 2")
     rng = np.random.default_rng(seed)
@@ -312,11 +301,6 @@ def make_track(path: str | Path, seconds: float = 30.0, seed: int = 0, sample_ra
     return write_wav(path, synthesize(seconds, seed, sample_rate, channels), sample_rate)
 
 
-def make_mono_22k(path: str | Path, seconds: float = 20.0, seed: int = 1) -> Path:
-    """A mono 22.05 kHz variant (decoders must resample and duplicate the channel)."""
-    return make_track(path, seconds, seed, sample_rate=22050, channels=1)
-
-
 def make_catalogue(folder: str | Path, tracks: int = 4, seconds: float = 20.0) -> Path:
     """A small catalogue: ``tracks`` WAV files and ``manifest.csv`` over them; returns the manifest."""
     folder = Path(folder)
@@ -327,36 +311,5 @@ def make_catalogue(folder: str | Path, tracks: int = 4, seconds: float = 20.0) -
             make_track(folder / f"{name}.wav", seconds=seconds, seed=i)
         rows.append(f"{name},{name}.wav,Demo song {i + 1}")
     manifest = folder / "manifest.csv"
-    manifest.write_text("\n".join(rows) + "\n")
-    return manifest
-
-
-def make_multitrack(folder: str | Path, seconds: float = 10.0, seed: int = 0,
-                    instruments: tuple[str, ...] = ("vocals", "accompaniment")) -> Path:
-    """A musdb-style track folder: ``mixture.wav`` and ``<instrument>.wav`` per instrument, 16-bit
-    44.1 kHz (instruments from ``synthesize_stems``); returns the folder."""
-    folder = Path(folder)
-    write_wav(folder / "mixture.wav", synthesize(seconds, seed), 44100)
-    stems = synthesize_stems(seconds, seed)
-    for instrument in instruments:
-        write_wav(folder / f"{instrument}.wav", stems[instrument], 44100)
-    return folder
-
-
-def make_training_set(folder: str | Path, tracks: int = 4, seconds: float = 10.0, first_seed: int = 100,
-                      instruments: tuple[str, ...] = ("vocals", "accompaniment")) -> Path:
-    """Tracks with their stems, for ``beamsplitter train``; returns the manifest, ``train.csv``.
-
-    Each track is ``<name>/mixture.wav`` and ``<name>/<instrument>.wav``; the
-    manifest has Spleeter's training columns ``mix_path``, ``<instrument>_path``
-    (relative to the manifest's folder) and ``duration``.
-    """
-    folder = Path(folder)
-    rows = [",".join(["mix_path"] + [f"{name}_path" for name in instruments] + ["duration"])]
-    for i in range(tracks):
-        name = f"song-{i + 1:02d}"
-        make_multitrack(folder / name, seconds, first_seed + i, instruments)
-        rows.append(",".join([f"{name}/mixture.wav"] + [f"{name}/{s}.wav" for s in instruments] + [f"{seconds:g}"]))
-    manifest = folder / "train.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import demo
+from tests import music as demo  # the demo's tracks, and the variants only the tests need
 
 pytestmark = pytest.mark.parity
 

@@ -26,8 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import audio
-from pipeline import demo
 from pipeline.cli import main
+from tests import music as demo  # the demo's tracks, and the stems only the tests need
 from tests import services
 from transforms.catalogue.dataset import discover
 

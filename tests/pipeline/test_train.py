@@ -1,4 +1,4 @@
-"""``beamsplitter train`` end to end, on synthetic tracks with their stems (pipeline.demo).
+"""``beamsplitter train`` end to end, on synthetic tracks with their stems (tests.music).
 
 * from fresh weights, a small U-Net (2 stems, T=64, F=256, few filters): the
   loss over the training set falls; the tensorflow-transform step leaves out
@@ -39,9 +39,8 @@ from models.crops import CropSampling, crops
 from models.provider import load_separator
 from models.training import Trainer, TrainingParams, initial_weights
 from models.unet import variable_shapes
-from pipeline import demo
 from pipeline.cli import main
-from tests import services
+from tests import music, services
 from transforms.crop_levels import keep_filter
 from transforms.catalogue.training_manifest import read_training_manifest
 from transforms.training_set import load_sources
@@ -68,10 +67,10 @@ def spleeter_config(path: Path, **changes) -> Path:
 def dataset(tmp_path_factory) -> Path:
     """``train.csv``: four 6 s tracks with their vocals and accompaniment, and a silent fifth."""
     folder = tmp_path_factory.mktemp("trainset")
-    manifest = demo.make_training_set(folder, tracks=TRACKS, seconds=SECONDS)
+    manifest = music.make_training_set(folder, tracks=TRACKS, seconds=SECONDS)
     silence = np.zeros((int(SECONDS * 44100), 2), np.float32)
     for name in ("mixture", "vocals", "accompaniment"):
-        demo.write_wav(folder / "silence" / f"{name}.wav", silence, 44100)
+        music.write_wav(folder / "silence" / f"{name}.wav", silence, 44100)
     with open(manifest, "a") as f:
         f.write(f"silence/mixture.wav,silence/vocals.wav,silence/accompaniment.wav,{SECONDS:g}\n")
     return manifest
@@ -83,8 +82,8 @@ def held_out(tmp_path_factory) -> list[tuple[Path, np.ndarray, dict[str, np.ndar
     folder = tmp_path_factory.mktemp("held-out")
     tracks = []
     for seed in HELD_OUT_SEEDS:
-        mix = demo.synthesize(SECONDS, seed)
-        tracks.append((demo.write_wav(folder / f"held-{seed}.wav", mix, 44100), mix, demo.synthesize_stems(SECONDS, seed)))
+        mix = music.synthesize(SECONDS, seed)
+        tracks.append((music.write_wav(folder / f"held-{seed}.wav", mix, 44100), mix, music.synthesize_stems(SECONDS, seed)))
     return tracks
 
 
@@ -292,7 +291,7 @@ def test_a_data_dir_tensorflow_cannot_read_is_refused_before_any_work(dataset, t
 def test_unusable_rows_stop_training_naming_each_file(dataset, tmp_path, capsys):
     source = dataset.parent / "song-01"
     (tmp_path / "notes.wav").write_text("no music here\n" * 40)
-    demo.write_wav(tmp_path / "short.wav", np.zeros((44100, 2), np.float32), 44100)
+    music.write_wav(tmp_path / "short.wav", np.zeros((44100, 2), np.float32), 44100)
     rows = [
         [source / "mixture.wav", source / "vocals.wav", source / "accompaniment.wav"],
         [source / "mixture.wav", "gone.wav", source / "accompaniment.wav"],
@@ -336,7 +335,7 @@ def test_a_trained_model_is_named_after_its_folder_and_a_moved_one_says_where_it
     assert load_separator(str(model / "params.json")).config.name == "my-model"
     moved = tmp_path / "moved"
     model.rename(moved)
-    demo.make_track(tmp_path / "a.wav", seconds=1.0)
+    music.make_track(tmp_path / "a.wav", seconds=1.0)
     assert main(["separate", "-p", str(moved / "params.json"), str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err
     assert f"my-model: no weights in {model}, where its configuration's model_dir points" in err, err

@@ -20,7 +20,7 @@ import pytest
 import scipy.signal
 
 from models.bsseval import METRICS, bss_eval, frame_bounds, median_over_frames, median_over_tracks
-from pipeline import demo
+from tests.music import synthesize_stems
 
 TOLERANCE_DB = 0.01
 # Exactly dependent references have one projection, hence one set of figures; measured: 9e-7 dB
@@ -67,7 +67,7 @@ def assert_as_museval(references, estimates, window=RATE, hop=RATE) -> np.ndarra
 
 def test_music_stems_match_museval():
     """Four synthetic music stems, 3.5 s: three full 1 s frames, the last half second left out."""
-    music = demo.synthesize_stems(3.5, seed=5)
+    music = synthesize_stems(3.5, seed=5)
     references = np.stack([music[name] for name in ("vocals", "drums", "bass", "other")]).astype(np.float64)
     references = np.round(references * 32767) / 32767
     estimates = imperfect_separation(references, seed=1)
@@ -129,7 +129,7 @@ def test_dual_mono_and_silent_stems_match_museval():
     throughout (an instrumental's vocals) is refused by museval and gives no figure here.
     """
     rate, seconds = RATE, 20.0
-    music = demo.synthesize_stems(seconds, seed=11)
+    music = synthesize_stems(seconds, seed=11)
     references = np.stack([music[name] for name in ("vocals", "drums", "bass", "other")]).astype(np.float64)
     references[0, :, 1] = references[0, :, 0]
     references[0, int(2.5 * rate):6 * rate] = 0.0  # frames 3 to 5 silent, frame 2 half
@@ -178,7 +178,7 @@ def test_dual_mono_matches_museval_least_squares_fallback(monkeypatch):
 
     monkeypatch.setattr(museval.metrics, "np", NumpyWhoseSolveRefuses())
     rate = 8000
-    music = demo.synthesize_stems(10.0, seed=3, sample_rate=rate)
+    music = synthesize_stems(10.0, seed=3, sample_rate=rate)
     references = np.stack([music["vocals"], music["accompaniment"]]).astype(np.float64)
     references[0, :, 1] = references[0, :, 0]
     references[0, int(2.5 * rate):6 * rate] = 0.0
