@@ -1,4 +1,4 @@
-"""Cutting a waveform stream into model chunks and joining the results back.
+"""Separating a waveform stream chunk by chunk: the one separation routine, for every runner.
 
 Spleeter prepends ``frame_length`` zeros to the track, takes STFT frames every
 ``frame_step`` samples, zero-pads the frame count to a multiple of ``T`` and
@@ -18,16 +18,29 @@ computed one chunk at a time:
 
 The output is cropped back to ``[frame_length, frame_length + n_samples)`` of
 the padded timeline, as Spleeter does.
+
+A chunk goes through five stages, each a function of arrays:
+
+    segments            waveform blocks [n, 2]    -> Segment: samples [span, 2]
+    spectral.analyze    samples [span, 2]         -> STFT [T, bins, 2], magnitude [T, F, 2]
+    estimate            magnitudes [B, T, F, 2]   -> estimates [n_instruments, B, T, F, 2]  (the network)
+    spectral.synthesize STFT, estimates [n, T, F, 2] -> stems [n_instruments, span, 2]
+    OverlapAdd.add      stems, in chunk order     -> the samples that became final
+
+``separate_stream`` strings them for an in-memory run; ``beamsplitter
+separate`` (pipeline/separate.py) and the Beam steps (transforms/) call the
+same stages, only on other threads and workers.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from models import spectral
 from models.config import SeparationConfig
 
 
@@ -122,7 +135,6 @@ class OverlapAdd:
         self.geometry = geometry
         self.next_index = 0
         self._tail: np.ndarray | None = None
-        self.emitted = 0
 
     def add(self, index: int, synthesis: np.ndarray, n_samples: int | None = None) -> np.ndarray:
         g = self.geometry
@@ -137,5 +149,30 @@ class OverlapAdd:
         final = synthesis[..., :g.step, :]
         lo = max(0, g.lead - start)
         hi = g.step if n_samples is None else max(lo, min(g.step, g.lead + n_samples - start))
-        self.emitted += hi - lo
         return final[..., lo:hi, :]
+
+
+def separate_stream(stream: Iterable[Segment], config: SeparationConfig,
+                    estimate: Callable[[list[Segment], np.ndarray], np.ndarray],
+                    batch_size: int = 1) -> Iterator[tuple[Segment, np.ndarray]]:
+    """Each segment of ``stream`` with its stems ``[n_instruments, span, 2]``, in order.
+
+    ``estimate(batch, magnitudes)`` gives the estimates ``[n_instruments, B, T, F', 2]``
+    of the ``B`` segments of ``batch`` from their magnitudes ``[B, T, F, 2]``; it is
+    called once per batch, batches in stream order. A batch holds up to
+    ``batch_size`` segments and never reaches past a track's last one.
+    """
+    batch: list[tuple[Segment, np.ndarray, np.ndarray]] = []
+    for segment in stream:
+        batch.append((segment, *spectral.analyze(segment.samples, config)))
+        if len(batch) == batch_size or segment.last:
+            estimates = estimate([s for s, _, _ in batch], np.stack([m for _, _, m in batch]))
+            for i, (s, spectrum, _) in enumerate(batch):
+                yield s, spectral.synthesize(spectrum, estimates[:, i], config)
+            batch.clear()
+
+
+def overlap_add(chunks: Iterable[tuple[Segment, np.ndarray]], geometry: ChunkGeometry) -> np.ndarray:
+    """One track's ``(segment, stems [..., span, 2])``, in chunk order, joined into ``[..., n_samples, 2]``."""
+    joiner = OverlapAdd(geometry)
+    return np.concatenate([joiner.add(s.index, stems, s.n_samples) for s, stems in chunks], axis=-2)

@@ -2,10 +2,11 @@
 
 What a perfect estimator of Spleeter's masks would reach (not a strict
 bound: other masks can score higher than ideal ratio masks): the mixture
-goes through the model's own chunking, STFT, masks and inverse STFT
-(``models.spectral``), the masks being ``|S_i|^p / sum_j |S_j|^p`` of the
-true stems ``S_i`` (``p``: the configuration's separation exponent) over
-every frequency bin, not only the ``F`` bins the network sees.
+goes through the model's own chunked separation (``models.chunking``), with
+the true stems' magnitudes ``|S_i|`` in place of the network's estimates, so
+that the masks are ``|S_i|^p / sum_j |S_j|^p`` (``p``: the configuration's
+separation exponent) over every frequency bin, not only the ``F`` bins the
+network sees.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from models import spectral
-from models.chunking import ChunkGeometry, OverlapAdd, segments
+from models.chunking import ChunkGeometry, Segment, overlap_add, segments, separate_stream
 from models.config import SeparationConfig
 
 
@@ -21,14 +22,15 @@ def separate(mixture: np.ndarray, stems: np.ndarray, config: SeparationConfig) -
     """Oracle stems ``[n_instruments, n_samples, 2]`` from ``mixture`` ``[n_samples, 2]``
     and the true ``stems`` ``[n_instruments, n_samples, 2]`` (float, at ``config.sample_rate``)."""
     geometry = ChunkGeometry.of(config)
-    joiner = OverlapAdd(geometry)
-    stem_segments = [segments([np.asarray(s, np.float32)], geometry) for s in stems]
-    pieces = []
-    for segment, *truth in zip(segments([np.asarray(mixture, np.float32)], geometry), *stem_segments):
-        spectrum = spectral.stft(segment.samples, config.frame_length, config.frame_step)
-        magnitudes = np.stack([np.abs(spectral.stft(t.samples, config.frame_length, config.frame_step))
-                               for t in truth])
-        masks = spectral.ratio_masks(magnitudes, config)
-        separated = spectral.istft(spectral.apply_masks(spectrum, masks), config.frame_length, config.frame_step)
-        pieces.append(joiner.add(segment.index, separated, segment.n_samples))
-    return np.concatenate(pieces, axis=1)
+    truths = zip(*(segments([np.asarray(s, np.float32)], geometry) for s in stems))
+
+    def true_magnitudes(batch: list[Segment], _) -> np.ndarray:
+        # The true stems' segments run in step with the mixture's: the stream asks for each chunk once, in order.
+        (segment,) = batch
+        truth = next(truths)
+        assert all(t.index == segment.index for t in truth)
+        return np.stack([np.abs(spectral.stft(t.samples, config.frame_length, config.frame_step))
+                         for t in truth])[:, None]
+
+    mixture_segments = segments([np.asarray(mixture, np.float32)], geometry)
+    return overlap_add(separate_stream(mixture_segments, config, true_magnitudes), geometry)

@@ -1,12 +1,11 @@
-"""The separation maths for one chunk, and a whole waveform, with a loaded model."""
+"""A separation model loaded for inference: the network stage of models/chunking.py, and whole waveforms."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from models import spectral
-from models.chunking import ChunkGeometry, OverlapAdd, segments
+from models.chunking import ChunkGeometry, overlap_add, segments, separate_stream
 from models.config import SeparationConfig
 from models.unet import SeparationNetwork
 
@@ -35,10 +34,6 @@ class Separator:
     def instruments(self) -> tuple[str, ...]:
         return self.config.instruments
 
-    def analyze(self, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment ``[span, 2]`` -> (STFT ``[T, bins, 2]`` complex64, magnitude ``[T, F, 2]`` float32)."""
-        return spectral.analyze(segment, self.config)
-
     def estimate(self, magnitudes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``.
 
@@ -65,27 +60,9 @@ class Separator:
         pad[-2] = (0, self.config.n_bins - self.config.F)
         return np.pad(estimates, pad)
 
-    def synthesize(self, spectrum: np.ndarray, estimates: np.ndarray) -> np.ndarray:
-        """One chunk's stems ``[n_instruments, span, 2]`` from its STFT and its estimates ``[n, T, F, 2]``."""
-        return spectral.synthesize(spectrum, estimates, self.config)
-
     def separate(self, waveform: np.ndarray, batch_size: int = 4) -> dict[str, np.ndarray]:
         """Separate a whole in-memory waveform ``[n_samples, 2]``; returns ``[n_samples, 2]`` per instrument."""
-        joiner = OverlapAdd(self.geometry)
-        pieces = []
-        batch = []
-
-        def flush():
-            spectra, magnitudes = zip(*(self.analyze(s.samples) for s in batch))
-            estimates = self.estimate(np.stack(magnitudes), batch_size)
-            for i, segment in enumerate(batch):
-                stems = self.synthesize(spectra[i], estimates[:, i])
-                pieces.append(joiner.add(segment.index, stems, segment.n_samples))
-            batch.clear()
-
-        for segment in segments([np.asarray(waveform, np.float32)], self.geometry):
-            batch.append(segment)
-            if len(batch) == batch_size or segment.last:
-                flush()
-        stems = np.concatenate(pieces, axis=1)
-        return dict(zip(self.instruments, stems))
+        stream = segments([np.asarray(waveform, np.float32)], self.geometry)
+        chunks = separate_stream(stream, self.config, lambda _, magnitudes: self.estimate(magnitudes, batch_size),
+                                 batch_size)
+        return dict(zip(self.instruments, overlap_add(chunks, self.geometry)))

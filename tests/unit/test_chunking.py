@@ -1,11 +1,11 @@
-"""Chunked streaming gives the whole-track result: segmentation and overlap-add."""
+"""Chunked streaming gives the whole-track result: segmentation, batching and overlap-add."""
 
 
 import numpy as np
 import pytest
 
 from models import spectral
-from models.chunking import ChunkGeometry, OverlapAdd, segments
+from models.chunking import ChunkGeometry, OverlapAdd, overlap_add, segments, separate_stream
 from models.config import load_config
 
 CONFIG = load_config("spleeter:2stems")
@@ -34,17 +34,19 @@ def whole_track(waveform):
     return [spectral.istft(m, L, H)[L:L + n] for m in spectral.apply_masks(spectrum, masks)]
 
 
-def chunked(waveform, block):
-    joiner = OverlapAdd(GEOMETRY)
+def chunked(waveform, block, batch_size=3):
+    """Our route: the streaming routine, the network's batches never reaching past the last chunk."""
     blocks = (waveform[i:i + block] for i in range(0, len(waveform), block))
-    pieces, count = [], 0
-    for segment in segments(blocks, GEOMETRY):
-        spectrum = spectral.stft(segment.samples, L, H)
-        estimates = fake_estimates(np.abs(spectrum[:, :CONFIG.F]))
-        stems = spectral.istft(spectral.apply_masks(spectrum, spectral.ratio_masks(estimates, CONFIG)), L, H)
-        pieces.append(joiner.add(segment.index, stems, segment.n_samples))
-        count += 1
-    return np.concatenate(pieces, axis=1), count
+    batches = []
+
+    def estimate(batch, magnitudes):
+        batches.append([segment.index for segment in batch])
+        return np.stack([fake_estimates(m) for m in magnitudes], axis=1)
+
+    chunks = list(separate_stream(segments(blocks, GEOMETRY), CONFIG, estimate, batch_size))
+    indices = [i for batch in batches for i in batch]
+    assert indices == list(range(len(chunks))) and all(len(b) <= batch_size for b in batches)
+    return overlap_add(chunks, GEOMETRY), len(chunks)
 
 
 def snr(reference, estimate):
