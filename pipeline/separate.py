@@ -1,14 +1,16 @@
 """Separating many files on one machine: decoding, inference and encoding overlapped.
 
-Three stages run at once, joined by bounded queues so memory stays flat
-whatever the tracks' lengths:
+The stages of models/chunking.py, on three threads (transforms/threads.py),
+each handing the next at most a batch of chunks so memory stays flat whatever
+the tracks' lengths:
 
     reader thread:  decode -> chunk segments -> STFT         (one track after another)
     caller thread:  batches of chunks, across track borders -> network
     writer thread:  masks -> inverse STFT -> StemWriter (overlap-add, encoders)
 
 A failing track (bad input, unwritable output) is reported and its partial
-stems removed; the others go on.
+stems removed; the others go on. Any other error (a bug) stops the run and is
+raised with its traceback, leaving no unfinished stem behind.
 
 With Wiener filtering (``mwf``) every track is read twice: the first pass runs
 the network and gathers the filter's whole-track statistics (keeping the
@@ -17,15 +19,16 @@ network's estimates in a scratch folder), the second filters each chunk.
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import functools
 import math
 import os
 import posixpath
-import queue
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from models.separator import Separator
 from models.stems import StemWriter
 from models.uris import normalize
 from models.wiener import WienerStatistics, filter_chunk, softmask
+from transforms.threads import Background, prefetch_batches
 
 
 @dataclass
@@ -59,7 +63,16 @@ class TrackResult:
         return self.error is None
 
 
-SEPARATE, MWF_STATISTICS, MWF_FILTER = 0, 1, 2  # what a chunk is read for
+class Purpose(enum.Enum):
+    """What a track's chunks are read for: once to ``SEPARATE``, or twice with ``mwf``."""
+
+    SEPARATE = enum.auto()
+    MWF_STATISTICS = enum.auto()  # the network's estimates, kept, and the filter's whole-track statistics
+    MWF_FILTER = enum.auto()  # the first pass's estimates, filtered
+
+    @property
+    def needs_model(self) -> bool:
+        return self is not Purpose.MWF_FILTER
 
 
 @dataclass
@@ -67,15 +80,11 @@ class _Chunk:
     track: "_Track"
     index: int
     spectrum: np.ndarray
-    magnitude: np.ndarray
+    magnitude: np.ndarray | None
     last: bool
     n_samples: int | None
-    purpose: int = SEPARATE
+    purpose: Purpose = Purpose.SEPARATE
     estimates: np.ndarray | None = None
-
-    @property
-    def needs_model(self) -> bool:
-        return self.purpose != MWF_FILTER  # the second pass reuses the first pass's estimates
 
 
 @dataclass
@@ -88,12 +97,10 @@ class _Track:
     statistics: WienerStatistics | None = None
 
 
+@dataclass
 class _Failure:
-    def __init__(self, track: _Track, error: BeamsplitterError):
-        self.track, self.error = track, error
-
-
-_END = object()
+    track: _Track
+    error: BeamsplitterError
 
 
 def separate_files(
@@ -110,108 +117,76 @@ def separate_files(
 
     ``stall_timeout``: seconds ffmpeg may deliver or take no data before its track fails.
     """
-    config = separator.config
-    # Each chunk in flight holds ~30 MB (its STFT above all): queues of one
-    # batch keep every stage busy without piling chunks up.
-    inbox: queue.Queue = queue.Queue(maxsize=batch_size)
-    outbox: queue.Queue = queue.Queue(maxsize=batch_size)
     tracks = [_Track(job, TrackResult(job)) for job in jobs]
-    crashed: list[BaseException] = []
-    stop = threading.Event()
-
-    def read():
-        try:
-            for track in tracks:
-                if stop.is_set():
-                    break
-                try:
-                    for purpose in (MWF_STATISTICS, MWF_FILTER) if mwf else (SEPARATE,):
-                        blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset,
-                                              track.job.duration, stall_timeout=stall_timeout)
-                        for segment in segments(blocks, separator.geometry):
-                            spectrum, magnitude = separator.analyze(segment.samples)
-                            inbox.put(_Chunk(track, segment.index, spectrum, magnitude, segment.last,
-                                             segment.n_samples, purpose))
-                except BeamsplitterError as exc:
-                    inbox.put(_Failure(track, exc))
-        except BaseException as exc:  # a bug: stop the whole run, keep the traceback
-            crashed.append(exc)
-        finally:
-            inbox.put(_END)
-
-    def write():
-        try:
-            while (item := outbox.get()) is not _END:
-                if isinstance(item, _Failure):
-                    _fail(item.track, item.error, on_result)
-                elif not item.track.failed:
-                    _write_chunk(separator, item, encoding, stall_timeout, on_progress, on_result)
-        except BaseException as exc:
-            crashed.append(exc)
-            while outbox.get() is not _END:  # keep draining so the model thread never blocks
-                pass
-
-    reader = threading.Thread(target=read, name="beamsplitter-reader", daemon=True)
-    writer = threading.Thread(target=write, name="beamsplitter-writer", daemon=True)
-    reader.start()
-    writer.start()
+    passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
+    read = _read(separator, tracks, passes, stall_timeout)
+    write = functools.partial(_write, separator, encoding, stall_timeout, on_progress, on_result)
+    # Each chunk in flight holds ~30 MB (its STFT above all): a batch waiting
+    # at each hand-over keeps every stage busy without piling chunks up.
+    writer = Background(write, workers=1, limit=batch_size + 1)
     try:
-        _infer(separator, inbox, outbox, batch_size, crashed)
+        with contextlib.closing(prefetch_batches(read, depth=batch_size, size=batch_size)) as batches:
+            for batch in batches:
+                _estimate(separator, [c for c in batch if isinstance(c, _Chunk) and c.purpose.needs_model],
+                          batch_size)
+                for item in batch:
+                    for _ in writer.submit(item, item):
+                        pass
+        for _ in writer.drain():
+            pass
     finally:
-        stop.set()
-        outbox.put(_END)
-        writer.join()
-        while reader.is_alive():  # after a crash the reader may wait on a full inbox
-            try:
-                inbox.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        writer.close()
         for track in tracks:
             if track.writer is not None:
                 track.writer.abort()
-    if crashed:
-        raise crashed[0]
     return [t.result for t in tracks]
 
 
-def _infer(separator, inbox, outbox, batch_size, crashed):
-    """Run the network on batches of whatever chunks are waiting, keeping their order."""
-    done = False
-    while not done and not crashed:
-        pending = [inbox.get()]
-        # Take what else is already queued, up to a batch: never wait for a
-        # full batch, which would stall the last chunks of a run.
-        while len(pending) < batch_size and pending[-1] is not _END:
-            try:
-                pending.append(inbox.get_nowait())
-            except queue.Empty:
-                break
-        batch = [c for c in pending if isinstance(c, _Chunk) and c.needs_model]
-        if batch:
-            estimates = separator.estimate(np.stack([c.magnitude for c in batch]), batch_size)
-            for i, chunk in enumerate(batch):
-                chunk.estimates, chunk.magnitude = estimates[:, i], None
-        for item in pending:
-            if item is _END:
-                done = True
-            else:
-                outbox.put(item)
+def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...],
+          stall_timeout: float) -> Iterator[_Chunk | _Failure]:
+    """The reader thread's stages: every track's chunks, analysed, or the failure that ended the track."""
+    config = separator.config
+    for track in tracks:
+        try:
+            for purpose in passes:
+                blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
+                                      stall_timeout=stall_timeout)
+                for segment in segments(blocks, separator.geometry):
+                    spectrum, magnitude = spectral.analyze(segment.samples, config)
+                    yield _Chunk(track, segment.index, spectrum, magnitude, segment.last, segment.n_samples, purpose)
+        except BeamsplitterError as exc:
+            yield _Failure(track, exc)
 
 
-def _write_chunk(separator, chunk: _Chunk, encoding, stall_timeout, on_progress, on_result):
-    track = chunk.track
+def _estimate(separator: Separator, chunks: list[_Chunk], batch_size: int) -> None:
+    """The caller thread's stage: the network, on chunks of any tracks at once."""
+    if chunks:
+        estimates = separator.estimate(np.stack([c.magnitude for c in chunks]), batch_size)
+        for i, chunk in enumerate(chunks):
+            chunk.estimates, chunk.magnitude = estimates[:, i], None
+
+
+def _write(separator: Separator, encoding, stall_timeout, on_progress, on_result, item: _Chunk | _Failure) -> None:
+    """The writer thread's stages: a chunk's stems into its track's StemWriter (or its track failed)."""
+    if isinstance(item, _Failure):
+        _fail(item.track, item.error, on_result)
+        return
+    chunk, track = item, item.track
+    if track.failed:
+        return
+    config = separator.config
     try:
-        if chunk.purpose == MWF_STATISTICS:
+        if chunk.purpose is Purpose.MWF_STATISTICS:
             _gather_statistics(separator, chunk)
             return
         if track.writer is None:
-            track.writer = StemWriter(track.job.outputs, separator.geometry, separator.config.sample_rate, encoding,
+            track.writer = StemWriter(track.job.outputs, separator.geometry, config.sample_rate, encoding,
                                       stall_timeout)
-        if chunk.purpose == MWF_FILTER:
+        if chunk.purpose is Purpose.MWF_FILTER:
             stems = _filtered_stems(separator, chunk)
         else:
-            stems = separator.synthesize(chunk.spectrum, chunk.estimates)
-        seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / separator.config.sample_rate
+            stems = spectral.synthesize(chunk.spectrum, chunk.estimates, config)
+        seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / config.sample_rate
         track.result.seconds += seconds
         on_progress(seconds)
         if chunk.last:

@@ -10,10 +10,11 @@ from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms.catalogue import storage
-from transforms.background import prefetch
+from transforms.threads import prefetch
 from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.catalogue.manifest import FAILURES, Failure
 from transforms.stash import Scratch
+
 
 class _Decode(beam.DoFn):
     def __init__(self, model: str, scratch: Scratch | None, stall_timeout: float):

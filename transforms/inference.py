@@ -1,10 +1,11 @@
 """SeparateChunks: batched inference with Beam's RunInference and a Spleeter model handler.
 
-STFT, network, masks and inverse STFT all run in this step, next to the model:
-moving a chunk between workers costs about as much as separating it, so only
-the compact waveform chunks travel, never spectrograms. The network runs on
-the bundle's thread (RunInference); masking and the inverse STFT, a third of
-the work on a CPU, run behind it on a thread of their own.
+The analyze, estimate and synthesize stages of models/chunking.py all run in
+this step, next to the model: moving a chunk between workers costs about as
+much as separating it, so only the compact waveform chunks travel, never
+spectrograms. Analysis and the network run on the bundle's thread
+(RunInference); synthesis (masks and inverse STFT), a third of the work on a
+CPU, runs behind it on a thread of its own.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The threads that DoFns hand work to: order, bounds, errors and early stops."""
+"""The threads that stages hand work to (transforms/threads.py, and DoFns through transforms/background.py):
+order, bounds, errors and early stops."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.background import Background, prefetch, rewindow
+from transforms.background import rewindow
+from transforms.threads import Background, prefetch, prefetch_batches
 
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():
@@ -59,6 +61,29 @@ def test_closing_prefetch_early_stops_and_closes_the_producer():
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
     stream.close()
     assert closed.wait(5), "the producer's generator was not closed"
+
+
+def test_prefetch_batches_hand_over_what_is_ready_without_waiting_for_a_full_batch():
+    going, stalled, more = threading.Event(), threading.Event(), threading.Event()
+
+    def numbers():
+        yield 0
+        going.wait(5)
+        yield from (1, 2)
+        stalled.set()
+        more.wait(5)
+        yield 3
+        raise ValueError("corrupt block")
+
+    batches = prefetch_batches(numbers(), depth=4, size=3)
+    assert next(batches) == [0]
+    going.set()
+    assert stalled.wait(5)
+    assert next(batches) == [1, 2]  # not held back for a third that is still coming
+    more.set()
+    assert next(batches) == [3]
+    with pytest.raises(ValueError, match="corrupt block"):
+        next(batches)
 
 
 def _windowed(value):
