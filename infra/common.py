@@ -19,9 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BEAM_VERSION = "2.77.0"
 PYTHON_VERSION = "3.11"
 FLINK_VERSION = "1.19"  # of those Beam 2.77 publishes job servers for (1.19 to 2.2), the one tests/services.py runs
-BEAM_SDK_IMAGE = f"apache/beam_python{PYTHON_VERSION}_sdk:{BEAM_VERSION}"
-BEAM_JOB_SERVER_IMAGE = f"apache/beam_flink{FLINK_VERSION}_job_server:{BEAM_VERSION}"
-FLINK_IMAGE = f"flink:{FLINK_VERSION}.1-scala_2.12-java17"
 
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 

@@ -255,7 +255,6 @@ class DecodedInfo:
     """What a finished decode learnt about its source."""
 
     source_channels: int = 0
-    source_sample_rate: int = 0
     samples: int = 0
 
 

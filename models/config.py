@@ -53,11 +53,6 @@ class SeparationConfig:
         return self.frame_length // 2 + 1
 
     @property
-    def chunk_samples(self) -> int:
-        """Samples that one chunk of ``T`` frames advances the signal by."""
-        return self.T * self.frame_step
-
-    @property
     def softmax(self) -> bool:
         return self.model_type == "unet.softmax_unet"
 

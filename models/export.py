@@ -1,4 +1,8 @@
-"""Export a loaded model as a TensorFlow SavedModel for the pipeline and for serving."""
+"""Export a loaded model as a TensorFlow SavedModel, for serving it outside beamsplitter.
+
+``beamsplitter export-model`` writes it; nothing in beamsplitter reads it back (the pipeline
+loads checkpoints, models/provider.py), so it is for a model server or another program.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from dataclasses import MISSING, dataclass, fields
 # Model chunks (models/chunking.py): Spleeter's T = 512 frames of 1024 samples, 4096-sample frames.
 CHUNK_STEP = 524_288  # samples a chunk advances the track by: 11.888 s at 44.1 kHz
 CHUNK_SPAN = 527_360  # samples a chunk reads (the 3072 it shares with the next one included)
-CHUNK_OVERLAP = CHUNK_SPAN / CHUNK_STEP  # o
 CHUNK_LEAD = 4_096  # zeros Spleeter puts before a track; they are part of its first chunk
 LAST_CHUNK_FILL = 0.5  # the last chunk of a track runs past its end, padded with silence: half a chunk on average
 NPY_HEADER = 128  # bytes np.save puts before a chunk's samples, or its stems, in scratch storage
