@@ -1,4 +1,4 @@
-"""Many tracks on one machine: batching across tracks changes nothing; one bad track spoils nothing."""
+"""Many tracks on one machine (pipeline/separate.py): batching across tracks changes nothing; one bad track spoils nothing."""
 
 import os
 
@@ -123,5 +123,29 @@ def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, sep
     jobs += track_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
                       separator.instruments, "wav")
     with pytest.raises(RuntimeError, match="bug in the model"):
+        separate_files(separator, jobs, batch_size=1)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("stage", ["analyze", "synthesize"])  # the reader's thread, the writer's
+def test_a_bug_on_another_thread_stops_the_run_with_its_traceback_and_leaves_nothing(stage, tmp_path, separator,
+                                                                                     music_track, monkeypatch):
+    from models import spectral
+
+    calls = []
+    original = getattr(spectral, stage)
+
+    def broken(*args):
+        calls.append(stage)
+        if len(calls) == 2:  # the first track's second chunk: no track is complete
+            raise RuntimeError(f"bug in {stage}")
+        return original(*args)
+
+    monkeypatch.setattr(spectral, stage, broken)
+    jobs = track_jobs([str(music_track)], str(tmp_path / "a"), "{filename}/{instrument}.{codec}",
+                      separator.instruments, "wav")
+    jobs += track_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
+                       separator.instruments, "wav")
+    with pytest.raises(RuntimeError, match=f"bug in {stage}"):
         separate_files(separator, jobs, batch_size=1)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
