@@ -26,8 +26,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.audio import EncodeOptions
 from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
-from pipeline.run import RunPlan, counters, plan_run
+from pipeline.run import RunSettings, counters, resolve_run
 from transforms.catalogue import storage
 from transforms.catalogue.index import CatalogueIndex, ordered_map
 from transforms.catalogue.layout import Layout
@@ -39,9 +40,9 @@ from transforms.skip import check
 REASONS = ("new", "changed", "new-model", "new-encoding", "forced")
 
 
-def classify(track: Track, layout: Layout, encoding: dict, force: bool,
+def classify(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
              other_models: list[str]) -> str | Failure | None:
-    """Why a run must separate ``track`` into stems encoded as ``encoding`` (one of ``REASONS``), None
+    """Why a run must separate ``track`` into stems encoded as ``encoding`` asks (one of ``REASONS``), None
     when it is up to date, or the ``Failure`` a run would report without decoding it (a corrupt
     file is only found by decoding it: the run does that). The run's own check, ``skip.check``."""
     verdict = check(track, layout, encoding, force, None)
@@ -50,7 +51,7 @@ def classify(track: Track, layout: Layout, encoding: dict, force: bool,
     record, fingerprint = verdict.record, verdict.fingerprint
     if record and record.is_done_for(track.uri, fingerprint, encoding):
         return "forced"
-    if record and record.is_done_for(track.uri, fingerprint, record.encoding):
+    if record and record.is_from(track.uri, fingerprint):
         return "new-encoding"
     if record:
         return "changed"
@@ -64,7 +65,7 @@ def plan_line(track: Track, reason: str) -> str:
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: dict, force: bool, other_models: list[str]):
+    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, other_models: list[str]):
         self.layout, self.encoding, self.force, self.other_models = layout, encoding, force, other_models
 
     def process(self, track):
@@ -103,27 +104,27 @@ def plan(argv: list[str], started: float | None = None) -> int:
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(BeamsplitterOptions)
-    run_plan: RunPlan = plan_run(options, settle=False)
+    settings: RunSettings = resolve_run(options, settle=False)
     target = pipeline_options.view_as(PlanOptions).plan_output or FileSystems.join(
-        options.output, "plans", run_plan.layout.model, f"plan-{run_plan.run_id}.jsonl")
-    other_models = other_model_folders(run_plan.layout)
+        options.output, "plans", settings.layout.model, f"plan-{settings.run_id}.jsonl")
+    other_models = other_model_folders(settings.layout)
     if local:
-        found = _plan_in_driver(options, run_plan.layout, other_models, target)
+        found = _plan_in_driver(options, settings.layout, other_models, target)
     else:  # the catalogue is read and classified by the workers
         with beam.Pipeline(options=pipeline_options) as pipeline:
             tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
             _ = failures | "CountFailures" >> beam.Map(
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
-                 | "Classify" >> beam.ParDo(_Classify(run_plan.layout, options.encode_options().as_written(),
-                                                     options.force, other_models))
+                 | "Classify" >> beam.ParDo(_Classify(settings.layout, options.encode_options(), options.force,
+                                                     other_models))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
     failed = {k.rsplit(".", 1)[1]: n for k, n in sorted(found.items()) if k.startswith("plan.failed.")}
     unusable = (f", {sum(failed.values())} would fail ({', '.join(f'{s}: {n}' for s, n in failed.items())})"
                 if failed else "")
-    print(f"plan for {run_plan.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
+    print(f"plan for {settings.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
           f"({', '.join(f'{n} {r}' for r, n in todo.items())}), {found.get('plan.up-to-date', 0)} up to date"
           f"{unusable} [{time.monotonic() - started:.1f} s]")
     print(f"plan: {target}")
@@ -140,7 +141,7 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     found: dict[str, int] = {}
     with CatalogueIndex.build(options.manifest, options.input) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
-        encoding = options.encode_options().as_written()
+        encoding = options.encode_options()
 
         def reason(entry) -> str | Failure | None:
             if isinstance(entry, Failure):  # a row no run can use

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from models.audio import EncodeOptions
 from transforms.catalogue.index import CatalogueIndex, ordered_map
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import Failure
@@ -33,7 +34,7 @@ class Wave:
     number: int
     todo: list = field(default_factory=list)  # (Track, fingerprint) to separate
     failures: list = field(default_factory=list)  # Failure rows: invalid, duplicate, unreadable source
-    recovered: list = field(default_factory=list)  # metadata rows of done tracks whose batch never landed
+    recovered: list = field(default_factory=list)  # metadata rows of done tracks whose commit never landed
     skipped: int = 0
     rows: int = 0  # catalogue rows this wave settles
 
@@ -41,11 +42,11 @@ class Wave:
         return bool(self.todo or self.failures or self.recovered)
 
 
-def waves(index: CatalogueIndex, layout: Layout, encoding: dict, force: bool, committed_batches: frozenset,
+def waves(index: CatalogueIndex, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset,
           tracks_per_wave: int) -> Iterator[Wave]:
     """The catalogue's waves in catalogue order; every row of ``index`` is in exactly one."""
     def verdict(entry):
-        return entry if isinstance(entry, Failure) else check(entry, layout, encoding, force, committed_batches)
+        return entry if isinstance(entry, Failure) else check(entry, layout, encoding, force, landed_commits)
 
     wave = Wave(0)
     for item in ordered_map(verdict, index):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from models.audio import EncodeOptions
 from models.errors import BeamsplitterError, InputError
 from transforms.catalogue import storage
 from transforms.catalogue.layout import Layout
@@ -28,7 +29,7 @@ class Verdict:
     track: Track
     fingerprint: dict | None = None  # set when the track is to be separated
     failure: Failure | None = None
-    recovered: tuple = ()  # a skipped track's metadata rows, when its batch never landed
+    recovered: tuple = ()  # a skipped track's metadata rows, when its metadata commit never landed
     record: CompletionRecord | None = None  # the track's completion record, if it has one
 
     @property
@@ -49,11 +50,11 @@ def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputErro
                       "folder: the store folds case, so the two would share their stems; rename one of them")
 
 
-def check(track: Track, layout: Layout, encoding: dict, force: bool,
-          committed_batches: frozenset | None) -> Verdict:
-    """Whether ``track`` is done by this model from this very source, encoded as ``encoding``
-    (``EncodeOptions.as_written()``): a stat and a record read. ``committed_batches=None``: the
-    metadata of done tracks is not wanted (``beamsplitter plan``)."""
+def check(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
+          landed_commits: frozenset | None) -> Verdict:
+    """Whether ``track`` is done by this model from this very source, encoded as ``encoding`` asks:
+    a stat and a record read. ``landed_commits=None``: the metadata of done tracks is not wanted
+    (``beamsplitter plan``)."""
     try:
         fingerprint = storage.fingerprint(track.uri)
     except BeamsplitterError as exc:
@@ -64,19 +65,19 @@ def check(track: Track, layout: Layout, encoding: dict, force: bool,
         return Verdict(track, failure=Failure.of(track.track_id, track.uri, foreign))
     if force or not (record and record.is_done_for(track.uri, fingerprint, encoding)):
         return Verdict(track, fingerprint=fingerprint, record=record)
-    if committed_batches is None or record.metadata_batch in committed_batches:
+    if landed_commits is None or record.metadata_commit in landed_commits:
         return Verdict(track, record=record)
     # Done by a run that was killed before its metadata landed: list it now.
     return Verdict(track, recovered=tuple(record.metadata_rows()), record=record)
 
 
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: dict, force: bool, committed_batches: frozenset):
-        self.layout, self.encoding, self.force, self.committed_batches = layout, encoding, force, committed_batches
+    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset):
+        self.layout, self.encoding, self.force, self.landed_commits = layout, encoding, force, landed_commits
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
-        verdict = check(track, self.layout, self.encoding, self.force, self.committed_batches)
+        verdict = check(track, self.layout, self.encoding, self.force, self.landed_commits)
         if verdict.failure:
             yield beam.pvalue.TaggedOutput(FAILURES, verdict.failure)
         elif verdict.fingerprint is not None:
@@ -94,14 +95,14 @@ class SkipDone(beam.PTransform):
     A track is redone when it has no completion record, when its source changed
     (size or modification time), when it was encoded otherwise than ``encoding``
     asks, or with ``force``. ``recovered`` holds the
-    metadata rows of done tracks whose metadata batch never landed
-    (``committed_batches`` are the batches that did).
+    metadata rows of done tracks whose metadata commit never landed
+    (``landed_commits`` are the commits that did).
     """
 
-    def __init__(self, layout: Layout, encoding: dict, force: bool = False,
-                 committed_batches: frozenset = frozenset()):
+    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool = False,
+                 landed_commits: frozenset = frozenset()):
         super().__init__()
-        self.check = _Check(layout, encoding, force, committed_batches)
+        self.check = _Check(layout, encoding, force, landed_commits)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

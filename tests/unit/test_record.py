@@ -10,7 +10,7 @@ import pytest
 from models.audio import EncodeOptions
 from transforms.catalogue.completion import CompletionRecord
 
-WAV = EncodeOptions().as_written()
+WAV = EncodeOptions()
 
 ROW = {"track_id": "pop/one", "instrument": "vocals", "uri": "/out/stems/m/pop/one/vocals.wav",
        "processed_at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), "peak": 0.5}
@@ -18,8 +18,8 @@ ROW = {"track_id": "pop/one", "instrument": "vocals", "uri": "/out/stems/m/pop/o
 
 def record() -> CompletionRecord:
     return CompletionRecord.of("pop/one", "/music/one.wav", {"size": 1234, "mtime": 1700000000.5},
-                               "spleeter:2stems@sha256:ab", WAV, {"vocals": ROW["uri"]}, "run1", "run1-w0001",
-                               [ROW])
+                               "spleeter:2stems@sha256:ab", WAV.as_written(), {"vocals": ROW["uri"]}, "run1",
+                               "run1-w0001", [ROW])
 
 
 def test_a_written_record_reads_back_with_its_rows(tmp_path):
@@ -32,10 +32,18 @@ def test_a_written_record_reads_back_with_its_rows(tmp_path):
     assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000001.0}, WAV)
     assert not read.is_done_for("/music/other.wav", {"size": 1234, "mtime": 1700000000.5}, WAV)
     for other in (EncodeOptions("flac"), EncodeOptions(sample_format="s24"), EncodeOptions("mp3")):
-        assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5}, other.as_written())
+        assert not read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5}, other)
+        assert read.is_from("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
     # What wav stems do not depend on changes nothing.
-    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5},
-                            EncodeOptions(bitrate="320k").as_written())
+    assert read.is_done_for("/music/one.wav", {"size": 1234, "mtime": 1700000000.5}, EncodeOptions(bitrate="320k"))
+
+
+def test_the_metadata_commit_is_read_and_written_under_its_former_key_too():
+    """Records from before the metadata commit was so named are read; older versions read new records."""
+    fields = json.loads(record().to_json())
+    assert fields["metadata_commit"] == fields["metadata_batch"] == "run1-w0001"
+    del fields["metadata_commit"]
+    assert CompletionRecord.from_json(json.dumps(fields).encode()) == record()
 
 
 def test_a_record_from_before_encodings_were_recorded_is_done_for_its_stems_codec():
@@ -46,9 +54,9 @@ def test_a_record_from_before_encodings_were_recorded_is_done_for_its_stems_code
     legacy = CompletionRecord.from_json(json.dumps(fields).encode())
     source = ("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
     assert legacy.encoding == {"codec": "mp3"}
-    assert legacy.is_done_for(*source, EncodeOptions("mp3", "320k").as_written())
-    assert legacy.is_done_for(*source, EncodeOptions("mp3").as_written())
-    assert not legacy.is_done_for(*source, EncodeOptions("flac").as_written())
+    assert legacy.is_done_for(*source, EncodeOptions("mp3", "320k"))
+    assert legacy.is_done_for(*source, EncodeOptions("mp3"))
+    assert not legacy.is_done_for(*source, EncodeOptions("flac"))
 
 
 def _valid() -> dict:

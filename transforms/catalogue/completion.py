@@ -12,7 +12,12 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 
+from models.audio import EncodeOptions
 from transforms.catalogue import storage
+
+
+# Where records written before the metadata commit was so named keep it.
+LEGACY_COMMIT_KEY = "metadata_batch"
 
 
 @dataclass(frozen=True)
@@ -24,18 +29,19 @@ class CompletionRecord:
     encoding: dict  # EncodeOptions.as_written(): codec, bitrate, sample_format
     stems: dict  # instrument -> stem URI
     run_id: str
-    metadata_batch: str  # the metadata batch holding its rows; see layout.py
+    metadata_commit: str  # the metadata commit holding its rows; see layout.py
     metadata: tuple  # the track's metadata rows, processed_at as ISO 8601 text
 
     @classmethod
     def of(cls, track_id: str, source_uri: str, fingerprint: dict, model: str, encoding: dict, stems: dict,
-           run_id: str, metadata_batch: str, rows: list[dict]) -> "CompletionRecord":
+           run_id: str, metadata_commit: str, rows: list[dict]) -> "CompletionRecord":
         text_rows = tuple(dict(row, processed_at=row["processed_at"].isoformat()) for row in rows)
-        return cls(track_id, source_uri, fingerprint, model, dict(encoding), dict(stems), run_id, metadata_batch,
+        return cls(track_id, source_uri, fingerprint, model, dict(encoding), dict(stems), run_id, metadata_commit,
                    text_rows)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1).encode()
+        # The commit under its former key too: earlier versions need it to find the track done.
+        return json.dumps(dict(asdict(self), **{LEGACY_COMMIT_KEY: self.metadata_commit}), indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "CompletionRecord":
@@ -43,7 +49,9 @@ class CompletionRecord:
         fields = json.loads(data)
         if not isinstance(fields, dict):
             raise ValueError(f"a JSON {type(fields).__name__}, not an object")
-        text = ("track_id", "source_uri", "model", "run_id", "metadata_batch")
+        if "metadata_commit" not in fields and LEGACY_COMMIT_KEY in fields:
+            fields["metadata_commit"] = fields[LEGACY_COMMIT_KEY]
+        text = ("track_id", "source_uri", "model", "run_id", "metadata_commit")
         missing = [k for k in (*text, "source_fingerprint", "stems", "metadata") if k not in fields]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
@@ -78,11 +86,15 @@ class CompletionRecord:
         except Exception:  # absent, unreadable or invalid: not done
             return None
 
-    def is_done_for(self, source_uri: str, fingerprint: dict, encoding: dict) -> bool:
-        """Done means: this very source (URI, size and modification time) was separated into
-        stems encoded as asked (``EncodeOptions.as_written()``), as far as the record says."""
-        return (self.source_uri == source_uri and self.source_fingerprint == fingerprint
-                and all(encoding.get(k) == v for k, v in self.encoding.items()))
+    def is_from(self, source_uri: str, fingerprint: dict) -> bool:
+        """Whether this very source (URI, size and modification time) was separated, however encoded."""
+        return self.source_uri == source_uri and self.source_fingerprint == fingerprint
+
+    def is_done_for(self, source_uri: str, fingerprint: dict, encoding: EncodeOptions) -> bool:
+        """Done means: this very source was separated into stems encoded as ``encoding`` asks, as far
+        as the record says."""
+        written = encoding.as_written()
+        return self.is_from(source_uri, fingerprint) and all(written.get(k) == v for k, v in self.encoding.items())
 
     def metadata_rows(self) -> list[dict]:
         """The track's metadata rows as first written (processed_at a datetime again)."""
