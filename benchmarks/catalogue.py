@@ -2,7 +2,7 @@
 
 For each N, a CSV manifest of N rows over a few real small files, nearly all
 of them already done: a real completion record (transforms/catalogue/completion.py) under
-the output prefix, its metadata batch committed. One row in 100 names a missing
+the output prefix, its metadata commit landed. One row in 100 names a missing
 file (plan: "new"; run: a decode failure) and one in 1000 repeats an earlier
 track_id (a duplicate: a failure row naming the first). So the run separates
 nothing: it reads the manifest, de-duplicates it, checks every track and writes
@@ -92,7 +92,7 @@ def write_records(prefix: Path, n: int, sources: list[Path], config, sha: str) -
                                      "bench", "bench", rows)
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_bytes(record.to_json())
-    marker = Path(layout.commit_marker("bench"))  # the records' metadata batch landed: nothing to recover
+    marker = Path(layout.commit_marker("bench"))  # the records' metadata commit landed: nothing to recover
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"files": 1}))
     done_marker.touch()

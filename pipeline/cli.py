@@ -85,10 +85,13 @@ def _job(args) -> int:
     """`run` and `plan`: their options are Beam pipeline options, parsed by Beam."""
     if {"-h", "--help"} & set(args.beam_args):
         return _job_help(args.command)
-    from pipeline.plan import plan
+    if args.command == "plan":
+        from pipeline.plan import plan
+
+        return plan(args.beam_args, args.started)
     from pipeline.run import run
 
-    return (run if args.command == "run" else plan)(args.beam_args, args.started)
+    return run(args.beam_args, args.started).exit_status
 
 
 def _demo_catalogue(args) -> int:

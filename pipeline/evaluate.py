@@ -19,20 +19,16 @@ import io
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from tqdm import tqdm
 
 from models import oracle
 from models.bsseval import bss_eval
-from models.checkpoint import checkpoint_digest
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError, InputError
-from models.provider import resolve_checkpoint
 from pipeline.scorecard import Scorecard, TrackScores
 from transforms.catalogue import storage
 from transforms.catalogue.dataset import EvalTrack, discover
-from transforms.catalogue.layout import Layout, model_folder
+from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import Failure
 
 SEPARATION = "separation"
@@ -146,7 +142,9 @@ class _CatalogueStems:
 
 def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationConfig, model: str,
                        checkpoint: str | None) -> _CatalogueStems:
-    from pipeline.run import new_run_id, run
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.run import new_run_id, run_job
 
     prefix = storage.join(output, SEPARATION)
     listing = io.StringIO()
@@ -155,26 +153,11 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
     writer.writerows((t.track_id, t.mixture) for t in tracks)
     manifest_uri = storage.join(prefix, "manifest.csv")
     storage.publish_bytes(listing.getvalue().encode(), manifest_uri, "text/csv")
-    run_id = "evaluate-" + new_run_id()
-    argv = ["--manifest", manifest_uri, "--output", prefix, "--model", model, "--codec", STEM_CODEC,
-            "--sample_format", STEM_SAMPLE_FORMAT, "--run_id", run_id]
-    if checkpoint:
-        argv += ["--checkpoint", checkpoint]
-    run(argv)  # its exit status only says that some track failed: which ones is read back below
-    sha = checkpoint_digest(resolve_checkpoint(config, checkpoint))
-    layout = Layout(prefix, model_folder(config.name, sha))
-    return _CatalogueStems(config, layout, f"{config.name}@sha256:{sha}", _job_failures(layout, run_id))
-
-
-def _job_failures(layout: Layout, run_id: str) -> dict[str, str]:
-    """track_id -> message, from the failure table the job wrote (none when no track failed)."""
-    failed = {}
-    folder, name = layout.failures(run_id).rsplit("/", 1)
-    for path in storage.find(folder, name + "*.parquet"):
-        with FileSystems.open(path, compression_type="uncompressed") as stream:
-            for row in pq.read_table(io.BytesIO(stream.read())).to_pylist():
-                failed[row["track_id"]] = row["message"]
-    return failed
+    result = run_job(PipelineOptions(manifest=manifest_uri, output=prefix, model=model, checkpoint=checkpoint,
+                                     codec=STEM_CODEC, sample_format=STEM_SAMPLE_FORMAT,
+                                     run_id="evaluate-" + new_run_id()))
+    failed = {failure.track_id: failure.message for failure in result.failures()}
+    return _CatalogueStems(config, result.settings.layout, result.settings.model_id, failed)
 
 
 def _report(failure: Failure) -> Failure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -26,22 +28,23 @@ from models.provider import resolve_checkpoint
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
-from transforms.catalogue.index import CatalogueIndex
-from transforms.decode import DecodeChunks
-from transforms.inference import SeparateChunks, SpleeterModelHandler
+from transforms.catalogue.index import CatalogueIndex, input_files
 from transforms.catalogue.layout import Layout, model_folder
 from transforms.catalogue.lease import Lease
+from transforms.catalogue.manifest import Failure
+from transforms.decode import DecodeChunks
+from transforms.inference import SeparateChunks, SpleeterModelHandler
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
 from transforms.stash import Scratch, Stash
-from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_record
+from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_row
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class RunSettings:
     """What the driver settles before any worker starts."""
 
     options: BeamsplitterOptions
@@ -49,14 +52,20 @@ class RunPlan:
     model_id: str
     checkpoint_sha256: str
     run_id: str
-    committed_batches: frozenset = frozenset()
+    landed_commits: frozenset = frozenset()  # the metadata commits of earlier runs that landed
 
 
-METADATA_FILE = re.compile(r"^run-(?P<batch>.+?)-\d{5}-of-\d{5}\.parquet$")
+# A Parquet file of a metadata commit's metadata or failures (see layout.py).
+COMMIT_FILE = re.compile(r"^run-(?P<commit>.+?)-\d{5}-of-\d{5}\.parquet$")
+
+
+def commit_name(run_id: str, wave: Wave | None) -> str:
+    """The metadata commit of one pipeline: the run's own, or one wave's on the local runner."""
+    return run_id + (f"-w{wave.number:04d}" if wave else "")
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
-    """Metadata batches that landed; partial metadata of runs that died is removed.
+    """Metadata commits that landed; partial metadata of runs that died is removed.
 
     The tracks of those runs have their rows listed again by this run, from
     their completion records.
@@ -65,8 +74,8 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
     committed = frozenset(path.rsplit("/run-", 1)[1] for path in markers)
     orphans = []
     for path in storage.find(layout.metadata_folder(), "run-*"):
-        match = METADATA_FILE.match(path.rsplit("/", 1)[-1])
-        if match and match["batch"] not in committed:
+        match = COMMIT_FILE.match(path.rsplit("/", 1)[-1])
+        if match and match["commit"] not in committed:
             orphans.append(path)
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
@@ -89,7 +98,7 @@ def normalize_locations(options: BeamsplitterOptions) -> None:
             setattr(options, name, storage.normalize(value).rstrip("/") + kept if value.rstrip("/") else value)
 
 
-def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
+def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSettings:
     normalize_locations(options)
     options.check()
     for uri in (options.manifest, options.input, options.output, options.checkpoint):
@@ -103,23 +112,23 @@ def plan_run(options: BeamsplitterOptions, settle: bool = True) -> RunPlan:
             raise manifest.InputError(f"{options.manifest}: no such manifest")
     run_id = options.run_id or new_run_id()
     layout = Layout(options.output, model_folder(config.name, sha))
-    plan = RunPlan(options, layout, f"{config.name}@sha256:{sha}", sha, run_id)
-    return settle_prefix(plan) if settle else plan
+    settings = RunSettings(options, layout, f"{config.name}@sha256:{sha}", sha, run_id)
+    return settle_prefix(settings) if settle else settings
 
 
-def settle_prefix(plan: RunPlan) -> RunPlan:
+def settle_prefix(settings: RunSettings) -> RunSettings:
     """Write the model's card, and settle what earlier runs left (see ``settle_earlier_runs``).
 
     Writes under the prefix: a run does this holding the model folder's lease.
     """
-    layout, config = plan.layout, load_config(plan.options.model)
+    layout, config = settings.layout, load_config(settings.options.model)
     if not storage.exists(layout.model_card()):
-        card = {"model": config.name, "checkpoint_sha256": plan.checkpoint_sha256, "config": config.raw}
+        card = {"model": config.name, "checkpoint_sha256": settings.checkpoint_sha256, "config": config.raw}
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
-    return dataclasses.replace(plan, committed_batches=settle_earlier_runs(layout))
+    return dataclasses.replace(settings, landed_commits=settle_earlier_runs(layout))
 
 
-def build(pipeline: beam.Pipeline, plan: RunPlan, wave: Wave | None = None) -> None:
+def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = None) -> None:
     """The job's steps: over the whole catalogue, or over one local ``wave`` (see pipeline/waves.py).
 
     How work spreads over workers follows ``--fan_out`` (see
@@ -127,20 +136,19 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: Wave | None = None) -> N
     separated wherever the inference step runs, parked in scratch storage
     on their way there and back. Either way only references cross a shuffle.
     """
-    o, layout = plan.options, plan.layout
+    o, layout = settings.options, settings.layout
     fan_out = o.fan_out_mode(is_local(pipeline.options))
-    # The metadata this pipeline writes, and its commit marker, carry this name.
-    batch = plan.run_id + (f"-w{wave.number:04d}" if wave else "")
+    commit = commit_name(settings.run_id, wave)
     # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
-    scratch = Scratch(layout, plan.run_id) if fan_out == "chunks" else None
-    handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, plan.checkpoint_sha256,
+    scratch = Scratch(layout, settings.run_id) if fan_out == "chunks" else None
+    handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
                                    o.shared_model_copies(), scratch)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = o.encode_options()
 
     if wave is None:  # the whole catalogue, read and checked by the workers
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
-        todo = tracks | "SkipDone" >> SkipDone(layout, encoding.as_written(), o.force, plan.committed_batches)
+        todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
         todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
@@ -153,18 +161,18 @@ def build(pipeline: beam.Pipeline, plan: RunPlan, wave: Wave | None = None) -> N
     if scratch:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
-    assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, plan.model_id, encoding,
-                                                                  plan.run_id, batch, scratch, o.stall_timeout)
+    assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, settings.model_id, encoding,
+                                                                  settings.run_id, commit, scratch, o.stall_timeout)
     _ = ((assembled.metadata, recovered)
          | "AllMetadata" >> beam.Flatten()
          | "CountRows" >> beam.Map(_count, "metadata_rows")
-         | "WriteMetadata" >> WriteParquet(layout.metadata(batch), METADATA_SCHEMA)
-         | "CommitMetadata" >> CommitMarker(layout.commit_marker(batch)))
+         | "WriteMetadata" >> WriteParquet(layout.metadata(commit), METADATA_SCHEMA)
+         | "CommitMetadata" >> CommitMarker(layout.commit_marker(commit)))
     _ = ((*failures, decoded.failures, assembled.failures)
          | "AllFailures" >> beam.Flatten()
          | "CountFailures" >> beam.Map(_count_failure)
-         | "FailureRows" >> beam.Map(failure_record, plan.run_id)
-         | "WriteFailures" >> WriteParquet(layout.failures(batch), FAILURE_SCHEMA))
+         | "FailureRows" >> beam.Map(failure_row, settings.run_id)
+         | "WriteFailures" >> WriteParquet(layout.failures(commit), FAILURE_SCHEMA))
 
 
 def _count(element, name):
@@ -196,13 +204,19 @@ def catalogue_size(options: BeamsplitterOptions) -> int:
     """Rows of the manifest, or files matching the glob; reading the manifest here also
     refuses one without the required columns before anything starts."""
     if options.input:
-        return len(catalogue.input_files(options.input))
+        return len(input_files(options.input))
     with FileSystems.open(options.manifest, compression_type="uncompressed") as stream:
         return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest))
 
 
-def run(argv: list[str], started: float | None = None) -> int:
-    """Run the catalogue job; returns the exit status (1 when any track failed).
+def run(argv: list[str], started: float | None = None) -> RunResult:
+    """``beamsplitter run``: the catalogue job its command-line arguments ``argv`` describe (see ``run_job``)."""
+    started = time.monotonic() if started is None else started
+    return run_job(PipelineOptions(job_args(argv, "run")), started)
+
+
+def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> RunResult:
+    """Run the catalogue job, printing its progress and summary; returns what became of it.
 
     ``started``: the ``time.monotonic()`` at which the command started (the
     CLI's first line); the summary's wall time counts from it, start-up
@@ -216,27 +230,27 @@ def run(argv: list[str], started: float | None = None) -> int:
     started = time.monotonic() if started is None else started
     logging.getLogger().addFilter(_QuietBeamNoise())
     _quiet_local_workers()
-    pipeline_options = PipelineOptions(job_args(argv, "run"))
     options = pipeline_options.view_as(BeamsplitterOptions)
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
-    plan = plan_run(options, settle=False)
+    settings = resolve_run(options, settle=False)
     # The lease first: a second run on this output stops at once, not after reading the catalogue.
-    with Lease(plan.layout.lease(), plan.run_id) as lease:
+    with Lease(settings.layout.lease(), settings.run_id) as lease:
         # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
         # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
         with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
             size = index.rows if local else catalogue_size(options)
-            return _run_waves(settle_prefix(plan), pipeline_options, size, index, started, lease)
+            return _run_waves(settle_prefix(settings), pipeline_options, size, index, started, lease)
 
 
-def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None,
-               started: float, lease: Lease) -> int:
-    options, local = plan.options, index is not None
-    parts = waves(index, plan.layout, options.encode_options().as_written(), options.force,
-                  plan.committed_batches, options.local_wave_tracks) if local else [None]
-    print(f"run {plan.run_id}: {plan.model_id}, stems under {plan.layout.track_dir('').rstrip('/')}/")
+def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None,
+               started: float, lease: Lease) -> RunResult:
+    options, local = settings.options, index is not None
+    parts = waves(index, settings.layout, options.encode_options(), options.force,
+                  settings.landed_commits, options.local_wave_tracks) if local else [None]
+    print(f"run {settings.run_id}: {settings.model_id}, stems under {settings.layout.track_dir('').rstrip('/')}/")
     totals: dict[str, int] = {}
+    commits = []
     with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
               file=sys.stderr) as progress:
         for wave in parts:
@@ -244,10 +258,11 @@ def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, inde
             found = {}
             if wave is None or wave.needs_pipeline():  # a wave of done tracks only has nothing to run
                 pipeline = beam.Pipeline(options=pipeline_options)
-                build(pipeline, plan, wave)
+                build(pipeline, settings, wave)
                 result = pipeline.run()
                 result.wait_until_finish()
                 found = counters(result)
+                commits.append(commit_name(settings.run_id, wave))
             if wave is not None:  # the driver skipped its done tracks
                 found["tracks_skipped"] = found.get("tracks_skipped", 0) + wave.skipped
             for name, value in found.items():
@@ -255,10 +270,10 @@ def _run_waves(plan: RunPlan, pipeline_options: PipelineOptions, size: int, inde
             progress.update(wave.rows if wave else sum(
                 v for k, v in found.items() if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
-    storage.delete_tree_up_to(plan.layout.scratch(plan.run_id), options.output)
+    storage.delete_tree_up_to(settings.layout.scratch(settings.run_id), options.output)
     summary = Summary.of(totals, time.monotonic() - started)
-    print(summary.text(plan))
-    return 1 if summary.failed else 0
+    print(summary.text(settings))
+    return RunResult(settings, summary, frozenset(commits))
 
 
 def counters(result) -> dict[str, int]:
@@ -286,17 +301,45 @@ class Summary:
         return cls(found.get("tracks_done", 0), found.get("tracks_skipped", 0), sum(by_stage.values()),
                    by_stage, float(found.get("audio_seconds", 0)), wall_seconds, found.get("metadata_rows", 0))
 
-    def text(self, plan: RunPlan) -> str:
+    def text(self, settings: RunSettings) -> str:
         reasons = ", ".join(f"{stage}: {n}" for stage, n in sorted(self.failed_by_stage.items()))
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
         lines = [
-            f"run {plan.run_id}: {self.done} tracks done, {self.skipped} skipped, {self.failed} failed"
+            f"run {settings.run_id}: {self.done} tracks done, {self.skipped} skipped, {self.failed} failed"
             + (f" ({reasons})" if reasons else ""),
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s: {speed:.1f}x realtime"
             if self.done else f"nothing to separate ({self.wall_seconds:.1f} s)",
         ]
         if self.metadata_rows:
-            lines.append(f"metadata: {plan.layout.metadata(plan.run_id)}*.parquet")
+            lines.append(f"metadata: {settings.layout.metadata(settings.run_id)}*.parquet")
         if self.failed:
-            lines.append(f"failures: {plan.layout.failures(plan.run_id)}*.parquet")
+            lines.append(f"failures: {settings.layout.failures(settings.run_id)}*.parquet")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: what it settled, what became of its catalogue, and the metadata commits it wrote."""
+
+    settings: RunSettings
+    summary: Summary
+    commits: frozenset
+
+    @property
+    def exit_status(self) -> int:
+        """1 when any track or row failed, else 0."""
+        return 1 if self.summary.failed else 0
+
+    def failures(self) -> list[Failure]:
+        """Every track and row the run reported failed, read from its failure tables when asked:
+        the pipelines' workers hand them on in no other way, and a catalogue can fail by the million."""
+        if not self.summary.failed:
+            return []
+        folder, name = self.settings.layout.failures(self.settings.run_id).rsplit("/", 1)
+        found = []
+        for path in storage.find(folder, storage.literal_glob(name) + "*.parquet"):
+            match = COMMIT_FILE.match(path.rsplit("/", 1)[-1])
+            if match and match["commit"] in self.commits:
+                rows = pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
+                found.extend(Failure(*(row[f.name] for f in dataclasses.fields(Failure))) for row in rows)
+        return found

@@ -98,7 +98,7 @@ class TrackWriter:
         for row in rows:  # the manifest's own columns, renamed where they clash with ours
             row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
         record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, encoding,
-                                     self.uris, job.run_id, job.batch, rows)
+                                     self.uris, job.run_id, job.commit, rows)
         # Written last: its presence is what makes the track count as done.
         storage.publish_bytes(record.to_json(), record_uri)
         storage.delete_partials(job.layout.track_dir(track.track_id))
@@ -116,10 +116,10 @@ class TrackWriter:
 class _Job:
     """What every track of a run is written with (picklable: it travels to the workers)."""
 
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, batch: str,
+    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, commit: str,
                  stall_timeout: float):
         self.layout, self.model, self.model_id = layout, model, model_id
-        self.encoding, self.run_id, self.batch = encoding, run_id, batch
+        self.encoding, self.run_id, self.commit = encoding, run_id, commit
         self.stall_timeout = stall_timeout
 
     @functools.cached_property
@@ -176,8 +176,7 @@ class _AssembleStashed(_AssembleDoFn):
             return []
         track, fingerprint = refs[0].track, refs[0].fingerprint
         done = CompletionRecord.read(self.job.layout.record(track_id))
-        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint,
-                                                                         self.job.encoding.as_written()):
+        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint, self.job.encoding):
             # A retried bundle: an earlier attempt wrote the track and removed its chunks.
             return done.metadata_rows()
         writer = TrackWriter(self.job, track, fingerprint)
@@ -250,13 +249,14 @@ class ReassembleTracks(beam.PTransform):
 
     In order: ``((track_id, index), SeparatedChunk)``, each track's chunks in
     one bundle, in order (fan-out none or tracks). With ``scratch``: ``(track_id,
-    StashedChunk)`` references from anywhere, grouped here by track.
+    StashedChunk)`` references from anywhere, grouped here by track. Each completion record names
+    ``commit``, the metadata commit its rows land in (transforms/catalogue/layout.py).
     """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 batch: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+                 commit: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
         super().__init__()
-        self.job = _Job(layout, model, model_id, encoding, run_id, batch, stall_timeout)
+        self.job = _Job(layout, model, model_id, encoding, run_id, commit, stall_timeout)
         self.scratch = scratch
 
     def expand(self, separated):

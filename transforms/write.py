@@ -1,9 +1,11 @@
-"""WriteParquet: records to Parquet files under a prefix, through Beam's file sinks.
+"""WriteParquet: rows to Parquet files under a prefix, through Beam's file sinks.
 
-Beam writes each shard under a temporary name and moves it into place when
-the bundle commits, so a retried bundle never leaves a partial or duplicate
-file; a run with no records writes no file at all. The temporary folder,
-``.temp-<name>/`` beside the files, is removed by the pipeline once they are in place.
+Beam writes the rows into files under a temporary folder, ``.temp-<name>/``
+beside the final ones; a later step, once it has gathered every temporary
+file (a GroupByKey), renames them all into place. A final name thus appears
+only once all the rows are written, and a retried bundle leaves nothing but
+temporary files, never a partial or duplicate final file; no rows, no file at
+all. The pipeline removes the temporary folder once the files are in place.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ class _ParquetSink(fileio.FileSink):
     def open(self, fh):
         self._fh, self._rows = fh, []
 
-    def write(self, record):
-        self._rows.append(record)
+    def write(self, row):
+        self._rows.append(row)
 
     def flush(self):
         schema = schema_with_extras(self.schema, self._rows)
@@ -55,18 +57,18 @@ class _ParquetSink(fileio.FileSink):
 
 
 class WriteParquet(beam.PTransform):
-    """Dict records -> ``<path_prefix>-<shard>.parquet`` files with ``schema`` (+ extra text columns)."""
+    """Rows (dicts) -> ``<path_prefix>-<shard>.parquet`` files with ``schema`` (+ extra text columns)."""
 
     def __init__(self, path_prefix: str, schema: pa.Schema):
         super().__init__()
         self.path_prefix, self.schema = path_prefix, schema
 
-    def expand(self, records):
+    def expand(self, rows):
         folder, name = self.path_prefix.rsplit("/", 1)
         schema = self.schema
         # Beam's own default would be a .temp<uuid>/ folder beside the files, left behind empty.
         temp = storage.join(folder, f".temp-{name}")
-        written = records | fileio.WriteToFiles(
+        written = rows | fileio.WriteToFiles(
             path=folder,
             file_naming=fileio.default_file_naming(prefix=name, suffix=".parquet"),
             sink=lambda destination: _ParquetSink(schema),
@@ -80,7 +82,7 @@ class WriteParquet(beam.PTransform):
         return written
 
 
-def failure_record(failure, run_id: str) -> dict:
+def failure_row(failure, run_id: str) -> dict:
     return {"track_id": failure.track_id, "source_uri": failure.source_uri, "stage": failure.stage,
             "error_type": failure.error_type, "message": failure.message, "run_id": run_id}
 

@@ -1,4 +1,4 @@
-"""Flex Template entry point: plan the run, hand its job graph to Dataflow, return without waiting.
+"""Flex Template entry point: settle the run, hand its job graph to Dataflow, return without waiting.
 
 The template launcher runs this file (FLEX_TEMPLATE_PYTHON_PY_FILE) with the template's
 parameters as --name=value options, plus a --template_location of its own. Under
@@ -11,7 +11,7 @@ Dataflow console, and its metadata and failures land under the output prefix as 
 
 Defaults for the launch: DataflowRunner, the Beam SDK from the container, and this image
 ($BEAMSPLITTER_IMAGE, baked in at build time from the tag it was built as) as the workers'
-image. The workers always run the image that planned the run: a different --sdk_container_image
+image. The workers always run the image that launched the run: a different --sdk_container_image
 is refused, so launcher and workers cannot drift apart.
 """
 
@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import BeamsplitterOptions, pin_local_runner
-from pipeline.run import build, catalogue_size, plan_run, settle_prefix
+from pipeline.run import build, catalogue_size, resolve_run, settle_prefix
 from transforms.catalogue.lease import Lease
 
 DATAFLOW = "DataflowRunner"
@@ -62,9 +62,9 @@ def same_build(image: str, own: str) -> bool:
 
 
 def check_launch(options: PipelineOptions, environ=os.environ) -> None:
-    """Refuse what would start a job that cannot work as planned.
+    """Refuse what would start a job that cannot work as intended.
 
-    * Workers on another image than this one: the code that planned the run is the code that runs it.
+    * Workers on another image than this one: the code that launched the run is the code that runs it.
     * Dataflow without a worker image: Beam's default image has no beamsplitter in it.
     * The inference step's accelerator hint together with the ``worker_accelerator`` service
       option (a GPU on every worker) or in streaming mode: Dataflow's right fitting, which puts only
@@ -108,19 +108,19 @@ def launch(argv: list[str], environ=os.environ) -> str | None:
     local = pin_local_runner(options)
     check_launch(options, environ)
     job = options.view_as(BeamsplitterOptions)
-    plan = plan_run(job, settle=False)
+    settings = resolve_run(job, settle=False)
     # The job is not waited for, so it holds no lease; it settles the prefix only while no run does.
-    with Lease(plan.layout.lease(), plan.run_id):
-        plan = settle_prefix(plan)
+    with Lease(settings.layout.lease(), settings.run_id):
+        settings = settle_prefix(settings)
     tracks = catalogue_size(job)  # an unusable manifest fails the launch, not the job
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, plan)
+    build(pipeline, settings)
     result = pipeline.run()
     job_id = "local" if local else job_id_of(result)
     where = f"job {job_id}" if job_id else \
         f"job graph at {options.view_as(GoogleCloudOptions).template_location}, submitted by the template launcher"
-    print(f"run {plan.run_id}: {plan.model_id}, {tracks} catalogue rows, {where}, "
-          f"stems under {plan.layout.track_dir('').rstrip('/')}/")
+    print(f"run {settings.run_id}: {settings.model_id}, {tracks} catalogue rows, {where}, "
+          f"stems under {settings.layout.track_dir('').rstrip('/')}/")
     return job_id
 
 

@@ -29,7 +29,7 @@ INSTRUMENTS = ("vocals", "accompaniment")
 
 
 def run_job(capsys, *args):
-    status = run(list(args))
+    status = run(list(args)).exit_status
     return status, capsys.readouterr().out
 
 
@@ -49,7 +49,7 @@ def first_run(tmp_path_factory, catalogue, checkpoint_2stems):
     prefix = tmp_path_factory.mktemp("out") / "prefix"
     before = files_under(catalogue)
     status = run(["--manifest", str(catalogue / "manifest.csv"), "--output", str(prefix),
-                  "--checkpoint", str(checkpoint_2stems)])
+                  "--checkpoint", str(checkpoint_2stems)]).exit_status
     assert files_under(catalogue) == before  # nothing written beside the sources
     return status, prefix
 
@@ -216,17 +216,17 @@ def test_metadata_is_committed_by_the_job_itself(tmp_path, catalogue, checkpoint
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.options import BeamsplitterOptions, pin_local_runner
-    from pipeline.run import build, plan_run
+    from pipeline.run import build, resolve_run
 
     write_manifest(tmp_path / "m.csv", [("pop/two", str(catalogue / "two.flac"), "x")])
     options = PipelineOptions(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
                                "--checkpoint", str(checkpoint_2stems)])
     pin_local_runner(options)
-    plan = plan_run(options.view_as(BeamsplitterOptions))
+    settings = resolve_run(options.view_as(BeamsplitterOptions))
     with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, plan)
+        build(pipeline, settings)
     markers = list((tmp_path / "out" / "metadata").glob("*/_committed/run-*"))
-    assert [m.name for m in markers] == [f"run-{plan.run_id}"]
+    assert [m.name for m in markers] == [f"run-{settings.run_id}"]
     assert len(pq.read_table(tmp_path / "out" / "metadata").to_pandas()) == 2
 
 
@@ -243,11 +243,11 @@ def test_sources_are_named_literally_not_as_globs(tmp_path, catalogue, checkpoin
     # The output prefix too: its metadata is listed to settle earlier runs.
     out = tmp_path / "out [2024]?"
     args = ["--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--checkpoint", str(checkpoint_2stems)]
-    assert run(args) == 0
+    assert run(args).exit_status == 0
     records = {p.parent.name: json.loads(p.read_text()) for p in stem_folder(out).glob("*/_SUCCESS.json")}
     assert sorted(records) == ["live", "take"]
     assert records["take"]["source_fingerprint"]["size"] == len(source)  # its own size, not take1.wav's
-    assert run(args) == 0  # and a second run finds both done
+    assert run(args).exit_status == 0  # and a second run finds both done
     assert {p.parent.name: json.loads(p.read_text())["run_id"]
             for p in stem_folder(out).glob("*/_SUCCESS.json")} == {k: r["run_id"] for k, r in records.items()}
     # ... and its metadata committed: the second run lists no row again.
@@ -267,7 +267,7 @@ def test_a_stalled_source_fails_alone_and_the_run_ends(tmp_path, checkpoint_2ste
     write_manifest(folder / "m.csv", [("t0", "t0.wav", "a"), ("stalled", "stalled.wav", "b"), ("t1", "t1.wav", "c")])
     prefix = tmp_path / "out"
     assert run(["--manifest", str(folder / "m.csv"), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems),
-                "--stall_timeout=5"]) == 1
+                "--stall_timeout=5"]).exit_status == 1
     assert stalled.stalled.is_set()
     assert sorted(p.parent.name for p in prefix.glob("stems/*/*/_SUCCESS.json")) == ["t0", "t1"]
     assert not any(p.is_file() for p in (stem_folder(prefix) / "stalled").rglob("*"))  # its first chunks too

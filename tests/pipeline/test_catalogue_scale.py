@@ -44,7 +44,7 @@ def test_a_run_in_waves_reads_the_manifest_once(tmp_path, music, checkpoint_2ste
     args = ["--manifest", str(manifest), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems),
             "--local_wave_tracks=2"]
     with OpenCounter(manifest) as counter:
-        status = run(args)
+        status = run(args).exit_status
         assert counter.opens() == 1
     assert status == 1
     assert "5 tracks done, 0 skipped, 3 failed (decode: 1, validate: 2)" in capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_a_run_in_waves_reads_the_manifest_once(tmp_path, music, checkpoint_2ste
 
     # Again, on the same prefix: every track is done, the bad rows fail again, still one read.
     with OpenCounter(manifest) as counter:
-        status = run(args)
+        status = run(args).exit_status
         assert (counter.opens(), status) == (1, 1)
     assert "0 tracks done, 5 skipped, 3 failed (decode: 1, validate: 2)" in capsys.readouterr().out
     assert len(list(prefix.glob("metadata/*/_committed/run-*"))) == 3  # nothing new to commit

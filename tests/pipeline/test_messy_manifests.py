@@ -63,7 +63,8 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
     manifest = tmp_path / "m.jsonl"
     manifest.write_bytes(b"\n".join(lines) + b"\n")
     prefix = tmp_path / "out"
-    assert run(["--manifest", str(manifest), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)]) == 1
+    assert run(["--manifest", str(manifest), "--output", str(prefix),
+                "--checkpoint", str(checkpoint_2stems)]).exit_status == 1
 
     assert sorted(p.parent.name for p in prefix.glob("stems/*/*/_SUCCESS.json")) == ["one", "two"]
     failures = pq.read_table(prefix / "failures").to_pandas()
@@ -88,7 +89,7 @@ def test_ids_that_differ_only_in_case_are_one_track(tmp_path, catalogue, checkpo
     write_manifest(tmp_path / "m.csv", [("Song", str(catalogue / "one.wav"), "a"),
                                         ("SONG", str(catalogue / "two.flac"), "b")])
     assert run(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
-                "--checkpoint", str(checkpoint_2stems)]) == 1
+                "--checkpoint", str(checkpoint_2stems)]).exit_status == 1
     assert [p.parent.name for p in (tmp_path / "out").glob("stems/*/*/_SUCCESS.json")] == ["Song"]
     failures = pq.read_table(tmp_path / "out" / "failures").to_pandas()
     assert failures[["track_id", "stage", "message"]].values.tolist() == [[
@@ -100,14 +101,14 @@ def test_a_folder_holding_another_ids_record_fails_the_track(tmp_path, catalogue
     """Across runs, a store that folds case gives 'SONG' the folder of 'Song': neither skipped nor written over."""
     args = ["--output", str(tmp_path / "out"), "--checkpoint", str(checkpoint_2stems)]
     write_manifest(tmp_path / "m.csv", [("Song", str(catalogue / "one.wav"), "a")])
-    assert run(["--manifest", str(tmp_path / "m.csv"), *args]) == 0
+    assert run(["--manifest", str(tmp_path / "m.csv"), *args]).exit_status == 0
     (model,) = (tmp_path / "out" / "stems").iterdir()
     (model / "SONG").symlink_to("Song")  # what a case-folding store does
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (model / "Song").iterdir()}
     # The same source as 'Song': its record would otherwise read as done for 'SONG' too.
     write_manifest(tmp_path / "m2.csv", [("SONG", str(catalogue / "one.wav"), "b")])
     for force in ([], ["--force"]):
-        assert run(["--manifest", str(tmp_path / "m2.csv"), *args, *force]) == 1
+        assert run(["--manifest", str(tmp_path / "m2.csv"), *args, *force]).exit_status == 1
         failures = pd.concat(pd.read_parquet(p) for p in (tmp_path / "out" / "failures").glob("*.parquet"))
         assert failures[["track_id", "stage", "message"]].values.tolist() == [[
             "SONG", "validate", "track_id 'SONG' finds the completion record of track 'Song' in its folder: "
@@ -123,7 +124,7 @@ def test_an_id_below_another_tracks_stem_fails_alone(tmp_path, catalogue, checkp
                                         ("one/vocals.wav", str(catalogue / "two.flac"), "b"),
                                         ("album/Piano.wav", str(catalogue / "three.mp3"), "c")])
     assert run(["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
-                "--checkpoint", str(checkpoint_2stems)]) == 1
+                "--checkpoint", str(checkpoint_2stems)]).exit_status == 1
     (model,) = (tmp_path / "out" / "stems").iterdir()
     done = sorted(str(p.parent.relative_to(model)) for p in model.rglob("_SUCCESS.json"))
     failures = pq.read_table(tmp_path / "out" / "failures").to_pandas()

@@ -76,9 +76,9 @@ def stems(output: str, names=NAMES) -> dict[str, bytes]:
 
 
 def run_twice(capsys, *args, tracks=len(NAMES)) -> None:
-    assert run(list(args)) == 0
+    assert run(list(args)).exit_status == 0
     assert f"{tracks} tracks done, 0 skipped, 0 failed" in capsys.readouterr().out
-    assert run(list(args)) == 0  # every name is found done again: stat'ed literally
+    assert run(list(args)).exit_status == 0  # every name is found done again: stat'ed literally
     assert f"0 tracks done, {tracks} skipped, 0 failed" in capsys.readouterr().out
 
 
@@ -86,7 +86,8 @@ def run_twice(capsys, *args, tracks=len(NAMES)) -> None:
 def local_stems(named, checkpoint_2stems, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "out"
     manifest = write_manifest(named.parent / "m.csv", "music")
-    assert run(["--manifest", manifest, "--output", str(out), "--checkpoint", str(checkpoint_2stems)]) == 0
+    assert run(["--manifest", manifest, "--output", str(out),
+                "--checkpoint", str(checkpoint_2stems)]).exit_status == 0
     return stems(str(out))
 
 
@@ -107,7 +108,8 @@ def test_names_on_gcs(named, checkpoint_2stems, local_stems, capsys):
         run_twice(capsys, "--manifest", manifest, "--output", gcs.url("by-manifest"), *base, tracks=len(GCS_NAMES))
         assert stems(gcs.url("by-manifest"), GCS_NAMES) == expected
         # A redo withdraws each record and replaces each stem by name, never by pattern.
-        assert run(["--manifest", manifest, "--output", gcs.url("by-manifest"), *base, "--force"]) == 0
+        assert run(["--manifest", manifest, "--output", gcs.url("by-manifest"), *base,
+                    "--force"]).exit_status == 0
         assert f"{len(GCS_NAMES)} tracks done, 0 skipped, 0 failed" in capsys.readouterr().out
         assert stems(gcs.url("by-manifest"), GCS_NAMES) == expected
         run_twice(capsys, "--input", gcs.url("music/*"), "--output", gcs.url("by-glob"), *base, tracks=len(GCS_NAMES))

@@ -23,7 +23,7 @@ def test_plan_names_new_changed_and_new_model_tracks(tmp_path, checkpoint_2stems
     write_manifest(folder / "m.csv", [(f"t{i}", f"t{i}.wav", f"artist {i}") for i in range(2)])
     prefix = str(tmp_path / "prefix")
     two = ["--output", prefix, "--checkpoint", str(checkpoint_2stems)]
-    assert run(["--manifest", str(folder / "m.csv"), *two]) == 0
+    assert run(["--manifest", str(folder / "m.csv"), *two]).exit_status == 0
 
     demo.make_track(folder / "t1.wav", seconds=5.0, seed=7)  # changed source
     rows = [(f"t{i}", f"t{i}.wav", f"artist {i}") for i in range(3)]  # t2 is new
@@ -37,7 +37,7 @@ def test_plan_names_new_changed_and_new_model_tracks(tmp_path, checkpoint_2stems
     # the plan is a manifest: running it does that work and nothing else
     plan_file = tmp_path / "plan.jsonl"
     plan_file.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
-    assert run(["--manifest", str(plan_file), *two]) == 0
+    assert run(["--manifest", str(plan_file), *two]).exit_status == 0
     assert "2 tracks done, 0 skipped" in capsys.readouterr().out
 
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), "--output", prefix, "-p", "spleeter:4stems",

@@ -5,19 +5,20 @@
       stems/<model>/_LEASE.json                      held by the run writing here, while it runs
       stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
-      metadata/<model>/run-<batch>-*.parquet          one row per (track, instrument)
-      metadata/<model>/_committed/run-<batch>         written once that batch of metadata has landed
-      failures/run-<run_id>-*.parquet                 one row per failed track or row
+      metadata/<model>/run-<commit>-*.parquet         one row per (track, instrument)
+      metadata/<model>/_committed/run-<commit>        written once that commit's metadata has landed
+      failures/run-<commit>-*.parquet                 one row per failed track or row
       scratch/<model>/<run_id>/                       separated chunks between inference and
                                                       reassembly (--fan_out=chunks), removed as
                                                       each track is written
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
-done exactly when its completion record exists. A run writes its metadata in
-one batch (``<batch>`` is the run id), or one per wave on the local runner
-(``<run_id>-w0003``). The record carries the track's metadata rows and its
-batch: a run killed before a batch landed leaves no ``_committed`` marker for
+done exactly when its completion record exists. A run's metadata lands as a
+whole in one metadata commit (``<commit>`` is the run id), or one per wave on
+the local runner (``<run_id>-w0003``); its failures are written under the same
+name, without a marker. The record carries the track's metadata rows and its
+commit: a run killed before a commit landed leaves no ``_committed`` marker for
 it, and the next run lists those tracks' rows again (and removes any partial
 metadata files the dead run left).
 """
@@ -70,18 +71,18 @@ class Layout:
     def record(self, track_id: str) -> str:
         return join(self.track_dir(track_id), RECORD)
 
-    def metadata(self, batch: str) -> str:
-        return join(self.prefix, "metadata", self.model, f"run-{batch}")
+    def metadata(self, commit: str) -> str:
+        return join(self.prefix, "metadata", self.model, f"run-{commit}")
 
-    def commit_marker(self, batch: str) -> str:
+    def commit_marker(self, commit: str) -> str:
         # Under a "_" folder: dataset readers (pyarrow, Spark) skip it when reading metadata/.
-        return join(self.metadata_folder(), COMMITTED, f"run-{batch}")
+        return join(self.metadata_folder(), COMMITTED, f"run-{commit}")
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)
 
-    def failures(self, batch: str) -> str:
-        return join(self.prefix, "failures", f"run-{batch}")
+    def failures(self, commit: str) -> str:
+        return join(self.prefix, "failures", f"run-{commit}")
 
     def scratch(self, run_id: str) -> str:
         return join(self.prefix, "scratch", self.model, run_id)
