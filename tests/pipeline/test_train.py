@@ -107,15 +107,15 @@ def load_batches(model: Path, config_path: Path):
     config = load_config(str(config_path))
     parse = examples.parser(config)
     files = sorted(str(p) for p in (model / "trainset" / "records").glob("*.tfrecord"))
-    examples = [parse(r) for r in tf.data.TFRecordDataset(files)]
+    records = [parse(r) for r in tf.data.TFRecordDataset(files)]
     keep = keep_filter(str(model / "trainset" / "transform_fn"))
-    kept = [e for e in examples if bool(keep(e))]
+    kept = [e for e in records if bool(keep(e))]
 
     def arrays(chosen):
         return (np.stack([e[examples.MIX].numpy() for e in chosen]),
                 np.stack([np.stack([e[name].numpy() for e in chosen]) for name in config.instruments]))
 
-    return config, examples, arrays(kept)
+    return config, records, arrays(kept)
 
 
 def test_training_from_fresh_weights_lowers_the_loss(scratch):
