@@ -11,7 +11,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +68,10 @@ def execute(commands: Iterable[Sequence[str]], dry_run: bool, cwd: Path = REPO_R
         if status:
             return status
     return 0
+
+
+def main(parse: Callable[[list[str] | None], argparse.Namespace],
+         commands: Callable[[argparse.Namespace], Iterable[Sequence[str]]], argv: list[str] | None = None) -> int:
+    """A script's whole run: its arguments, then the commands they give, printed or executed."""
+    args = parse(argv)
+    return execute(commands(args), args.dry_run)

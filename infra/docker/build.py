@@ -55,8 +55,7 @@ def parse(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    return common.execute(commands(args), args.dry_run)
+    return common.main(parse, commands, argv)
 
 
 if __name__ == "__main__":
