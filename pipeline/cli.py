@@ -19,8 +19,8 @@ def _separate(args) -> int:
     from tqdm import tqdm
 
     from models.audio import EncodeOptions, check_stall_timeout
-    from pipeline.separate import check_span, track_jobs, separate_files
     from models.provider import load_separator
+    from pipeline.separate import check_span, separate_files, track_jobs
 
     # Every option is checked before the model loads and the first track is decoded.
     check_stall_timeout(args.stall_timeout, "--stall-timeout")
@@ -30,7 +30,7 @@ def _separate(args) -> int:
         raise InputError(f"--batch-size {args.batch_size}: give at least 1")
     separator = load_separator(args.params_filename, args.checkpoint)
     jobs = track_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
-                     args.offset, args.duration)
+                      args.offset, args.duration)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
               bar_format="{desc}: {n:.0f} s of audio [{elapsed}, {rate_fmt}]") as bar:

@@ -25,6 +25,7 @@ from models import oracle
 from models.bsseval import bss_eval
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError, InputError
+from models.uris import normalize
 from pipeline.scorecard import Scorecard, TrackScores
 from transforms.catalogue import storage
 from transforms.catalogue.dataset import EvalTrack, discover
@@ -49,7 +50,7 @@ def evaluate(dataset: str, output: str, model: str, checkpoint: str | None = Non
     ``BeamsplitterError`` when nothing could be scored.
     """
     # Absolute: the manifest written under OUT/separation/ is read relative to its own folder.
-    dataset, output = storage.normalize(dataset), storage.normalize(output)
+    dataset, output = normalize(dataset), normalize(output)
     config = load_config(model)
     tracks, failures = discover(dataset, config.instruments)
     for failure in failures:
@@ -153,7 +154,8 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
     writer.writerows((t.track_id, t.mixture) for t in tracks)
     manifest_uri = storage.join(prefix, "manifest.csv")
     storage.publish_bytes(listing.getvalue().encode(), manifest_uri, "text/csv")
-    result = run_job(PipelineOptions(manifest=manifest_uri, output=prefix, model=model, checkpoint=checkpoint,
+    # No flags: Beam would otherwise parse this process's own sys.argv into the job.
+    result = run_job(PipelineOptions([], manifest=manifest_uri, output=prefix, model=model, checkpoint=checkpoint,
                                      codec=STEM_CODEC, sample_format=STEM_SAMPLE_FORMAT,
                                      run_id="evaluate-" + new_run_id()))
     failed = {failure.track_id: failure.message for failure in result.failures()}

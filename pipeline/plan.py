@@ -30,12 +30,13 @@ from models.audio import EncodeOptions
 from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
 from pipeline.run import RunSettings, counters, resolve_run
 from transforms.catalogue import storage
-from transforms.catalogue.index import CatalogueIndex, ordered_map
+from transforms.catalogue.index import CatalogueIndex
 from transforms.catalogue.layout import Layout
+from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.manifest import Failure, Track
 from transforms.read import ReadCatalogue
-from transforms.catalogue.completion import CompletionRecord
 from transforms.skip import check
+from transforms.threads import ordered_map
 
 REASONS = ("new", "changed", "new-model", "new-encoding", "forced")
 

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 import time
 import uuid
@@ -25,11 +24,12 @@ from tqdm import tqdm
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
 from models.provider import resolve_checkpoint
+from models.uris import normalize
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
 from transforms.catalogue.index import CatalogueIndex, input_files
-from transforms.catalogue.layout import Layout, model_folder
+from transforms.catalogue.layout import Layout, commit_name, commit_of, marker_commit, model_folder
 from transforms.catalogue.lease import Lease
 from transforms.catalogue.manifest import Failure
 from transforms.decode import DecodeChunks
@@ -38,7 +38,7 @@ from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import SkipDone
 from transforms.stash import Scratch, Stash
-from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_row
+from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_of, failure_row
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +55,15 @@ class RunSettings:
     landed_commits: frozenset = frozenset()  # the metadata commits of earlier runs that landed
 
 
-# A Parquet file of a metadata commit's metadata or failures (see layout.py).
-COMMIT_FILE = re.compile(r"^run-(?P<commit>.+?)-\d{5}-of-\d{5}\.parquet$")
-
-
-def commit_name(run_id: str, wave: Wave | None) -> str:
-    """The metadata commit of one pipeline: the run's own, or one wave's on the local runner."""
-    return run_id + (f"-w{wave.number:04d}" if wave else "")
-
-
 def settle_earlier_runs(layout: Layout) -> frozenset:
     """Metadata commits that landed; partial metadata of runs that died is removed.
 
     The tracks of those runs have their rows listed again by this run, from
     their completion records.
     """
-    markers = storage.find(layout.metadata_folder(), "_committed/run-*")
-    committed = frozenset(path.rsplit("/run-", 1)[1] for path in markers)
-    orphans = []
-    for path in storage.find(layout.metadata_folder(), "run-*"):
-        match = COMMIT_FILE.match(path.rsplit("/", 1)[-1])
-        if match and match["commit"] not in committed:
-            orphans.append(path)
+    committed = frozenset(marker_commit(marker) for marker in storage.find(*layout.commit_markers()))
+    orphans = [path for path in storage.find(layout.metadata_folder(), "run-*")
+               if commit_of(path) not in (None, *committed)]
     if orphans:
         log.warning("removing %d metadata file(s) of runs that did not finish; their rows are listed again",
                     len(orphans))
@@ -90,12 +77,12 @@ def new_run_id() -> str:
 
 
 def normalize_locations(options: BeamsplitterOptions) -> None:
-    """Every location the user gave in ``storage.normalize``'s one form, in place (the pipeline's options too)."""
+    """Every location the user gave in ``normalize``'s one form, in place (the pipeline's options too)."""
     for name in ("manifest", "output", "input", "checkpoint"):
         value = getattr(options, name)
         if value:
             kept = "/" if name == "input" and value.endswith("/") else ""  # a glob's final / is part of it
-            setattr(options, name, storage.normalize(value).rstrip("/") + kept if value.rstrip("/") else value)
+            setattr(options, name, normalize(value).rstrip("/") + kept if value.rstrip("/") else value)
 
 
 def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSettings:
@@ -128,8 +115,10 @@ def settle_prefix(settings: RunSettings) -> RunSettings:
     return dataclasses.replace(settings, landed_commits=settle_earlier_runs(layout))
 
 
-def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = None) -> None:
+def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = None) -> str:
     """The job's steps: over the whole catalogue, or over one local ``wave`` (see pipeline/waves.py).
+
+    Returns the metadata commit that the pipeline writes.
 
     How work spreads over workers follows ``--fan_out`` (see
     ``BeamsplitterOptions.fan_out_mode``): whole tracks, or model chunks
@@ -138,7 +127,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     """
     o, layout = settings.options, settings.layout
     fan_out = o.fan_out_mode(is_local(pipeline.options))
-    commit = commit_name(settings.run_id, wave)
+    commit = commit_name(settings.run_id, wave.number if wave else None)
     # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
     scratch = Scratch(layout, settings.run_id) if fan_out == "chunks" else None
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
@@ -173,6 +162,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
          | "CountFailures" >> beam.Map(_count_failure)
          | "FailureRows" >> beam.Map(failure_row, settings.run_id)
          | "WriteFailures" >> WriteParquet(layout.failures(commit), FAILURE_SCHEMA))
+    return commit
 
 
 def _count(element, name):
@@ -258,11 +248,10 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
             found = {}
             if wave is None or wave.needs_pipeline():  # a wave of done tracks only has nothing to run
                 pipeline = beam.Pipeline(options=pipeline_options)
-                build(pipeline, settings, wave)
+                commits.append(build(pipeline, settings, wave))
                 result = pipeline.run()
                 result.wait_until_finish()
                 found = counters(result)
-                commits.append(commit_name(settings.run_id, wave))
             if wave is not None:  # the driver skipped its done tracks
                 found["tracks_skipped"] = found.get("tracks_skipped", 0) + wave.skipped
             for name, value in found.items():
@@ -338,8 +327,7 @@ class RunResult:
         folder, name = self.settings.layout.failures(self.settings.run_id).rsplit("/", 1)
         found = []
         for path in storage.find(folder, storage.literal_glob(name) + "*.parquet"):
-            match = COMMIT_FILE.match(path.rsplit("/", 1)[-1])
-            if match and match["commit"] in self.commits:
+            if commit_of(path) in self.commits:
                 rows = pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
-                found.extend(Failure(*(row[f.name] for f in dataclasses.fields(Failure))) for row in rows)
+                found.extend(failure_of(row) for row in rows)
         return found

@@ -130,7 +130,8 @@ def separate_files(
                 _estimate(separator, [c for c in batch if isinstance(c, _Chunk) and c.purpose.needs_model],
                           batch_size)
                 for item in batch:
-                    for _ in writer.submit(item, item):
+                    # Untagged: a chunk is let go as soon as it is written, not when its result is collected.
+                    for _ in writer.submit(None, item):
                         pass
         for _ in writer.drain():
             pass
@@ -139,6 +140,7 @@ def separate_files(
         for track in tracks:
             if track.writer is not None:
                 track.writer.abort()
+            _drop_scratch(track)
     return [t.result for t in tracks]
 
 
@@ -259,7 +261,7 @@ def check_span(offset: float, duration: float | None) -> None:
 
 
 def track_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
-              offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
+               offset: float = 0.0, duration: float | None = None) -> list[TrackJob]:
     """One job per source; refuses two stems that would land on the same path, and a bad offset or duration."""
     check_span(offset, duration)
     # One form for every path (models/uris.py), compared as real paths: a stem may land on no input either.

@@ -36,6 +36,7 @@ from models.crops import CropSampling
 from models.errors import InputError
 from models.provider import resolve_checkpoint
 from models.training import Trainer, TrainingParams, batches, initial_weights
+from models.uris import normalize
 from pipeline.options import BeamsplitterOptions, pin_local_runner
 from pipeline.run import counters
 from transforms.catalogue import storage
@@ -226,9 +227,9 @@ def _write_outputs(model_dir: Path, config: SeparationConfig, trainer: Trainer, 
 
 
 def _normalized(request: TrainRequest) -> TrainRequest:
-    """The request's locations in ``storage.normalize``'s one form (``spleeter:`` names kept)."""
+    """The request's locations in ``normalize``'s one form (``spleeter:`` names kept)."""
     def location(value: str | None) -> str | None:
-        return storage.normalize(value) if value and not value.startswith("spleeter:") else value
+        return normalize(value) if value and not value.startswith("spleeter:") else value
 
     return dataclasses.replace(request, config=location(request.config), dataset=location(request.dataset),
                                model_dir=location(request.model_dir), init=location(request.init),

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from models.audio import EncodeOptions
-from transforms.catalogue.index import CatalogueIndex, ordered_map
+from transforms.catalogue.index import CatalogueIndex
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import Failure
 from transforms.skip import check
+from transforms.threads import ordered_map
 
 # Bounds what a wave's pipeline holds when the catalogue is mostly done or bad rows.
 MAX_WAVE_ROWS = 10_000

@@ -10,10 +10,10 @@ from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms.catalogue import storage
-from transforms.threads import prefetch
-from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.catalogue.manifest import FAILURES, Failure
+from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.stash import Scratch
+from transforms.threads import prefetch
 
 
 class _Decode(beam.DoFn):

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.catalogue import index as catalogue
+from transforms.catalogue.index import duplicate_failure, duplicate_key, entries
 from transforms.catalogue.manifest import FAILURES, Track
+
 
 class _ReadEntries(beam.DoFn):
     def __init__(self, manifest_uri: str | None, input_glob: str | None):
         self.manifest_uri, self.input_glob = manifest_uri, input_glob
 
     def process(self, _):
-        for entry in catalogue.entries(self.manifest_uri, self.input_glob):
+        for entry in entries(self.manifest_uri, self.input_glob):
             yield entry if isinstance(entry, Track) else beam.pvalue.TaggedOutput(FAILURES, entry)
 
 
@@ -28,7 +29,7 @@ def _first_wins(keyed):
     rows = sorted(rows, key=lambda t: t.row)
     yield rows[0]
     for duplicate in rows[1:]:
-        yield beam.pvalue.TaggedOutput(FAILURES, catalogue.duplicate_failure(rows[0], duplicate))
+        yield beam.pvalue.TaggedOutput(FAILURES, duplicate_failure(rows[0], duplicate))
 
 
 class ReadCatalogue(beam.PTransform):
@@ -48,7 +49,7 @@ class ReadCatalogue(beam.PTransform):
                 | "Rows" >> beam.ParDo(_ReadEntries(self.manifest_uri, self.input_glob))
                 .with_outputs(FAILURES, main="tracks"))
         unique = (rows.tracks
-                  | "ByTrackId" >> beam.Map(lambda t: (catalogue.duplicate_key(t.track_id), t))
+                  | "ByTrackId" >> beam.Map(lambda t: (duplicate_key(t.track_id), t))
                   | "GroupDuplicates" >> beam.GroupByKey()
                   | "FirstWins" >> beam.FlatMap(_first_wins).with_outputs(FAILURES, main="tracks"))
         failures = (rows.failures, unique.failures) | "AllRowFailures" >> beam.Flatten()

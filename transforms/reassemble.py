@@ -33,10 +33,11 @@ from models.stems import StemWriter
 from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
+from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout, stem_file
 from transforms.catalogue.manifest import FAILURES, Failure, Track
-from transforms.catalogue.completion import CompletionRecord
 from transforms.stash import Scratch
+
 
 class TrackWriter:
     """One track's separated chunks, given in order, into its published stems, then its completion record.

@@ -15,9 +15,9 @@ from apache_beam.metrics import Metrics
 from models.audio import EncodeOptions
 from models.errors import BeamsplitterError, InputError
 from transforms.catalogue import storage
+from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import FAILURES, Failure, Track
-from transforms.catalogue.completion import CompletionRecord
 
 SKIPPED, RECOVERED = "skipped", "recovered"
 

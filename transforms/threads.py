@@ -108,11 +108,25 @@ class Background:
         self.work, self.limit = work, max(1, limit)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="beamsplitter-work")
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        self._failed = threading.Event()
 
     def submit(self, tag: Any, *args) -> Iterator[tuple[Any, T]]:
         """Starts ``work(*args)``; yields the results that are due (iterate it: it waits when ``limit`` are in flight)."""
-        self._pending.append((tag, self._pool.submit(self.work, *args)))
+        self._pending.append((tag, self._pool.submit(self._run, *args)))
         return self._finished(keep=self.limit - 1)
+
+    def _run(self, *args):
+        # After a failure the pieces behind it are skipped, not run: its
+        # exception reaches the submitter first (pieces start in submission
+        # order), and work done after it (a stem published, a track reported)
+        # would be work the failed run never vouched for.
+        if self._failed.is_set():
+            return None
+        try:
+            return self.work(*args)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def drain(self) -> Iterator[tuple[Any, T]]:
         return self._finished(keep=0)
@@ -123,6 +137,7 @@ class Background:
             future.cancel()
         wait([future for _, future in self._pending])  # its results are dropped, its errors too
         self._pending.clear()
+        self._failed.clear()
 
     def close(self) -> None:
         self.discard()
@@ -134,3 +149,21 @@ class Background:
         while self._pending and (len(self._pending) > keep or self._pending[0][1].done()):
             tag, future = self._pending.popleft()
             yield tag, future.result()
+
+
+def ordered_map(work: Callable[[Any], T], items: Iterable, threads: int = 8, window: int = 256) -> Iterator[T]:
+    """``work(item)`` for each item, on ``threads`` threads, yielded in the items' order.
+
+    At most ``window`` items are in flight, so memory does not grow with
+    ``items``. Checking a track is mostly waiting (a stat, a record read, on
+    object stores a request each): threads overlap the waits.
+    """
+    pool = Background(work, workers=threads, limit=window)
+    try:
+        for item in items:
+            for _, result in pool.submit(None, item):
+                yield result
+        for _, result in pool.drain():
+            yield result
+    finally:
+        pool.close()

@@ -17,7 +17,6 @@ from transforms.catalogue.manifest import FAILURES
 from transforms.catalogue.training_manifest import TrainingTrack
 
 
-
 class Crop(NamedTuple):
     key: str
     mix_power: float

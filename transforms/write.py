@@ -10,6 +10,7 @@ all. The pipeline removes the temporary folder once the files are in place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import apache_beam as beam
@@ -19,6 +20,7 @@ from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
 from transforms.catalogue import storage
+from transforms.catalogue.manifest import Failure
 
 FAILURE_SCHEMA = pa.schema([
     ("track_id", pa.string()), ("source_uri", pa.string()), ("stage", pa.string()),
@@ -82,9 +84,13 @@ class WriteParquet(beam.PTransform):
         return written
 
 
-def failure_row(failure, run_id: str) -> dict:
-    return {"track_id": failure.track_id, "source_uri": failure.source_uri, "stage": failure.stage,
-            "error_type": failure.error_type, "message": failure.message, "run_id": run_id}
+def failure_row(failure: Failure, run_id: str) -> dict:
+    """A row of the failure table (``FAILURE_SCHEMA``); ``failure_of`` reads it back."""
+    return {**dataclasses.asdict(failure), "run_id": run_id}
+
+
+def failure_of(row: dict) -> Failure:
+    return Failure(**{field.name: row[field.name] for field in dataclasses.fields(Failure)})
 
 
 class CommitMarker(beam.PTransform):

@@ -35,7 +35,7 @@ NPY_HEADER = 128  # bytes np.save puts before a chunk's samples, or its stems, i
 # scratch URI: 443-447), a StashedChunk (440-485) or a metadata row (578-597). Rounded up; the
 # manifest's extra columns travel in the Track and in every row, and add to it.
 REFERENCE_BYTES = 640
-# Cloud Storage requests of the scratch (transforms/stash.py and storage.py on Beam's GcsIO over
+# Cloud Storage requests of the scratch (transforms/stash.py and transforms/catalogue/storage.py on Beam's GcsIO over
 # google-cloud-storage), per chunk: two uploads (its decoded samples "in-", its stems "out-"), each one
 # resumable upload, which Google bills as one Class A operation once complete; two reads (a metadata
 # get and one media get each); and its two objects' removal: storage.delete_files gets each to see that it

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import music as demo  # the demo's tracks, and the variants only the tests need
+from tests import music
 
 pytestmark = pytest.mark.parity
 
@@ -147,9 +147,9 @@ def inputs(music_track, tmp_path_factory) -> dict[str, Path]:
     return {
         "music": music_track,
         # Longer than two chunks, and 1 336 230 samples: not a multiple of the hop or the chunk.
-        "odd": demo.make_track(folder / "odd.wav", seconds=30.3, seed=2),
+        "odd": music.make_track(folder / "odd.wav", seconds=30.3, seed=2),
         # Mono at 22.05 kHz: both implementations resample with ffmpeg and duplicate the channel.
-        "mono22k": demo.make_mono_22k(folder / "mono22k.wav", seconds=20.0, seed=1),
+        "mono22k": music.make_mono_22k(folder / "mono22k.wav", seconds=20.0, seed=1),
     }
 
 

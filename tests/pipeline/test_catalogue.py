@@ -361,8 +361,8 @@ def test_sources_and_stems_are_stored_absolute_whatever_their_spelling(tmp_path,
 
 @pytest.mark.parametrize("tracks,per_wave", [(4, 2), (2, 1)])
 def test_local_waves_hold_local_wave_tracks_tracks(tmp_path, checkpoint_2stems, capsys, tracks, per_wave):
-    """4 tracks at 2 per wave went 3+1, and 2 at 1 per wave 2+0 (issue 11, item 16). Each wave commits its
-    own metadata batch (``run-<run_id>-w<wave>``): the tracks in each batch are the tracks of its wave.
+    """4 tracks at 2 per wave went 3+1, and 2 at 1 per wave 2+0 (issue 11, item 16). Each wave makes its
+    own metadata commit (``run-<run_id>-w<wave>``): the tracks in each commit are the tracks of its wave.
     The README's spelling of the options reaches the job too (item 9: --sample-format f32 wrote 16-bit)."""
     for i in range(tracks):
         demo.make_track(tmp_path / f"t{i}.wav", seconds=3.0, seed=700 + i)

@@ -14,8 +14,10 @@ import csv
 import io
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from PIL import Image
 
 from models import audio
 from pipeline.cli import main
-from tests import music as demo  # the demo's tracks, and the stems only the tests need
+from tests import music
 from tests import services
 from transforms.catalogue.dataset import discover
 
@@ -56,9 +58,14 @@ class Outcome:
 
 
 def evaluate(output: Path, *args: str) -> Outcome:
-    """``beamsplitter evaluate -o OUTPUT ARGS...`` in this process (TensorFlow loads once)."""
+    """``beamsplitter evaluate -o OUTPUT ARGS...`` in this process (TensorFlow loads once).
+
+    ``sys.argv`` holds options that would break the job if they reached it: evaluate's
+    catalogue job must take only the options it is given.
+    """
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    argv = ["beamsplitter", "--runner=NoSuchRunner", "--fan_out=sideways"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), mock.patch.object(sys, "argv", argv):
         status = main(["evaluate", "-o", str(output), "-p", "spleeter:4stems", *args])
     print(out.getvalue())
     return Outcome(status, out.getvalue(), err.getvalue(), output)
@@ -68,8 +75,8 @@ def evaluate(output: Path, *args: str) -> Outcome:
 def musdb(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("musdb")
     for seed, name in enumerate(GOOD):
-        demo.make_multitrack(root / name, SECONDS, seed, INSTRUMENTS)
-    broken = demo.make_multitrack(root / BROKEN, 1.0, 9, INSTRUMENTS)
+        music.make_multitrack(root / name, SECONDS, seed, INSTRUMENTS)
+    broken = music.make_multitrack(root / BROKEN, 1.0, 9, INSTRUMENTS)
     (broken / "mixture.wav").write_text("no music here\n")
     return root
 
@@ -164,7 +171,7 @@ def test_bad_tracks_of_a_manifest_are_reported_and_the_others_scored(musdb, tmp_
     data = tmp_path / "data"
     shutil.copytree(musdb / "song-a", data / "song-a")
     (data / "notes.wav").write_text("no music here\n")
-    short = demo.write_wav(data / "short.wav", np.zeros((3 * 44100, 2)) + 0.1, 44100)
+    short = music.write_wav(data / "short.wav", np.zeros((3 * 44100, 2)) + 0.1, 44100)
     good = {"mixture": "data/song-a/mixture.wav",  # relative to the manifest's folder
             **{i: str(data / "song-a" / f"{i}.wav") for i in INSTRUMENTS}}
     rows = [("song-a", good), ("no-drums", dict(good, drums=str(data / "missing" / "drums.wav"))),
@@ -195,7 +202,7 @@ def test_dual_mono_and_silent_stems_are_scored(tmp_path):
     agreement with museval is tests/unit/test_bsseval.py's), and refuses the second."""
     root = tmp_path / "musdb"
     for seed, track in enumerate(("dual-mono", "instrumental")):
-        stems = demo.synthesize_stems(SECONDS, seed)
+        stems = music.synthesize_stems(SECONDS, seed)
         vocals = stems["vocals"]
         if track == "dual-mono":
             vocals[:, 1] = vocals[:, 0]
@@ -203,8 +210,8 @@ def test_dual_mono_and_silent_stems_are_scored(tmp_path):
         else:
             vocals[:] = 0.0
         for instrument in INSTRUMENTS:
-            demo.write_wav(root / track / f"{instrument}.wav", stems[instrument], 44100)
-        demo.write_wav(root / track / "mixture.wav", sum(stems[i] for i in INSTRUMENTS), 44100)
+            music.write_wav(root / track / f"{instrument}.wav", stems[instrument], 44100)
+        music.write_wav(root / track / "mixture.wav", sum(stems[i] for i in INSTRUMENTS), 44100)
     left, right = audio.load(str(root / "dual-mono" / "vocals.wav"), 44100).T
     assert np.array_equal(left, right)
     outcome = evaluate(tmp_path / "out", "--dataset", str(root), "--oracle")
@@ -313,7 +320,7 @@ def test_the_figures_title_fits_in_the_figure(instruments):
 def test_relative_and_file_uri_datasets_and_outputs(random_checkpoint, tmp_path, monkeypatch):
     # `evaluate --dataset ds2 -o eval2/` from the dataset's parent folder, `--dataset .` from inside it:
     # the manifest under OUT/separation/ is read relative to its own folder, so it must hold absolute paths.
-    demo.make_multitrack(tmp_path / "ds2" / "song1", 2.0, 1, INSTRUMENTS)
+    music.make_multitrack(tmp_path / "ds2" / "song1", 2.0, 1, INSTRUMENTS)
     checkpoint = str(random_checkpoint("spleeter:4stems"))
     monkeypatch.chdir(tmp_path)
     outcome = evaluate("eval2/", "--dataset", "ds2", "--checkpoint", checkpoint)

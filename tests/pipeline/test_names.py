@@ -7,8 +7,6 @@ name is never a glob, never an ffmpeg option or protocol, never URL syntax.
 from __future__ import annotations
 
 import csv
-import os
-import re
 import subprocess
 
 import pytest

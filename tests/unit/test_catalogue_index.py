@@ -8,7 +8,7 @@ import re
 import pytest
 
 from models.errors import InputError
-from transforms.catalogue.index import CatalogueIndex, entries, ordered_map
+from transforms.catalogue.index import CatalogueIndex, entries
 from transforms.catalogue.manifest import Failure, Track
 
 
@@ -51,10 +51,6 @@ def test_the_index_leaves_no_file_behind(tmp_path, monkeypatch):
         assert index.tracks == 20000
         assert os.listdir(tmp_path / "tmp") == []  # SQLite's temporary file is unlinked as it is opened
         assert sum(1 for _ in index) == 20000
-
-
-def test_ordered_map_keeps_order():
-    assert list(ordered_map(lambda x: x * x, range(1000), threads=4, window=7)) == [x * x for x in range(1000)]
 
 
 def test_ids_equal_but_for_case_are_one_track(tmp_path):

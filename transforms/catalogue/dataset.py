@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputError
+from models.uris import normalize
 from transforms.catalogue import manifest, storage
 from transforms.catalogue.manifest import Failure
 
@@ -43,7 +44,7 @@ def discover(dataset: str, instruments: tuple[str, ...]) -> tuple[list[EvalTrack
     Raises ``InputError`` when the dataset as a whole is unusable (nothing there,
     a manifest lacking a column).
     """
-    dataset = storage.normalize(dataset)  # mixtures and stems as absolute URIs, wherever they are read again
+    dataset = normalize(dataset)  # mixtures and stems as absolute URIs, wherever they are read again
     try:
         manifest.manifest_format(dataset)
     except InputError:

@@ -15,12 +15,10 @@ entries from the index, instead of every wave re-reading the manifest.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import pickle
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -28,9 +26,6 @@ from models.errors import InputError
 from models.uris import normalize
 from transforms.catalogue import manifest
 from transforms.catalogue.manifest import Failure, Track
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def entries(manifest_uri: str | None = None, input_glob: str | None = None) -> Iterator[Track | Failure]:
@@ -178,20 +173,3 @@ def _dump(item) -> bytes:
 
 def _load(data: bytes):
     return pickle.loads(data)
-
-
-def ordered_map(work: Callable[[T], R], items: Iterable[T], threads: int = 8, window: int = 256) -> Iterator[R]:
-    """``work(item)`` for each item, on ``threads`` threads, yielded in the items' order.
-
-    At most ``window`` items are in flight, so memory does not grow with
-    ``items``. Checking a track is mostly waiting (a stat, a record read, on
-    object stores a request each): threads overlap the waits.
-    """
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beamsplitter-check") as pool:
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

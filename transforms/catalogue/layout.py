@@ -26,6 +26,7 @@ metadata files the dead run left).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from transforms.catalogue.storage import join
@@ -43,6 +44,26 @@ RESERVED = frozenset({RECORD, MODEL_CARD, COMMITTED, LEASE})
 def stem_file(instrument: str, codec: str) -> str:
     """A stem's file name in its track's folder."""
     return f"{instrument}.{codec}"
+
+
+# A Parquet file of a metadata commit's metadata or failures, as Beam's file sink names them.
+_COMMIT_FILE = re.compile(r"^run-(?P<commit>.+?)-\d{5}-of-\d{5}\.parquet$")
+
+
+def commit_name(run_id: str, wave: int | None = None) -> str:
+    """The metadata commit of one pipeline: the run's own, or wave ``wave``'s on the local runner."""
+    return run_id if wave is None else f"{run_id}-w{wave:04d}"
+
+
+def commit_of(uri: str) -> str | None:
+    """The metadata commit that a metadata or failure file ``uri`` belongs to (None: no such file)."""
+    match = _COMMIT_FILE.match(uri.rsplit("/", 1)[-1])
+    return match["commit"] if match else None
+
+
+def marker_commit(marker_uri: str) -> str:
+    """The metadata commit that a ``Layout.commit_marker`` names."""
+    return marker_uri.rsplit("/run-", 1)[1]
 
 
 def model_folder(config_name: str, checkpoint_sha256: str) -> str:
@@ -80,6 +101,10 @@ class Layout:
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)
+
+    def commit_markers(self) -> tuple[str, str]:
+        """Where to look for commit markers: (folder, glob), as ``storage.find`` takes them."""
+        return self.metadata_folder(), f"{COMMITTED}/run-*"
 
     def failures(self, commit: str) -> str:
         return join(self.prefix, "failures", f"run-{commit}")

@@ -46,7 +46,7 @@ class Track:
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
 
-#: The output tag under which every step reports its failures.
+#: The output tag of a step's failures (``Failure``s, or the training set's rows that failed).
 FAILURES = "failures"
 
 

@@ -23,7 +23,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import audio
 from models.errors import AudioError, BeamsplitterError
-from models.uris import normalize  # noqa: F401  the one form of every location a user gives
 
 COPY_BLOCK = 8 << 20
 

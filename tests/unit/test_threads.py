@@ -12,7 +12,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.background import rewindow
-from transforms.threads import Background, prefetch, prefetch_batches
+from transforms.threads import Background, ordered_map, prefetch, prefetch_batches
 
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():
@@ -130,6 +130,32 @@ def test_background_raises_the_works_error_and_discard_forgets_the_rest():
     background.discard()
     assert list(background.drain()) == []
     background.close()
+
+
+def test_background_runs_nothing_after_a_failure_until_discarded():
+    """Work behind a failure would act for a run that already failed (publish a stem, report a track)."""
+    done = []
+
+    def work(i):
+        if i == 1:
+            raise RuntimeError("a bug")
+        done.append(i)
+        return i
+
+    background = Background(work, workers=1, limit=8)
+    for i in range(5):
+        list(background.submit(_windowed(i), i))
+    with pytest.raises(RuntimeError, match="a bug"):
+        list(background.drain())
+    assert done == [0]
+    background.discard()
+    assert [result for _, result in background.submit(_windowed(9), 9)] + \
+        [result for _, result in background.drain()] == [9]
+    background.close()
+
+
+def test_ordered_map_keeps_order():
+    assert list(ordered_map(lambda x: x * x, range(1000), threads=4, window=7)) == [x * x for x in range(1000)]
 
 
 def test_discard_waits_for_running_work_and_never_starts_the_rest():
