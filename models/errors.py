@@ -12,6 +12,8 @@ class BeamsplitterError(Exception):
 
     #: The processing stage, as written in the failures table.
     stage = "engine"
+    #: The command's exit status when this error ends it (2: a bad input or option, nothing started).
+    exit_status = 2
 
 
 class ConfigError(BeamsplitterError):

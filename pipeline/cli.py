@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except BeamsplitterError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

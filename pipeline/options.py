@@ -55,6 +55,10 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
                             help="a track fails when ffmpeg delivers or takes no data for this long "
                                  "(default: %(default)g)")
+        parser.add_argument("--max_failed_fraction", type=float, default=1.0, metavar="F",
+                            help="the run fails as a whole (exit status 3; on a distributed runner a failed "
+                                 "job) when more than this share of the tracks it tried failed "
+                                 "(default: %(default)g, never)")
         parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks to separate per wave, one pipeline each "
@@ -76,6 +80,8 @@ class BeamsplitterOptions(PipelineOptions):
         for option in ("local_wave_tracks", "inference_batch_size"):
             if getattr(self, option) < 1:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least 1")
+        if not 0 <= self.max_failed_fraction <= 1:
+            raise InputError(f"--max_failed_fraction {self.max_failed_fraction:g}: give a share from 0 to 1")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
         if self.inference_accelerator and self.fan_out in ("none", "tracks"):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
+from models.errors import BeamsplitterError
 from models.provider import resolve_checkpoint
 from models.uris import normalize
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
@@ -139,6 +140,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
         todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
         todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
+        tried = (todo_tracks, *failures) | "TriedTracks" >> beam.Flatten()
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
         recovered = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
@@ -152,17 +154,69 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, settings.model_id, encoding,
                                                                   settings.run_id, commit, scratch, o.stall_timeout)
-    _ = ((assembled.metadata, recovered)
-         | "AllMetadata" >> beam.Flatten()
-         | "CountRows" >> beam.Map(_count, "metadata_rows")
-         | "WriteMetadata" >> WriteParquet(layout.metadata(commit), METADATA_SCHEMA)
-         | "CommitMetadata" >> CommitMarker(layout.commit_marker(commit)))
-    _ = ((*failures, decoded.failures, assembled.failures)
-         | "AllFailures" >> beam.Flatten()
-         | "CountFailures" >> beam.Map(_count_failure)
-         | "FailureRows" >> beam.Map(failure_row, settings.run_id)
-         | "WriteFailures" >> WriteParquet(layout.failures(commit), FAILURE_SCHEMA))
+    committed = ((assembled.metadata, recovered)
+                 | "AllMetadata" >> beam.Flatten()
+                 | "CountRows" >> beam.Map(_count, "metadata_rows")
+                 | "WriteMetadata" >> WriteParquet(layout.metadata(commit), METADATA_SCHEMA)
+                 | "CommitMetadata" >> CommitMarker(layout.commit_marker(commit)))
+    all_failures = (*failures, decoded.failures, assembled.failures) | "AllFailures" >> beam.Flatten()
+    failures_written = (all_failures
+                        | "CountFailures" >> beam.Map(_count_failure)
+                        | "FailureRows" >> beam.Map(failure_row, settings.run_id)
+                        | "WriteFailures" >> WriteParquet(layout.failures(commit), FAILURE_SCHEMA))
+    if wave is None and o.max_failed_fraction < 1:
+        # A job the runner reports as failed, where no one reads the launcher's exit status (templates,
+        # schedulers); once the metadata and failure tables are in place, so that they land all the same.
+        _ = (pipeline
+             | "FailedFraction" >> beam.Create([None])
+             | "CheckFailedFraction" >> beam.Map(
+                 _check_failed_fraction, o.max_failed_fraction, layout.verdict(commit),
+                 beam.pvalue.AsSingleton(all_failures | "CountFailed" >> beam.combiners.Count.Globally()),
+                 beam.pvalue.AsSingleton(tried | "CountTried" >> beam.combiners.Count.Globally()),
+                 beam.pvalue.AsList(committed), beam.pvalue.AsList(failures_written)))
     return commit
+
+
+class TooManyFailures(BeamsplitterError):
+    """More of a run's tracks failed than ``--max_failed_fraction`` allows."""
+
+    stage = "run"
+
+
+def failed_fraction_exceeded(failed: int, tried: int, limit: float) -> bool:
+    """Whether ``failed`` of the ``tried`` tracks (done or failed; skipped ones are not tried) is over ``limit``."""
+    return tried > 0 and failed / tried > limit
+
+
+class JobFailed(BeamsplitterError):
+    """The runner failed the job (a lost worker, a step that kept failing): not a track's failure."""
+
+    stage = "run"
+    exit_status = 4
+
+
+def _check_failed_fraction(_, limit: float, verdict: str, failed: int, tried: int, *_written) -> None:
+    if failed_fraction_exceeded(failed, tried, limit):
+        # The job's error reaches the launcher without its message on some runners: the counts go beside it.
+        storage.publish_bytes(json.dumps({"failed": failed, "tried": tried}).encode(), verdict)
+        raise TooManyFailures(f"{failed} of {tried} tracks failed, more than --max_failed_fraction {limit:g}; "
+                              "see the failures table")
+
+
+def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -> dict[str, int]:
+    """Run one pipeline to its end; its counters. A job the runner failed raises ``JobFailed``, or, when
+    it was failed on purpose over ``--max_failed_fraction``, gives that run's counts."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        verdict = storage.read_json(settings.layout.verdict(commit))
+        if verdict:
+            return {"tracks_done": verdict["tried"] - verdict["failed"], "tracks_failed.run": verdict["failed"]}
+        cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise JobFailed(f"run {settings.run_id}: the runner failed the job ({cause[:500]}); what it wrote stays, "
+                        "and the next run completes the tracks not done") from exc
+    return counters(result)
 
 
 def _count(element, name):
@@ -249,9 +303,7 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
             if wave is None or wave.needs_pipeline():  # a wave of done tracks only has nothing to run
                 pipeline = beam.Pipeline(options=pipeline_options)
                 commits.append(build(pipeline, settings, wave))
-                result = pipeline.run()
-                result.wait_until_finish()
-                found = counters(result)
+                found = _run_pipeline(pipeline, settings, commits[-1])
             if wave is not None:  # the driver skipped its done tracks
                 found["tracks_skipped"] = found.get("tracks_skipped", 0) + wave.skipped
             for name, value in found.items():
@@ -303,6 +355,10 @@ class Summary:
             lines.append(f"metadata: {settings.layout.metadata(settings.run_id)}*.parquet")
         if self.failed:
             lines.append(f"failures: {settings.layout.failures(settings.run_id)}*.parquet")
+        limit = settings.options.max_failed_fraction
+        if failed_fraction_exceeded(self.failed, self.done + self.failed, limit):
+            lines.append(f"error: {self.failed} of {self.done + self.failed} tracks tried failed, more than "
+                         f"--max_failed_fraction {limit:g}")
         return "\n".join(lines)
 
 
@@ -316,8 +372,12 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        """1 when any track or row failed, else 0."""
-        return 1 if self.summary.failed else 0
+        """3 when more tracks failed than ``--max_failed_fraction`` allows, 1 when any track or row failed,
+        else 0."""
+        s = self.summary
+        if failed_fraction_exceeded(s.failed, s.done + s.failed, self.settings.options.max_failed_fraction):
+            return 3
+        return 1 if s.failed else 0
 
     def failures(self) -> list[Failure]:
         """Every track and row the run reported failed, read from its failure tables when asked:

@@ -8,6 +8,7 @@
       metadata/<model>/run-<commit>-*.parquet         one row per (track, instrument)
       metadata/<model>/_committed/run-<commit>        written once that commit's metadata has landed
       failures/run-<commit>-*.parquet                 one row per failed track or row
+      failures/run-<commit>-verdict.json              a distributed run failed over --max_failed_fraction
       scratch/<model>/<run_id>/                       separated chunks between inference and
                                                       reassembly (--fan_out=chunks), removed as
                                                       each track is written
@@ -108,6 +109,10 @@ class Layout:
 
     def failures(self, commit: str) -> str:
         return join(self.prefix, "failures", f"run-{commit}")
+
+    def verdict(self, commit: str) -> str:
+        """Written when a distributed run fails its job over ``--max_failed_fraction``: its counts."""
+        return join(self.prefix, "failures", f"run-{commit}-verdict.json")
 
     def scratch(self, run_id: str) -> str:
         return join(self.prefix, "scratch", self.model, run_id)
