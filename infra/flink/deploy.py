@@ -44,11 +44,32 @@ def cron(value: str) -> str:
     return value
 
 
+def fraction(value: str) -> str:
+    try:
+        ok = 0 <= float(value) <= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a share from 0 to 1")
+    return value
+
+
+def high_availability(storage_dir: str | None) -> str:
+    """Flink configuration lines (flink-session.yaml) for Kubernetes HA with its metadata in ``storage_dir``: a
+    JobManager that dies is replaced and resumes its jobs from there, instead of failing them."""
+    if not storage_dir:
+        return ""
+    return ("    high-availability.type: kubernetes\n"
+            f'    high-availability.storageDir: "{storage_dir}"\n')
+
+
 def values(args) -> dict[str, str]:
     """What the manifests' ${...} placeholders stand for."""
     return {"IMAGE": args.image, "ARTIFACTS_DIR": args.artifacts_dir, "GCP_SERVICE_ACCOUNT": args.gcp_service_account,
             "MANIFEST": args.manifest, "OUTPUT": args.output, "MODEL": args.model, "SCHEDULE": args.schedule,
-            "PARALLELISM": str(args.parallelism)}
+            "PARALLELISM": str(args.parallelism), "MAX_FAILED_FRACTION": args.max_failed_fraction,
+            "DEADLINE_SECONDS": str(int(args.deadline_hours * 3600)),
+            "HIGH_AVAILABILITY": high_availability(args.ha_storage_dir)}
 
 
 def render(folder: Path, mapping: dict[str, str]) -> list[Path]:
@@ -87,6 +108,14 @@ def parse(argv: list[str] | None):
     parser.add_argument("-p", "--model", type=plain, default="spleeter:2stems")
     parser.add_argument("--schedule", type=cron, default="0 3 * * 0", help="cron, UTC (default: %(default)s)")
     parser.add_argument("--parallelism", type=int, default=16, help="Flink parallelism of the job (default: 16)")
+    parser.add_argument("--max-failed-fraction", type=fraction, default="0.05",
+                        help="a scheduled run in which more than this share of the tracks it tried failed ends "
+                             "with exit status 3, a failed Kubernetes job (default: %(default)s)")
+    parser.add_argument("--deadline-hours", type=float, default=24.0,
+                        help="a scheduled run still going after this long is stopped (default: %(default)g)")
+    parser.add_argument("--ha-storage-dir", type=common.gcs_uri,
+                        help="Flink high availability: gs:// folder for the JobManager's recovery metadata "
+                             "(default: none, a lost JobManager fails its job)")
     parser.add_argument("--render-dir", type=Path, help="where to write the filled-in manifests")
     parser.add_argument("--run-now", action="store_true", help="also start a run now")
     common.add_dry_run(parser)

@@ -258,6 +258,44 @@ def test_cronjob_plans_then_runs_through_the_job_server(deployed):
     assert parsed["model"] == "spleeter:4stems"
 
 
+def test_cronjob_reruns_only_what_a_rerun_can_mend(deployed):
+    """Exit statuses 1-3 are verdicts (some or too many tracks failed, a bad option): never rerun; a lost pod
+    or a job the runner failed (4) is retried once; a hung run is stopped before it holds every later one."""
+    from pipeline.run import JobFailed
+
+    _, _, docs = deployed
+    cron = docs["CronJob"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    job_spec = cron["jobTemplate"]["spec"]
+    assert job_spec["backoffLimit"] == 1 and job_spec["activeDeadlineSeconds"] == 24 * 3600
+    fail, ignore = job_spec["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob" and fail["onExitCodes"] == {"operator": "In", "values": [1, 2, 3]}
+    assert JobFailed.exit_status == 4 and JobFailed.exit_status not in fail["onExitCodes"]["values"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    pod = containers(job_spec["template"]["spec"])
+    assert options(pod["run"]["args"])["max_failed_fraction"] == "0.05"
+    assert PipelineOptions(pod["run"]["args"][1:]).view_as(BeamsplitterOptions).max_failed_fraction == 0.05
+    flink = docs["FlinkDeployment"]["spec"]["flinkConfiguration"]
+    assert flink["restart-strategy.type"] == "exponential-delay"
+    assert int(flink["restart-strategy.exponential-delay.attempts-before-reset-backoff"]) >= 3
+    assert "high-availability.type" not in flink  # only when asked for
+
+
+def test_deploy_sets_high_availability_and_limits_when_asked(tmp_path):
+    dry_run("flink/deploy.py", *ARGS, "--render-dir", str(tmp_path), "--ha-storage-dir", "gs://proj-work/flink-ha",
+            "--max-failed-fraction", "0.2", "--deadline-hours", "6")
+    (flink,) = [d for d in load_yaml(tmp_path / "flink-session.yaml") if d["kind"] == "FlinkDeployment"]
+    configuration = flink["spec"]["flinkConfiguration"]
+    assert configuration["high-availability.type"] == "kubernetes"
+    assert configuration["high-availability.storageDir"] == "gs://proj-work/flink-ha"
+    (cron,) = load_yaml(tmp_path / "reprocess-cronjob.yaml")
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 6 * 3600
+    assert "--max_failed_fraction=0.2" in containers(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"])["run"]["args"]
+    args = list(ARGS) + ["--render-dir", str(tmp_path)]
+    assert "share from 0 to 1" in rejects("flink/deploy.py", *args, "--max-failed-fraction", "5")
+    assert "gs://" in rejects("flink/deploy.py", *args, "--ha-storage-dir", "/tmp/ha")
+
+
 def test_service_account_is_bound_to_the_gcp_one(deployed):
     commands, _, docs = deployed
     assert docs["ServiceAccount"]["metadata"]["annotations"] == {deploy.WORKLOAD_IDENTITY: SA}
