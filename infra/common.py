@@ -51,6 +51,17 @@ def gcs_uri(value: str) -> str:
     return value
 
 
+def fraction(value: str) -> float:
+    """``value`` as a share from 0 to 1; argparse type."""
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a share from 0 to 1")
+    return share
+
+
 def add_dry_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the commands, one a line, and run none of them")

@@ -44,6 +44,7 @@ with DAG(
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
     catchup=False,
     max_active_runs=1,  # one run at a time: the next waits for the last one's job
+    user_defined_macros={"beamsplitter_job_name": job.job_name},
     default_args={"retries": 1, "retry_delay": datetime.timedelta(minutes=15)},
     tags=["beamsplitter"],
 ) as dag:
@@ -63,13 +64,19 @@ with DAG(
         project_id=var("project"),
         location=var("region"),
         body=job.launch_body(
-            job_name="beamsplitter-{{ ts_nodash | lower }}",
+            # One name per output prefix and model (Dataflow refuses a second job of a name while one
+            # runs), kept as it is: the operator would otherwise append a random suffix to it, and a
+            # retry or a manual trigger could start a second job on the prefix.
+            job_name="{{ beamsplitter_job_name(output=var.json.beamsplitter.output, "
+                     "model=var.json.beamsplitter.model) }}",
             template=WORK + "/templates/beamsplitter.json",
             # No worker image: the workers run the template's own image (the spec's, see template.py).
             parameters=job.parameters(manifest=var("manifest"), output=var("output"), model=var("model")),
             environment=job.environment(service_account=var("service_account"), temp_location=WORK + "/temp",
                                         staging_location=WORK + "/staging"),
         ),
+        append_job_name=False,
         wait_until_finished=True,
+        deferrable=True,  # the wait for a job of hours holds no worker slot
     )
     plan >> separate

@@ -9,6 +9,9 @@ Standard library only: it is uploaded beside the DAG into Airflow's dags folder.
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 # Every step but inference (reading the catalogue, decoding, reassembly, encoding, Parquet) runs on
 # these: ffmpeg and numpy want cores, reassembly about 21 MB per instrument and minute of audio.
 CPU_MACHINE_TYPE = "n2-standard-8"
@@ -24,6 +27,9 @@ MODEL_COPIES = 1
 # with 8 GB for TensorFlow, the plan and a large manifest.
 LAUNCHER_MACHINE_TYPE = "n2-standard-2"
 MAX_WORKERS = 50
+# Scheduled runs fail their job when more than this share of the tracks they tried failed, so that
+# Dataflow's failed-job alert hears of it (a job whose every track failed would otherwise succeed).
+MAX_FAILED_FRACTION = 0.05
 DISK_SIZE_GB = 50  # the GPU image unpacks to about 10 GB
 # GPUs and custom containers need Runner v2 (the Python default; stated so that no one turns it off).
 EXPERIMENTS = ("use_runner_v2",)
@@ -33,16 +39,30 @@ EXPERIMENTS = ("use_runner_v2",)
 NOT_WITH_RIGHT_FITTING = ("worker_accelerator", "use_nvidia_mps")
 
 
+def job_name(*, output: str, model: str, prefix: str = "beamsplitter") -> str:
+    """The one Dataflow job name of a model's run over an output prefix, whoever launches it.
+
+    Dataflow refuses a job while another of the same name runs, so a retried, scheduled or manual
+    launch cannot start a second job on the same prefix. Terraform's scheduler.tf computes the same
+    name in HCL (local.job_name; tests compare the two).
+    """
+    short = re.sub(r"[^a-z0-9]+", "-", model.split(":", 1)[-1].lower()).strip("-")
+    digest = hashlib.sha256(f"{output.rstrip('/')}|{model}".encode()).hexdigest()[:12]
+    return f"{prefix}-{short}-{digest}"
+
+
 def parameters(*, manifest: str, output: str, model: str, accelerator: str | None = GPU_ACCELERATOR,
                model_copies: int = MODEL_COPIES, checkpoint: str | None = None, codec: str | None = None,
-               bitrate: str | None = None, disk_size_gb: int = DISK_SIZE_GB) -> dict[str, str]:
+               bitrate: str | None = None, disk_size_gb: int = DISK_SIZE_GB,
+               max_failed_fraction: float = MAX_FAILED_FRACTION) -> dict[str, str]:
     """The template's parameters (metadata.json) and the pipeline options passed with them.
 
     No worker image among them: the workers run the template's own image (main.py).
     ``model_copies`` goes with ``accelerator``; a CPU-only job leaves both to the job's defaults
     (no hint, one model per SDK process).
     """
-    params = {"manifest": manifest, "output": output, "model": model, "disk_size_gb": str(disk_size_gb)}
+    params = {"manifest": manifest, "output": output, "model": model, "disk_size_gb": str(disk_size_gb),
+              "max_failed_fraction": f"{max_failed_fraction:g}"}
     if accelerator:
         params.update(inference_accelerator=accelerator, model_copies=str(model_copies))
     optional = {"checkpoint": checkpoint, "codec": codec, "bitrate": bitrate}

@@ -10,7 +10,9 @@ The template spec lives at WORK/templates/beamsplitter.json and names IMAGE, a t
 infra/docker/build.py. IMAGE is the launch image, and the launcher makes it the workers' image too
 (BEAMSPLITTER_IMAGE, baked in at build time): a launch names no image, so launcher and workers
 cannot drift apart. With Terraform, the spec is Terraform's (variable `image`; `terraform apply`
-moves to a new image) and `build` is for projects without it. Launches put the inference step
+moves to a new image) and `build` is for projects without it. A job's name comes from its output prefix and model
+(beamsplitter_job.job_name), so Dataflow refuses a second job on the same prefix while one runs,
+whoever launched the first. Launches put the inference step
 alone on GPU machines (--accelerator, with --model-copies models per GPU machine; --cpu-only for
 neither); every other step runs on --machine-type, the launcher on --launcher-machine-type.
 Job definition and defaults: beamsplitter_job.py.
@@ -19,8 +21,6 @@ Job definition and defaults: beamsplitter_job.py.
 from __future__ import annotations
 
 import argparse
-import datetime
-import re
 import sys
 from pathlib import Path
 
@@ -35,12 +35,6 @@ def template_path(work: str) -> str:
     return f"{work.rstrip('/')}/templates/beamsplitter.json"
 
 
-def default_job_name(model: str, now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    short = re.sub(r"[^a-z0-9]+", "-", model.split(":", 1)[-1].lower()).strip("-")
-    return f"beamsplitter-{short}-{now:%Y%m%d-%H%M%S}"
-
-
 def build_commands(args) -> list[list[str]]:
     return [["gcloud", "dataflow", "flex-template", "build", template_path(args.work), "--project", args.project,
              "--image", args.image, "--sdk-language", "PYTHON", "--metadata-file", METADATA]]
@@ -51,12 +45,13 @@ def launch_commands(args) -> list[list[str]]:
     parameters = job.parameters(manifest=args.manifest, output=args.output, model=args.model,
                                 accelerator=None if args.cpu_only else args.accelerator,
                                 model_copies=args.model_copies,
-                                checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate)
+                                checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate,
+                                max_failed_fraction=args.max_failed_fraction)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
                                   max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
     return [job.gcloud_run(project=args.project, region=args.region,
-                           job_name=args.job_name or default_job_name(args.model),
+                           job_name=job.job_name(output=args.output, model=args.model),
                            template=template_path(work), parameters=parameters, environment=environment)]
 
 
@@ -98,7 +93,9 @@ def parse(argv: list[str] | None):
     launch.add_argument("--launcher-machine-type", default=job.LAUNCHER_MACHINE_TYPE,
                         help="machine of the template launcher, which loads TensorFlow (default: %(default)s)")
     launch.add_argument("--max-workers", type=int, default=job.MAX_WORKERS)
-    launch.add_argument("--job-name", help="default: beamsplitter-MODEL-UTCTIME")
+    launch.add_argument("--max-failed-fraction", type=common.fraction, default=job.MAX_FAILED_FRACTION,
+                        help="the job fails when more than this share of the tracks it tried failed "
+                             "(default: %(default)g)")
     return parser.parse_args(argv)
 
 

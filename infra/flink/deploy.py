@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `infra`
 from infra import common  # noqa: E402
+from infra.dataflow.beamsplitter_job import MAX_FAILED_FRACTION  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MANIFESTS = ("serviceaccount.yaml", "flink-session.yaml", "job-server.yaml", "reprocess-cronjob.yaml")
@@ -44,16 +45,6 @@ def cron(value: str) -> str:
     return value
 
 
-def fraction(value: str) -> str:
-    try:
-        ok = 0 <= float(value) <= 1
-    except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a share from 0 to 1")
-    return value
-
-
 def high_availability(storage_dir: str | None) -> str:
     """Flink configuration lines (flink-session.yaml) for Kubernetes HA with its metadata in ``storage_dir``: a
     JobManager that dies is replaced and resumes its jobs from there, instead of failing them."""
@@ -67,7 +58,7 @@ def values(args) -> dict[str, str]:
     """What the manifests' ${...} placeholders stand for."""
     return {"IMAGE": args.image, "ARTIFACTS_DIR": args.artifacts_dir, "GCP_SERVICE_ACCOUNT": args.gcp_service_account,
             "MANIFEST": args.manifest, "OUTPUT": args.output, "MODEL": args.model, "SCHEDULE": args.schedule,
-            "PARALLELISM": str(args.parallelism), "MAX_FAILED_FRACTION": args.max_failed_fraction,
+            "PARALLELISM": str(args.parallelism), "MAX_FAILED_FRACTION": f"{args.max_failed_fraction:g}",
             "DEADLINE_SECONDS": str(int(args.deadline_hours * 3600)),
             "HIGH_AVAILABILITY": high_availability(args.ha_storage_dir)}
 
@@ -108,7 +99,7 @@ def parse(argv: list[str] | None):
     parser.add_argument("-p", "--model", type=plain, default="spleeter:2stems")
     parser.add_argument("--schedule", type=cron, default="0 3 * * 0", help="cron, UTC (default: %(default)s)")
     parser.add_argument("--parallelism", type=int, default=16, help="Flink parallelism of the job (default: 16)")
-    parser.add_argument("--max-failed-fraction", type=fraction, default="0.05",
+    parser.add_argument("--max-failed-fraction", type=common.fraction, default=MAX_FAILED_FRACTION,
                         help="a scheduled run in which more than this share of the tracks it tried failed ends "
                              "with exit status 3, a failed Kubernetes job (default: %(default)s)")
     parser.add_argument("--deadline-hours", type=float, default=24.0,

@@ -1,6 +1,7 @@
 # Scheduled reprocessing: Cloud Scheduler launches the Flex Template on a cron. The run skips
 # tracks already done, redoes changed sources, and a new model or checkpoint writes a new folder.
-# The fixed job name makes Dataflow refuse a launch while the previous run is still going.
+# The job's name is derived from the output prefix and model (local.job_name), as every other launch
+# path derives it: Dataflow refuses a launch while a run on that prefix is still going.
 
 locals {
   # Sent with every launch (beamsplitter_job.parameters). No worker image: the workers run the
@@ -10,7 +11,12 @@ locals {
     output       = local.output
     model        = var.model
     disk_size_gb = tostring(var.disk_size_gb)
+    # A run in which too many tracks failed fails its job, which the alert policies report (alerts.tf).
+    max_failed_fraction = tostring(var.max_failed_fraction)
   }
+  # beamsplitter_job.job_name in HCL: one job name per output prefix and model, whoever launches it
+  # (Dataflow refuses a second job of a name while one runs; tests compare the two).
+  job_name = "${var.name}-${trim(lower(replace(trimprefix(var.model, "spleeter:"), "/[^A-Za-z0-9]+/", "-")), "-")}-${substr(sha256("${trimsuffix(local.output, "/")}|${var.model}"), 0, 12)}"
   # Sent with an accelerator only: the inference step's hint, and how many models each GPU machine
   # loads for all of its SDK processes. A CPU-only job (accelerator = "") leaves both to the job's
   # defaults: no hint, one model per SDK process.
@@ -21,7 +27,7 @@ locals {
   # The request of beamsplitter_job.launch_body (infra/dataflow), in HCL; tests keep the two equal.
   launch_body = {
     launchParameter = {
-      jobName              = "${var.name}-reprocess"
+      jobName              = local.job_name
       containerSpecGcsPath = local.template_path
       parameters           = merge(local.job_parameters, var.accelerator == "" ? {} : local.gpu_parameters)
       environment = {

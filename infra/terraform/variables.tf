@@ -117,3 +117,13 @@ variable "flink_namespace" {
   description = "GKE namespace of the Flink deployment whose service accounts act as the worker service account; empty: none"
   default     = ""
 }
+
+variable "max_failed_fraction" {
+  type        = number
+  description = "a scheduled run fails its job when more than this share of the tracks it tried failed"
+  default     = 0.05
+  validation {
+    condition     = var.max_failed_fraction >= 0 && var.max_failed_fraction <= 1
+    error_message = "max_failed_fraction: a share from 0 to 1."
+  }
+}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,6 +50,15 @@ def flag(command: list[str], name: str) -> str:
 def flags(command: list[str], name: str) -> list[str]:
     """Every value of a repeated ``--name VALUE`` flag."""
     return [command[i + 1] for i, arg in enumerate(command[:-1]) if arg == name]
+
+
+def terraform_binary() -> str:
+    """The terraform that scripts/test found or built (scripts/fetch-terraform)."""
+    found = os.environ.get("BEAMSPLITTER_TERRAFORM") or shutil.which("terraform")
+    if not found:
+        found = subprocess.run([str(REPO / "scripts" / "fetch-terraform")], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    return found
 
 
 def load_yaml(path: Path) -> list[dict]:

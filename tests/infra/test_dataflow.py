@@ -13,6 +13,7 @@ import sys
 import types
 
 import jsonschema
+import jinja2
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -158,6 +159,7 @@ def launch_parameters(command: list[str]) -> dict[str, str]:
 def test_launch_puts_only_inference_on_gpus(metadata):
     (launch,) = dry_run("dataflow/template.py", *LAUNCH)
     assert launch[:4] == ["gcloud", "dataflow", "flex-template", "run"]
+    assert launch[4] == job.job_name(output="gs://proj-beamsplitter-stems/catalogue", model="spleeter:4stems")
     assert JOB_NAME.match(launch[4]) and launch[4].startswith("beamsplitter-4stems-")
     assert flag(launch, "--project") == "proj" and flag(launch, "--region") == "us-central1"
     assert flag(launch, "--template-file-gcs-location") == "gs://proj-beamsplitter-work/templates/beamsplitter.json"
@@ -171,7 +173,7 @@ def test_launch_puts_only_inference_on_gpus(metadata):
     params = launch_parameters(launch)
     # no worker image: the workers run the template's own image (main.py)
     assert params == {"manifest": "gs://catalogue/manifest.csv", "output": "gs://proj-beamsplitter-stems/catalogue",
-                      "model": "spleeter:4stems", "disk_size_gb": "50",
+                      "model": "spleeter:4stems", "disk_size_gb": "50", "max_failed_fraction": "0.05",
                       "inference_accelerator": job.GPU_ACCELERATOR, "model_copies": "1"}
     accelerator = dict(part.partition(":")[::2] for part in params["inference_accelerator"].split(";"))
     assert accelerator == {"type": "nvidia-l4", "count": "1", "machine_type": "g2-standard-8",
@@ -191,10 +193,10 @@ def test_launch_puts_only_inference_on_gpus(metadata):
 
 def test_launch_options():
     (cpu,) = dry_run("dataflow/template.py", *LAUNCH, "--cpu-only", "--machine-type", "n2-highcpu-16",
-                     "--job-name", "nightly", "--max-workers", "10")
+                     "--max-failed-fraction", "0.2", "--max-workers", "10")
     params = launch_parameters(cpu)
     assert "inference_accelerator" not in params and "model_copies" not in params
-    assert cpu[4] == "nightly" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
+    assert params["max_failed_fraction"] == "0.2" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
     assert flag(cpu, "--max-workers") == "10"
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
                     "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
@@ -202,6 +204,19 @@ def test_launch_options():
     assert params["inference_accelerator"] == T4 and params["model_copies"] == "2"
     assert flag(t4, "--launcher-machine-type") == "n2-standard-4"
     assert params["checkpoint"] == "gs://models/4stems" and params["codec"] == "flac"
+
+
+def test_one_job_name_per_prefix_and_model():
+    """Dataflow refuses a job while one of the same name runs: the name is the prefix's and the model's alone."""
+    name = job.job_name(output="gs://stems/catalogue", model="spleeter:4stems-16kHz")
+    assert JOB_NAME.match(name) and name.startswith("beamsplitter-4stems-16khz-")
+    assert name == job.job_name(output="gs://stems/catalogue/", model="spleeter:4stems-16kHz")
+    others = {job.job_name(output="gs://stems/other", model="spleeter:4stems-16kHz"),
+              job.job_name(output="gs://stems/catalogue", model="spleeter:4stems"), name}
+    assert len(others) == 3
+    twice = [dry_run("dataflow/template.py", *LAUNCH)[0][4] for _ in range(2)]  # no time in it
+    assert twice[0] == twice[1]
+    assert "unrecognized arguments: --job-name" in rejects("dataflow/template.py", *LAUNCH, "--job-name", "x")
 
 
 def test_launch_escapes_commas_for_gcloud():
@@ -632,7 +647,7 @@ def test_dag_parses_and_imports_airflow_only_for_operators():
     helper = ast.parse((DATAFLOW / "beamsplitter_job.py").read_text())
     modules = {a.name.split(".")[0] for n in ast.walk(helper) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module.split(".")[0] for n in ast.walk(helper) if isinstance(n, ast.ImportFrom)}
-    assert modules <= {"__future__"}  # the helper runs in Airflow without this project
+    assert modules <= set(sys.stdlib_module_names)  # the helper runs in Airflow without this project
 
 
 class _Task:
@@ -700,7 +715,13 @@ def test_dag_plans_then_launches_the_template(dag_module):
     assert body["containerSpecGcsPath"] == "{{ var.json.beamsplitter.work }}/templates/beamsplitter.json"
     assert body["parameters"]["inference_accelerator"] == job.GPU_ACCELERATOR
     assert body["environment"]["tempLocation"] == "{{ var.json.beamsplitter.work }}/temp"
-    assert JOB_NAME.match(body["jobName"].replace("{{ ts_nodash | lower }}", "20260101t030000"))
+    assert separate.kwargs["append_job_name"] is False and separate.kwargs["deferrable"] is True
+    # The name Airflow renders is the one every launch path derives from the prefix and model.
+    rendered = jinja2.Template(body["jobName"]).render(
+        beamsplitter_job_name=dag.kwargs["user_defined_macros"]["beamsplitter_job_name"],
+        var={"json": {"beamsplitter": {"output": "gs://stems/catalogue/", "model": "spleeter:5stems"}}})
+    assert rendered == job.job_name(output="gs://stems/catalogue", model="spleeter:5stems")
+    assert JOB_NAME.match(rendered)
     used = set(re.findall(r"var\.json\.beamsplitter\.(\w+)", json.dumps([plan.kwargs, separate.kwargs])))
     assert used == VARIABLE_KEYS
     assert all(key in dag_module.__doc__ for key in VARIABLE_KEYS)

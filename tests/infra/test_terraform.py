@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 
 import pytest
 
 from infra import common
 from infra.dataflow import beamsplitter_job as job
 from infra.dataflow import template
-from tests.infra.conftest import INFRA, REPO, dry_run, flag, load_hcl, rejects
+from tests.infra.conftest import INFRA, REPO, dry_run, flag, load_hcl, rejects, terraform_binary
 
 TERRAFORM = INFRA / "terraform"
 
@@ -100,8 +103,7 @@ def test_launch_body_is_the_jobs_launch_request(hcl):
     assert launch["environment"]["tempLocation"] == "${local.work}/temp"
     assert launch["environment"]["stagingLocation"] == "${local.work}/staging"
     assert launch["environment"]["launcherMachineType"] == "${var.launcher_machine_type}"
-    assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", launch["jobName"].replace("${var.name}",
-                                                                                hcl["variable"]["name"]["default"]))
+    assert launch["jobName"] == "${local.job_name}"  # see test_scheduled_job_name_is_the_one_every_launcher_derives
     # the parameters: always the job's own; with an accelerator, its hint and the models per GPU machine
     assert launch["parameters"] == '${merge(local.job_parameters, var.accelerator == "" ? {} : local.gpu_parameters)}'
     cpu = job.parameters(manifest="m", output="o", model="p", accelerator=None)
@@ -110,6 +112,22 @@ def test_launch_body_is_the_jobs_launch_request(hcl):
     assert locals_["gpu_parameters"] == {"inference_accelerator": "${var.accelerator}",
                                          "model_copies": "${tostring(var.model_copies)}"}
     assert "sdk_container_image" not in set(locals_["job_parameters"]) | set(locals_["gpu_parameters"])
+
+
+@pytest.mark.parametrize("output, model", [("gs://p-beamsplitter-stems/catalogue", "spleeter:2stems"),
+                                           ("gs://stems/a/b/", "spleeter:5stems-16kHz")])
+def test_scheduled_job_name_is_the_one_every_launcher_derives(hcl, output, model, tmp_path):
+    """Terraform's own evaluation of local.job_name (terraform console, over the variables alone) equals
+    beamsplitter_job.job_name: a scheduled launch and a manual one on a prefix have one name."""
+    assert hcl["locals"]["launch_body"]["launchParameter"]["jobName"] == "${local.job_name}"
+    (expression,) = re.findall(r"^\s*job_name\s*=\s*(.+)$", (TERRAFORM / "scheduler.tf").read_text(), re.M)
+    shutil.copy(TERRAFORM / "variables.tf", tmp_path)
+    (tmp_path / "locals.tf").write_text(f'locals {{\n  output = "{output}"\n  job_name = {expression}\n}}\n')
+    evaluated = subprocess.run([terraform_binary(), "console", "-var", "project=p", "-var", "image=r/b:1",
+                                "-var", "manifest=gs://c/m.csv", "-var", f"model={model}"], cwd=tmp_path,
+                               input="local.job_name\n", capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.strip()) == job.job_name(output=output, model=model)
 
 
 def test_terraform_writes_the_template_spec_from_its_image(hcl):
