@@ -49,6 +49,9 @@ class BeamsplitterOptions(PipelineOptions):
                                  "are shuffled), "
                                  "'none' (one process); auto: none on the local runner, chunks with "
                                  "--inference_accelerator, else tracks")
+        parser.add_argument("--scratch_location", default=None,
+                            help="--fan_out=chunks: where chunks wait between the steps (default: PREFIX/scratch); "
+                                 "a bucket or prefix that deletes old objects and keeps no deleted ones")
         parser.add_argument("--model_copies", type=int, default=None,
                             help="models per worker machine, shared by its SDK processes (Beam's model_copies); "
                                  "default: 1 with --inference_accelerator, else one model per SDK process")

@@ -79,7 +79,7 @@ def new_run_id() -> str:
 
 def normalize_locations(options: BeamsplitterOptions) -> None:
     """Every location the user gave in ``normalize``'s one form, in place (the pipeline's options too)."""
-    for name in ("manifest", "output", "input", "checkpoint"):
+    for name in ("manifest", "output", "input", "checkpoint", "scratch_location"):
         value = getattr(options, name)
         if value:
             kept = "/" if name == "input" and value.endswith("/") else ""  # a glob's final / is part of it
@@ -89,7 +89,7 @@ def normalize_locations(options: BeamsplitterOptions) -> None:
 def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSettings:
     normalize_locations(options)
     options.check()
-    for uri in (options.manifest, options.input, options.output, options.checkpoint):
+    for uri in (options.manifest, options.input, options.output, options.checkpoint, options.scratch_location):
         if uri:
             storage.check_reachable(uri)
     config = load_config(options.model)
@@ -99,7 +99,7 @@ def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSetting
         if not storage.exists(options.manifest):
             raise manifest.InputError(f"{options.manifest}: no such manifest")
     run_id = options.run_id or new_run_id()
-    layout = Layout(options.output, model_folder(config.name, sha))
+    layout = Layout(options.output, model_folder(config.name, sha), options.scratch_location)
     settings = RunSettings(options, layout, f"{config.name}@sha256:{sha}", sha, run_id)
     return settle_prefix(settings) if settle else settings
 
@@ -311,7 +311,8 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
             progress.update(wave.rows if wave else sum(
                 v for k, v in found.items() if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
-    storage.delete_tree_up_to(settings.layout.scratch(settings.run_id), options.output)
+    storage.delete_tree_up_to(settings.layout.scratch(settings.run_id),
+                              settings.layout.scratch_location or options.output)
     summary = Summary.of(totals, time.monotonic() - started)
     print(summary.text(settings))
     return RunResult(settings, summary, frozenset(commits))

@@ -30,6 +30,8 @@ from pipeline.run import build, catalogue_size, resolve_run, settle_prefix
 from transforms.catalogue.lease import Lease
 
 DATAFLOW = "DataflowRunner"
+# Beam's S3 options that carry secrets (apache_beam.options.pipeline_options.S3Options).
+CREDENTIAL_OPTIONS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
 
 
 class LaunchError(ValueError):
@@ -64,12 +66,18 @@ def same_build(image: str, own: str) -> bool:
 def check_launch(options: PipelineOptions, environ=os.environ) -> None:
     """Refuse what would start a job that cannot work as intended.
 
+    * S3 credentials among the options: a job's options are readable by anyone who can list jobs.
     * Workers on another image than this one: the code that launched the run is the code that runs it.
     * Dataflow without a worker image: Beam's default image has no beamsplitter in it.
     * The inference step's accelerator hint together with the ``worker_accelerator`` service
       option (a GPU on every worker) or in streaming mode: Dataflow's right fitting, which puts only
       the inference step on GPU machines, is for batch jobs without ``worker_accelerator``.
     """
+    secrets = [name for name in CREDENTIAL_OPTIONS if options.get_all_options().get(name)]
+    if secrets:
+        raise LaunchError(f"--{secrets[0]}: S3 credentials in a launch's parameters are kept in the job's "
+                          "description for anyone who can read jobs; give the workers a role instead "
+                          "(infra/README.md, Permissions)")
     own = environ.get("BEAMSPLITTER_IMAGE")
     image = options.view_as(WorkerOptions).sdk_container_image
     if own and image and not same_build(image, own):

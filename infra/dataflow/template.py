@@ -46,7 +46,8 @@ def launch_commands(args) -> list[list[str]]:
                                 accelerator=None if args.cpu_only else args.accelerator,
                                 model_copies=args.model_copies,
                                 checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate,
-                                max_failed_fraction=args.max_failed_fraction)
+                                max_failed_fraction=args.max_failed_fraction,
+                                scratch_location=args.scratch_location)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
                                   max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
@@ -93,6 +94,9 @@ def parse(argv: list[str] | None):
     launch.add_argument("--launcher-machine-type", default=job.LAUNCHER_MACHINE_TYPE,
                         help="machine of the template launcher, which loads TensorFlow (default: %(default)s)")
     launch.add_argument("--max-workers", type=int, default=job.MAX_WORKERS)
+    launch.add_argument("--scratch-location", type=common.gcs_uri,
+                        help="where chunk fan-out parks chunks, in a bucket without soft delete "
+                             "(Terraform's scratch bucket); default: OUTPUT/scratch")
     launch.add_argument("--max-failed-fraction", type=common.fraction, default=job.MAX_FAILED_FRACTION,
                         help="the job fails when more than this share of the tracks it tried failed "
                              "(default: %(default)g)")

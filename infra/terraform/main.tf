@@ -1,11 +1,18 @@
 # Buckets, image repository and service accounts of beamsplitter on Google Cloud.
 
 locals {
-  work_bucket   = "${var.project}-${var.name}-work"  # templates/, temp/, staging/, beam-artifacts/
-  stems_bucket  = "${var.project}-${var.name}-stems" # the output prefix's bucket
+  work_bucket    = "${var.project}-${var.name}-work"    # templates/, temp/, staging/, beam-artifacts/
+  stems_bucket   = "${var.project}-${var.name}-stems"   # the output prefix's bucket
+  scratch_bucket = "${var.project}-${var.name}-scratch" # chunk fan-out's scratch (--scratch_location)
   work          = "gs://${local.work_bucket}"
   output        = var.output != "" ? var.output : "gs://${local.stems_bucket}/catalogue"
   template_path = "${local.work}/templates/beamsplitter.json"
+  output_bucket = regex("^gs://([^/]+)", local.output)[0]
+  output_path   = trimsuffix(trimprefix(local.output, "gs://${local.output_bucket}"), "/")
+  output_condition = join(" || ", [
+    "resource.name == \"projects/_/buckets/${local.output_bucket}\"",
+    "resource.name.startsWith(\"projects/_/buckets/${local.output_bucket}/objects/${trimprefix(local.output_path, "/")}${local.output_path == "" ? "" : "/"}\")",
+  ])
   # The Flex Template spec, as `gcloud dataflow flex-template build` writes it (template.py build,
   # for projects without Terraform): var.image launches every job, and the launcher makes it the
   # workers' image too (infra/dataflow/main.py), so launcher and workers are one build, one tag.
@@ -17,7 +24,7 @@ locals {
 }
 
 resource "google_project_service" "apis" {
-  for_each           = toset(["dataflow.googleapis.com", "compute.googleapis.com", "storage.googleapis.com", "artifactregistry.googleapis.com", "cloudscheduler.googleapis.com", "iam.googleapis.com"])
+  for_each           = toset(["dataflow.googleapis.com", "compute.googleapis.com", "storage.googleapis.com", "artifactregistry.googleapis.com", "cloudscheduler.googleapis.com", "iam.googleapis.com", "monitoring.googleapis.com"])
   service            = each.value
   disable_on_destroy = false
 }
@@ -41,6 +48,32 @@ resource "google_storage_bucket" "stems" {
   name                        = local.stems_bucket
   location                    = upper(var.region)
   uniform_bucket_level_access = true
+  # Chosen, not inherited: Cloud Storage keeps deleted and replaced objects for 7 days by default,
+  # and bills them. Stems are replaced when a track is redone (a new codec, --force), so the
+  # default window stays as a guard against a mistaken redo; 0 turns it off (COSTS.md).
+  soft_delete_policy {
+    retention_duration_seconds = var.stems_soft_delete_days * 86400
+  }
+}
+
+# Chunk fan-out parks every decoded and separated chunk here for minutes (transforms/stash.py):
+# hundreds of TB per million tracks written and deleted. No soft delete (a deleted chunk is never
+# wanted back, and soft-deleted bytes bill as stored), and what a dead run left is deleted after a day.
+resource "google_storage_bucket" "scratch" {
+  name                        = local.scratch_bucket
+  location                    = upper(var.region)
+  uniform_bucket_level_access = true
+  soft_delete_policy {
+    retention_duration_seconds = 0
+  }
+  lifecycle_rule {
+    condition {
+      age = 1
+    }
+    action {
+      type = "Delete"
+    }
+  }
 }
 
 resource "google_artifact_registry_repository" "images" {
@@ -82,8 +115,20 @@ resource "google_storage_bucket_iam_member" "worker_work" {
   member = "serviceAccount:${google_service_account.worker.email}"
 }
 
-resource "google_storage_bucket_iam_member" "worker_stems" {
-  bucket = google_storage_bucket.stems.name
+# Write access to the output prefix alone (an IAM condition on object names), in whichever bucket it
+# lies; listing is granted on the bucket, which Cloud Storage checks on the bucket's own name.
+resource "google_storage_bucket_iam_member" "worker_output" {
+  bucket = local.output_bucket
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.worker.email}"
+  condition {
+    title      = "output-prefix"
+    expression = local.output_condition
+  }
+}
+
+resource "google_storage_bucket_iam_member" "worker_scratch" {
+  bucket = google_storage_bucket.scratch.name
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_service_account.worker.email}"
 }

@@ -31,3 +31,12 @@ output "worker_service_account" {
 output "scheduler_job" {
   value = google_cloud_scheduler_job.reprocess.name
 }
+
+output "scratch_bucket" {
+  value = "gs://${google_storage_bucket.scratch.name}"
+}
+
+output "airflow_service_account" {
+  description = "the Google service account of the Airflow plan pod and launch (empty without airflow_namespace)"
+  value       = join("", [for account in google_service_account.airflow : account.email])
+}

@@ -13,6 +13,8 @@ locals {
     disk_size_gb = tostring(var.disk_size_gb)
     # A run in which too many tracks failed fails its job, which the alert policies report (alerts.tf).
     max_failed_fraction = tostring(var.max_failed_fraction)
+    # Where chunk fan-out (the default with an accelerator) parks its chunks: the bucket without soft delete.
+    scratch_location = "gs://${google_storage_bucket.scratch.name}/scratch"
   }
   # beamsplitter_job.job_name in HCL: one job name per output prefix and model, whoever launches it
   # (Dataflow refuses a second job of a name while one runs; tests compare the two).
@@ -49,9 +51,19 @@ resource "google_service_account" "scheduler" {
   display_name = "beamsplitter scheduled launches"
 }
 
+# Dataflow grants on the project only (there are no per-job roles): the launchers get this role,
+# which creates and reads jobs and nothing else (no cancel, update or delete, none of
+# roles/dataflow.developer's other permissions); each may only launch jobs that run as the worker.
+resource "google_project_iam_custom_role" "launcher" {
+  role_id     = "${replace(var.name, "-", "_")}_launcher"
+  title       = "${var.name} launcher"
+  description = "Launch the ${var.name} Flex Template and watch its jobs"
+  permissions = ["dataflow.jobs.create", "dataflow.jobs.get", "dataflow.messages.list"]
+}
+
 resource "google_project_iam_member" "scheduler_dataflow" {
   project = var.project
-  role    = "roles/dataflow.developer"
+  role    = google_project_iam_custom_role.launcher.id
   member  = "serviceAccount:${google_service_account.scheduler.email}"
 }
 

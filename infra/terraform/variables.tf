@@ -127,3 +127,49 @@ variable "max_failed_fraction" {
     error_message = "max_failed_fraction: a share from 0 to 1."
   }
 }
+
+variable "stems_soft_delete_days" {
+  type        = number
+  description = "days Cloud Storage keeps deleted or replaced stems (billed as stored); 0: none"
+  default     = 7
+  validation {
+    condition     = var.stems_soft_delete_days == 0 || (var.stems_soft_delete_days >= 7 && var.stems_soft_delete_days <= 90)
+    error_message = "stems_soft_delete_days: 0, or 7 to 90 (Cloud Storage's range)."
+  }
+}
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Cloud Monitoring notification channel ids that the alert policies notify"
+  default     = []
+}
+
+variable "alert_email" {
+  type        = string
+  description = "an email address the alert policies notify (a channel is made for it); empty: none"
+  default     = ""
+}
+
+variable "max_run_hours" {
+  type        = number
+  description = "alert when a catalogue job runs longer than this"
+  default     = 24
+}
+
+variable "stuck_hours" {
+  type        = number
+  description = "alert when a running catalogue job finishes no track for this long"
+  default     = 2
+}
+
+variable "airflow_namespace" {
+  type        = string
+  description = "Kubernetes namespace of the Airflow pods that run dataflow/airflow_dag.py; empty: no Airflow identities"
+  default     = ""
+}
+
+variable "airflow_service_account" {
+  type        = string
+  description = "the Kubernetes service account of those pods (Workload Identity)"
+  default     = "airflow-worker"
+}

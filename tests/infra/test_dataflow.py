@@ -343,6 +343,16 @@ def test_entry_file_refuses_workers_on_another_image_and_gpus_everywhere():
         flex_main.check_launch(PipelineOptions(flex_main.with_defaults(fine, env)), env)
 
 
+def test_entry_file_refuses_s3_credentials_in_the_launch():
+    """A launch's options are part of the job's description: S3 secrets never travel there."""
+    env = {"BEAMSPLITTER_IMAGE": IMAGE}
+    for option in ("--s3_access_key_id=AKIA0", "--s3_secret_access_key=x", "--s3_session_token=t"):
+        assert option.split("=")[0] in refusal([option], env) and "role" in refusal([option], env)
+    flex_main.check_launch(PipelineOptions(flex_main.with_defaults(["--s3_region_name=eu-west-1"], env)), env)
+    names = {p["name"] for p in json.loads((DATAFLOW / "metadata.json").read_text())["parameters"]}
+    assert not names & set(flex_main.CREDENTIAL_OPTIONS)
+
+
 def test_entry_file_exits_with_the_reason_it_refuses(tmp_path):
     env = dict(os.environ, BEAMSPLITTER_IMAGE=IMAGE, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, str(DATAFLOW / "main.py"), "--sdk_container_image=other/image:2"],

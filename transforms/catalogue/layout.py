@@ -11,7 +11,8 @@
       failures/run-<commit>-verdict.json              a distributed run failed over --max_failed_fraction
       scratch/<model>/<run_id>/                       separated chunks between inference and
                                                       reassembly (--fan_out=chunks), removed as
-                                                      each track is written
+                                                      each track is written (--scratch_location
+                                                      puts scratch/ elsewhere)
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
 so another model, or other weights, never mixes with earlier output. A track is
@@ -76,6 +77,9 @@ def model_folder(config_name: str, checkpoint_sha256: str) -> str:
 class Layout:
     prefix: str
     model: str  # model_folder(...)
+    # Where --fan_out=chunks parks chunks: PREFIX/scratch by default, or a location of its own
+    # (--scratch_location), say a bucket that deletes old objects and keeps no deleted ones.
+    scratch_location: str | None = None
 
     def track_dir(self, track_id: str) -> str:
         return join(self.prefix, "stems", self.model, *track_id.split("/"))
@@ -114,8 +118,11 @@ class Layout:
         """Written when a distributed run fails its job over ``--max_failed_fraction``: its counts."""
         return join(self.prefix, "failures", f"run-{commit}-verdict.json")
 
+    def scratch_root(self) -> str:
+        return self.scratch_location or join(self.prefix, "scratch")
+
     def scratch(self, run_id: str) -> str:
-        return join(self.prefix, "scratch", self.model, run_id)
+        return join(self.scratch_root(), self.model, run_id)
 
     def scratch_track(self, run_id: str, track_id: str) -> str:
         # A digest, not the track id: one flat, safe folder name whatever the id holds.

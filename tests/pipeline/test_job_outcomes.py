@@ -1,5 +1,6 @@
-"""--max_failed_fraction: a run in which too many tracks fail ends with exit status 3, and a distributed
-run's job fails, so that a scheduler or an alert hears of it; what was done still lands."""
+"""What a scheduled run needs of the job: --max_failed_fraction (a run in which too many tracks fail ends
+with exit status 3, and a distributed run's job fails, so that a scheduler or an alert hears of it; what
+was done still lands), and --scratch_location (chunk fan-out's scratch outside the output prefix)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,19 @@ def test_a_fraction_outside_0_to_1_is_refused(half_missing, tmp_path, value):
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: ") and "max_failed_fraction" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "out").exists()
+
+
+def test_chunk_scratch_goes_where_scratch_location_says(half_missing, checkpoint_2stems, tmp_path):
+    """Scratch in a place of its own (a bucket without soft delete, say), never under the output prefix;
+    the stems are those of a run that parks its chunks under the prefix."""
+    outs = {}
+    for name, extra in (("own", ["--scratch_location", str(tmp_path / "scratch [tmp]")]), ("prefix", [])):
+        outs[name] = tmp_path / name
+        done = beamsplitter_run(half_missing / "m.csv", outs[name], checkpoint_2stems, "--fan_out=chunks",
+                                *extra, *EMBEDDED)
+        assert done.returncode == 1 and "1 tracks done" in done.stdout, done.stderr
+    assert (tmp_path / "scratch [tmp]").is_dir() and not list((tmp_path / "scratch [tmp]").rglob("*"))
+    assert not (outs["own"] / "scratch").exists() and not (outs["prefix"] / "scratch").exists()
+    for stem in ("vocals.wav", "accompaniment.wav"):
+        (own,), (prefix,) = (list(outs[n].rglob(f"good/{stem}")) for n in ("own", "prefix"))
+        assert own.read_bytes() == prefix.read_bytes()
