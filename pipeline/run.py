@@ -140,7 +140,6 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
         todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
         todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
-        tried = (todo_tracks, *failures) | "TriedTracks" >> beam.Flatten()
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
         recovered = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
@@ -167,13 +166,18 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     if wave is None and o.max_failed_fraction < 1:
         # A job the runner reports as failed, where no one reads the launcher's exit status (templates,
         # schedulers); once the metadata and failure tables are in place, so that they land all the same.
+        # Tried: the tracks to separate and the rows that failed before separation, each counted apart
+        # (Flink's job server loses a PCollection that feeds two Flattens).
+        def count(name, tracks):
+            return beam.pvalue.AsSingleton(tracks | name >> beam.combiners.Count.Globally())
+
         _ = (pipeline
              | "FailedFraction" >> beam.Create([None])
              | "CheckFailedFraction" >> beam.Map(
                  _check_failed_fraction, o.max_failed_fraction, layout.verdict(commit),
-                 beam.pvalue.AsSingleton(all_failures | "CountFailed" >> beam.combiners.Count.Globally()),
-                 beam.pvalue.AsSingleton(tried | "CountTried" >> beam.combiners.Count.Globally()),
-                 beam.pvalue.AsList(committed), beam.pvalue.AsList(failures_written)))
+                 beam.pvalue.AsList(committed), beam.pvalue.AsList(failures_written),
+                 count("CountFailed", all_failures), count("CountToSeparate", todo_tracks),
+                 count("CountRowFailures", row_failures), count("CountSkipFailures", todo.failures)))
     return commit
 
 
@@ -195,7 +199,8 @@ class JobFailed(BeamsplitterError):
     exit_status = 4
 
 
-def _check_failed_fraction(_, limit: float, verdict: str, failed: int, tried: int, *_written) -> None:
+def _check_failed_fraction(_, limit: float, verdict: str, _metadata, _failures, failed: int, *tried_parts: int) -> None:
+    tried = sum(tried_parts)
     if failed_fraction_exceeded(failed, tried, limit):
         # The job's error reaches the launcher without its message on some runners: the counts go beside it.
         storage.publish_bytes(json.dumps({"failed": failed, "tried": tried}).encode(), verdict)
@@ -319,12 +324,42 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
 
 
 def counters(result) -> dict[str, int]:
-    """The job's counters by name, summed over steps (committed values where the runner has them)."""
+    """The job's counters by name, summed over steps and over every report of a step.
+
+    A portable runner may report one step's counter several times: Flink's job server
+    reports it once per fused stage the step runs in (a step after a Flatten runs in each
+    stage that feeds the Flatten). Beam's portable results keep one report per step and
+    drop the others (``portable_metrics.from_monitoring_infos``), which counted one of two
+    failed tracks; so the job's reports are read and summed here.
+    """
+    reports = _portable_counter_reports(result)
+    if reports is None:
+        reports = [(entry.key.metric.name, entry.committed if entry.committed is not None else entry.attempted)
+                   for entry in result.metrics().query(MetricsFilter().with_namespace("beamsplitter"))["counters"]]
     found: dict[str, int] = {}
-    for entry in result.metrics().query(MetricsFilter().with_namespace("beamsplitter"))["counters"]:
-        value = entry.committed if entry.committed is not None else entry.attempted
-        found[entry.key.metric.name] = found.get(entry.key.metric.name, 0) + (value or 0)
+    for name, value in reports:
+        found[name] = found.get(name, 0) + (value or 0)
     return found
+
+
+def _portable_counter_reports(result) -> list[tuple[str, int]] | None:
+    """(name, value) of each report of a beamsplitter counter by a portable runner's job service (the
+    committed ones where it has them); None for other runners."""
+    service, job_id = getattr(result, "_job_service", None), getattr(result, "_job_id", None)
+    if service is None or job_id is None:
+        return None
+    from apache_beam.metrics import monitoring_infos
+    from apache_beam.portability.api import beam_job_api_pb2
+
+    metrics = service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)).metrics
+    reports = []
+    for info in metrics.committed or metrics.attempted:
+        if not (monitoring_infos.is_user_monitoring_info(info) and monitoring_infos.is_counter(info)):
+            continue
+        namespace, name = monitoring_infos.parse_namespace_and_name(info)
+        if namespace == "beamsplitter":
+            reports.append((name, monitoring_infos.extract_metric_result_map_value(info)))
+    return reports
 
 
 @dataclass

@@ -69,6 +69,7 @@ def test_distributed_job_over_the_fraction_fails_after_its_tables_land(half_miss
     # Without the option the job runs no check: two failed tracks are exit status 1.
     plain = beamsplitter_run(half_missing / "m.csv", tmp_path / "plain", checkpoint_2stems, *EMBEDDED)
     assert plain.returncode == 1, plain.stderr
+    assert "1 tracks done, 0 skipped, 2 failed (decode: 2)" in plain.stdout  # each counter report summed once
     assert not list((tmp_path / "plain").rglob("*verdict*"))
 
 

@@ -65,8 +65,13 @@ def songs(tmp_path_factory) -> Path:
 
 
 def run_catalogue(manifest: Path, output, checkpoint, *options: str) -> None:
-    assert run(["--manifest", str(manifest), "--output", str(output), "--checkpoint", str(checkpoint),
-                *options]).exit_status == 1  # the cut and the lost track fail
+    result = run(["--manifest", str(manifest), "--output", str(output), "--checkpoint", str(checkpoint), *options])
+    assert result.exit_status == 1  # the cut and the lost track fail
+    # Counted right on every runner: Flink's job server reports a step once per fused stage it runs in,
+    # and the summary once took one of those reports (1 failed, with 2 failure rows).
+    summary = result.summary
+    assert (summary.failed, summary.failed_by_stage) == (len(FAILURES), {"decode": len(FAILURES)})
+    assert summary.done + summary.failed == sum(1 for _ in open(manifest)) - 1
 
 
 def stems_of(prefix: str) -> dict[str, bytes]:
