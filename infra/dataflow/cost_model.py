@@ -74,6 +74,9 @@ class Inputs:
     class_a_price: float  # P_A, $ per 10,000 Cloud Storage Class A operations (the output bucket's class)
     class_b_price: float  # P_B, $ per 10,000 Class B operations
     storage_price: float = 0.0  # P_store, $ per GB-month of the output bucket (stems kept, scratch held)
+    # D_sd: days the scratch bucket keeps deleted objects (soft delete). 0: Terraform's scratch bucket;
+    # 7: Cloud Storage's default, where scratch sits in a bucket without a policy of its own.
+    scratch_soft_delete_days: float = 0.0
     fan_out: str = "chunks"  # the job's --fan_out: chunks (GPU shape) or tracks (CPU only)
     gpu_worker_vcpus: int = 8  # g2-standard-8
     gpu_worker_gb: float = 32.0
@@ -171,7 +174,9 @@ def estimate(i: Inputs) -> dict[str, float]:
     # are all in scratch through the inference stage, the stems fill over it, and reassembly (taken as
     # long) drains both: 1.5 and 1 times T on average (HELD_DECODED, HELD_SEPARATED).
     scratch_held_cost = i.tracks * per_track.held / 1e9 * wall_h / HOURS_PER_MONTH * i.storage_price
-    total = gpu_cost + cpu_cost + shuffle_cost + scratch_ops_cost + scratch_held_cost
+    # Soft delete keeps every deleted scratch object, billed as stored, for D_sd days after its deletion.
+    scratch_soft_deleted_cost = scratch_gb * i.scratch_soft_delete_days * 24 / HOURS_PER_MONTH * i.storage_price
+    total = gpu_cost + cpu_cost + shuffle_cost + scratch_ops_cost + scratch_held_cost + scratch_soft_deleted_cost
     return {
         "audio_hours": audio_s / 3600,
         "gpu_hours": gpu_worker_h * i.gpus_per_worker,
@@ -189,6 +194,7 @@ def estimate(i: Inputs) -> dict[str, float]:
         "shuffle_cost": shuffle_cost,
         "scratch_ops_cost": scratch_ops_cost,
         "scratch_held_cost": scratch_held_cost,
+        "scratch_soft_deleted_cost": scratch_soft_deleted_cost,
         "total_cost": total,
         "cost_per_million_tracks": total * 1e6 / i.tracks,
         "cost_per_audio_hour": total / (audio_s / 3600),
@@ -218,6 +224,7 @@ ROWS = (  # key, label (or one per fan-out), format
     ("shuffle_cost", "Dataflow Shuffle ($)", "{:,.2f}"),
     ("scratch_ops_cost", "scratch operations ($) = (A·P_A + B·P_B)/1e4", "{:,.0f}"),
     ("scratch_held_cost", "scratch storage while held ($) = (1.5·B_in + B_out)·T/730·P_store", "{:,.0f}"),
+    ("scratch_soft_deleted_cost", "scratch kept by soft delete ($) = B_s·D_sd·24/730·P_store", "{:,.0f}"),
     ("total_cost", "total ($)", "{:,.0f}"),
     ("cost_per_million_tracks", "per million tracks ($)", "{:,.0f}"),
     ("cost_per_audio_hour", "per hour of audio ($)", "{:,.3f}"),
