@@ -371,6 +371,23 @@ def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, ca
     assert_separated(prefix)
 
 
+def test_entry_file_refuses_while_a_run_holds_the_prefix(tmp_path, tiny_catalogue, checkpoint_2stems):
+    """A template launch holds no lease, but refuses to start a job on a prefix a local or Flink run writes."""
+    from models.config import load_config
+    from models.checkpoint import checkpoint_digest
+    from transforms.catalogue.layout import Layout, model_folder
+    from transforms.catalogue.lease import Lease, LeaseHeld
+
+    prefix = tmp_path / "out"
+    sha = checkpoint_digest(checkpoint_2stems)
+    layout = Layout(str(prefix), model_folder(load_config("spleeter:2stems").name, sha))
+    with Lease(layout.lease(), "nightly-local"):
+        with pytest.raises(LeaseHeld, match="run nightly-local"):
+            flex_main.launch(["--runner=DirectRunner", "--manifest", str(tiny_catalogue / "manifest.csv"),
+                              "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)])
+    assert not (prefix / "metadata").exists()
+
+
 ACCELERATOR_HINT = "beam:resources:accelerator:v1"  # apache_beam.transforms.resources.AcceleratorHint.urn
 
 
