@@ -62,7 +62,9 @@ class BeamsplitterOptions(PipelineOptions):
                             help="the run fails as a whole (exit status 3; on a distributed runner a failed "
                                  "job) when more than this share of the tracks it tried failed "
                                  "(default: %(default)g, never)")
-        parser.add_argument("--run_id", default=None, help="names this run in metadata (default: time-based)")
+        parser.add_argument("--run_id", default=None,
+                            help="names this run in metadata (default: time-based); one used before under "
+                                 "the output prefix is refused")
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks to separate per wave, one pipeline each "
                                  "(progress is reported per wave)")

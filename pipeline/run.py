@@ -23,21 +23,21 @@ from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
-from models.errors import BeamsplitterError
+from models.errors import BeamsplitterError, InputError
 from models.provider import resolve_checkpoint
 from models.uris import normalize
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
 from transforms.catalogue.index import CatalogueIndex, input_files
-from transforms.catalogue.layout import Layout, commit_name, commit_of, marker_commit, model_folder
+from transforms.catalogue.layout import Layout, commit_name, commit_of, is_commit_of, marker_commit, model_folder
 from transforms.catalogue.lease import Lease
 from transforms.catalogue.manifest import Failure
 from transforms.decode import DecodeChunks
 from transforms.inference import SeparateChunks, SpleeterModelHandler
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
-from transforms.skip import SkipDone
+from transforms.skip import RecoverRows, SkipDone
 from transforms.stash import Scratch, Stash
 from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_of, failure_row
 
@@ -70,6 +70,21 @@ def settle_earlier_runs(layout: Layout) -> frozenset:
                     len(orphans))
         storage.delete_files(orphans)
     return committed
+
+
+def refuse_used_run_id(layout: Layout, run_id: str) -> None:
+    """An InputError naming what is there when run ``run_id`` already wrote under the prefix.
+
+    A run id names one run: another run under it would replace that run's
+    metadata and failure files, and tracks whose records name its commits,
+    marked landed, would never have their rows listed again.
+    """
+    for what, folder, pattern in layout.run_traces(run_id):
+        for path in storage.find(folder, pattern):
+            commit = marker_commit(path) if what == "commit marker" else commit_of(path)
+            if commit is not None and is_commit_of(commit, run_id):
+                raise InputError(f"--run_id {run_id}: this run id was used before under {layout.prefix} ({what} "
+                                 f"{path}); give another, or leave --run_id out for a new one")
 
 
 def new_run_id() -> str:
@@ -108,8 +123,10 @@ def settle_prefix(settings: RunSettings) -> RunSettings:
     """Write the model's card, and settle what earlier runs left (see ``settle_earlier_runs``).
 
     Writes under the prefix: a run does this holding the model folder's lease.
+    A run id used before under the prefix is refused first (``refuse_used_run_id``).
     """
     layout, config = settings.layout, load_config(settings.options.model)
+    refuse_used_run_id(layout, settings.run_id)
     if not storage.exists(layout.model_card()):
         card = {"model": config.name, "checkpoint_sha256": settings.checkpoint_sha256, "config": config.raw}
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
@@ -139,11 +156,12 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     if wave is None:  # the whole catalogue, read and checked by the workers
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
         todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
-        todo_tracks, recovered, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
+        todo_tracks, unlanded, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
-        recovered = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
+        unlanded = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
         failures = [pipeline | "WaveFailures" >> beam.Create(wave.failures)]
+    recovered = unlanded | "RecoverRows" >> RecoverRows(layout, commit)
     if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
     decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, scratch, o.stall_timeout)

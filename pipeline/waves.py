@@ -7,9 +7,10 @@ in waves, one pipeline each. The driver reads the catalogue once into a
 order, checking each track with ``transforms.skip.check`` on a few threads.
 A wave is what the walk met until it held ``--local_wave_tracks`` tracks to
 separate (or ``MAX_WAVE_ROWS`` rows): its tracks to do, its failure rows and
-the metadata rows it recovers go into its pipeline; tracks already done are
-only counted. A re-run of a done catalogue of a million rows thus runs no
-pipeline for its done tracks, where a wave per 8 rows would run 125,000.
+the completion records whose rows it recovers go into its pipeline; tracks
+already done are only counted. A re-run of a done catalogue of a million rows
+thus runs no pipeline for its done tracks, where a wave per 8 rows would run
+125,000.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Wave:
     number: int
     todo: list = field(default_factory=list)  # (Track, fingerprint) to separate
     failures: list = field(default_factory=list)  # Failure rows: invalid, duplicate, unreadable source
-    recovered: list = field(default_factory=list)  # metadata rows of done tracks whose commit never landed
+    recovered: list = field(default_factory=list)  # completion records of done tracks whose commit never landed
     skipped: int = 0
     rows: int = 0  # catalogue rows this wave settles
 
@@ -60,7 +61,8 @@ def waves(index: CatalogueIndex, layout: Layout, encoding: EncodeOptions, force:
             wave.todo.append((item.track, item.fingerprint))
         else:
             wave.skipped += 1
-            wave.recovered.extend(item.recovered)
+            if item.recover:
+                wave.recovered.append(item.record)
         if len(wave.todo) >= max(1, tracks_per_wave) or wave.rows >= MAX_WAVE_ROWS:
             yield wave
             wave = Wave(wave.number + 1)

@@ -34,7 +34,7 @@ from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.catalogue.completion import CompletionRecord
-from transforms.catalogue.layout import Layout, stem_file
+from transforms.catalogue.layout import Layout, is_stem_file, stem_file
 from transforms.catalogue.manifest import FAILURES, Failure, Track
 from transforms.stash import Scratch
 
@@ -72,7 +72,6 @@ class TrackWriter:
         job, track, stems = self.job, self.track, self.stems
         config = job.config
         record_uri = job.layout.record(track.track_id)
-        earlier = CompletionRecord.read(record_uri)
         try:
             # Withdrawn before the first stem is replaced: a redo that dies part-way
             # leaves a track that is not done, never old and new stems under a record.
@@ -81,9 +80,12 @@ class TrackWriter:
             if self.scratch is not None:
                 for name, uri in self.uris.items():
                     storage.publish_file(stems.outputs[name], uri)
-            old_codec = earlier.encoding["codec"] if earlier else job.encoding.codec
-            if old_codec != job.encoding.codec:  # this track's stems in the codec it was done in before
-                storage.delete_files([job.layout.stem(track.track_id, name, old_codec) for name in config.instruments])
+            # Every other stem file of the track goes, in whatever codec: not only those of the record
+            # withdrawn above, since a redo killed just after withdrawing it left its stems unrecorded.
+            listed = {stem_file(name, job.encoding.codec) for name in config.instruments}
+            storage.delete_files([uri for uri in storage.find(job.layout.track_dir(track.track_id), "*")
+                                  if is_stem_file(uri.rsplit("/", 1)[-1], config.instruments)
+                                  and uri.rsplit("/", 1)[-1] not in listed])
         except BaseException:
             self.abort()
             raise

@@ -3,10 +3,16 @@
 ``check`` decides for one track. SkipDone runs it inside the pipeline on
 distributed runners; the local runner runs it in its driver over the catalogue
 index (pipeline/waves.py), so that only tracks still to do make up its waves.
+
+A done track whose metadata commit never landed (its run was killed between
+the record and the commit) is recovered: ``RecoverRows`` lists its rows again,
+from its record, in the commit of the pipeline at hand, and moves the record
+to that commit first (see ``recover``), on either runner.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -29,7 +35,7 @@ class Verdict:
     track: Track
     fingerprint: dict | None = None  # set when the track is to be separated
     failure: Failure | None = None
-    recovered: tuple = ()  # a skipped track's metadata rows, when its metadata commit never landed
+    recover: bool = False  # skipped, but its metadata commit never landed: its rows are to be listed again
     record: CompletionRecord | None = None  # the track's completion record, if it has one
 
     @property
@@ -68,7 +74,21 @@ def check(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
     if landed_commits is None or record.metadata_commit in landed_commits:
         return Verdict(track, record=record)
     # Done by a run that was killed before its metadata landed: list it now.
-    return Verdict(track, recovered=tuple(record.metadata_rows()), record=record)
+    return Verdict(track, recover=True, record=record)
+
+
+def recover(record: CompletionRecord, layout: Layout, commit: str) -> list[dict]:
+    """The metadata rows of a done track whose metadata commit never landed, to be listed in ``commit``.
+
+    The record is moved to ``commit`` before its rows are handed on, so before
+    ``commit`` can land: once it has, the record names a commit that landed and
+    no later run lists the rows again; a run that dies before leaves ``commit``
+    unlanded too, and the next run lists them again.
+    """
+    if record.metadata_commit != commit:  # the same commit: a retried bundle moved it already
+        moved = dataclasses.replace(record, metadata_commit=commit)
+        storage.publish_bytes(moved.to_json(), layout.record(record.track_id))
+    return record.metadata_rows()
 
 
 class _Check(beam.DoFn):
@@ -85,8 +105,8 @@ class _Check(beam.DoFn):
         else:
             self.skipped.inc()
             yield beam.pvalue.TaggedOutput(SKIPPED, track)
-            for row in verdict.recovered:
-                yield beam.pvalue.TaggedOutput(RECOVERED, row)
+            if verdict.recover:
+                yield beam.pvalue.TaggedOutput(RECOVERED, verdict.record)
 
 
 class SkipDone(beam.PTransform):
@@ -94,9 +114,9 @@ class SkipDone(beam.PTransform):
 
     A track is redone when it has no completion record, when its source changed
     (size or modification time), when it was encoded otherwise than ``encoding``
-    asks, or with ``force``. ``recovered`` holds the
-    metadata rows of done tracks whose metadata commit never landed
-    (``landed_commits`` are the commits that did).
+    asks, or with ``force``. ``recovered`` holds the completion records of
+    done tracks whose metadata commit never landed (``landed_commits`` are the
+    commits that did), for ``RecoverRows``.
     """
 
     def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool = False,
@@ -106,3 +126,15 @@ class SkipDone(beam.PTransform):
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")
+
+
+class RecoverRows(beam.PTransform):
+    """Completion records of done tracks whose metadata commit never landed -> their metadata rows,
+    each record moved to ``commit``, the metadata commit those rows go to (see ``recover``)."""
+
+    def __init__(self, layout: Layout, commit: str):
+        super().__init__()
+        self.layout, self.commit = layout, commit
+
+    def expand(self, records):
+        return records | beam.FlatMap(recover, self.layout, self.commit)

@@ -22,7 +22,9 @@ the local runner (``<run_id>-w0003``); its failures are written under the same
 name, without a marker. The record carries the track's metadata rows and its
 commit: a run killed before a commit landed leaves no ``_committed`` marker for
 it, and the next run lists those tracks' rows again (and removes any partial
-metadata files the dead run left).
+metadata files the dead run left), moving each record to its own commit before
+that commit can land: the rows land once, whenever runs are killed. A run id
+names one run under a prefix: a run refuses one whose commits are there.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from transforms.catalogue.storage import join
+from models.audio import CODECS
+from transforms.catalogue.storage import join, literal_glob
 
 RECORD = "_SUCCESS.json"
 MODEL_CARD = "_MODEL.json"
@@ -48,6 +51,16 @@ def stem_file(instrument: str, codec: str) -> str:
     return f"{instrument}.{codec}"
 
 
+def is_stem_file(name: str, instruments) -> bool:
+    """Whether the file name ``name`` is that of a stem of one of ``instruments``, in any codec.
+
+    Only such files are a track's stems: not the layout's own names, nor the
+    folders of tracks whose ids extend this one's (``a/b`` inside ``a``).
+    """
+    instrument, dot, codec = name.rpartition(".")
+    return bool(dot) and instrument in instruments and codec in CODECS
+
+
 # A Parquet file of a metadata commit's metadata or failures, as Beam's file sink names them.
 _COMMIT_FILE = re.compile(r"^run-(?P<commit>.+?)-\d{5}-of-\d{5}\.parquet$")
 
@@ -55,6 +68,11 @@ _COMMIT_FILE = re.compile(r"^run-(?P<commit>.+?)-\d{5}-of-\d{5}\.parquet$")
 def commit_name(run_id: str, wave: int | None = None) -> str:
     """The metadata commit of one pipeline: the run's own, or wave ``wave``'s on the local runner."""
     return run_id if wave is None else f"{run_id}-w{wave:04d}"
+
+
+def is_commit_of(commit: str, run_id: str) -> bool:
+    """Whether ``commit`` is one that run ``run_id`` writes (``commit_name(run_id, wave)`` for some wave)."""
+    return commit == run_id or re.fullmatch(re.escape(run_id) + r"-w\d{4,}", commit) is not None
 
 
 def commit_of(uri: str) -> str | None:
@@ -110,6 +128,16 @@ class Layout:
     def commit_markers(self) -> tuple[str, str]:
         """Where to look for commit markers: (folder, glob), as ``storage.find`` takes them."""
         return self.metadata_folder(), f"{COMMITTED}/run-*"
+
+    def run_traces(self, run_id: str) -> tuple[tuple[str, str, str], ...]:
+        """Where run ``run_id``'s commits would lie, under every model: (what, folder, glob), the folder
+        and glob as ``storage.find`` takes them, for its metadata files, commit markers and failure
+        files. Others' that start alike match too: ``commit_of`` or ``marker_commit``, then
+        ``is_commit_of``, tell them apart."""
+        run = literal_glob(f"run-{run_id}")
+        return (("metadata", join(self.prefix, "metadata"), f"*/{run}*.parquet"),
+                ("commit marker", join(self.prefix, "metadata"), f"*/{COMMITTED}/{run}*"),
+                ("failures", join(self.prefix, "failures"), f"{run}*.parquet"))
 
     def failures(self, commit: str) -> str:
         return join(self.prefix, "failures", f"run-{commit}")
