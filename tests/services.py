@@ -384,7 +384,9 @@ def held_writes(upstream: str) -> Iterator[HeldWrites]:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer)))
+                # A HEAD's answer has no body, but the length of the one a GET would have.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(answer)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(answer)

@@ -53,8 +53,9 @@ def test_a_live_lease_of_another_machine_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("stale", ["expired", "dead pid", "garbage"])
 def test_a_lease_whose_holder_is_gone_is_taken(tmp_path, stale):
     uri = tmp_path / "_LEASE.json"
-    if stale == "garbage":
+    if stale == "garbage":  # not a lease, not written for a term
         uri.write_text("{\"run_id\": ")
+        os.utime(uri, (time.time() - 301, time.time() - 301))
     elif stale == "dead pid":  # a process of this very system that no longer exists
         write_lease(uri, **this_system(), pid=dead_pid())
     else:  # its holder stopped renewing it
@@ -62,6 +63,16 @@ def test_a_lease_whose_holder_is_gone_is_taken(tmp_path, stale):
     with Lease(str(uri), "mine"):
         assert json.loads(uri.read_text())["run_id"] == "mine"
     assert not uri.exists()  # withdrawn at the end
+
+
+def test_what_is_not_a_lease_counts_as_one_for_a_term(tmp_path):
+    """A lease of an earlier version (or anything else at its name), while it may still be renewed."""
+    uri = tmp_path / "_LEASE.json"
+    uri.write_text(json.dumps({"run_id": "older", "host": "elsewhere.example", "pid": 1, "token": "t",
+                               "expires_at": time.time() + 300}))
+    with pytest.raises(LeaseHeld, match="is not a lease this version reads .* counts as one until"):
+        with Lease(str(uri), "mine"):
+            pass
 
 
 @pytest.mark.parametrize("elsewhere", [{"pid_ns": 4026531999}, {"boot_id": "before-the-reboot"}])

@@ -67,7 +67,9 @@ class Store:
             from google.cloud import storage
 
             bucket, name = self._bucket_key(uri)
-            storage.Client.create_anonymous_client().bucket(bucket).blob(name).upload_from_string(body)
+            blob = storage.Client.create_anonymous_client().bucket(bucket).blob(name)
+            blob.metadata = {"lease": body.decode()}  # where the lease module reads the holder, with the generation
+            blob.upload_from_string(body)
         elif self.name == "s3":
             bucket, key = self._bucket_key(uri)
             self.s3.client.put_object(Bucket=bucket, Key=key, Body=body)
@@ -136,7 +138,8 @@ def answers(takers: list[Taker], gate: services.HeldWrites | None) -> dict[Taker
                     found[taker] = taker.answer(timeout=0.05)
         if gate and any(word == "held" for word, _ in found.values()):
             gate.release()
-        assert time.monotonic() < deadline, f"no answer from {len(takers) - len(found)} takers"
+        assert time.monotonic() < deadline, \
+            f"no answer from {len(takers) - len(found)} takers (their writes held until one holds the lease)"
     assert all(word in ("held", "refused") for word, _ in found.values()), found
     return found
 

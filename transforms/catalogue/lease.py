@@ -25,9 +25,11 @@ runs racing for it exactly one wins, however late the store answers:
   ``STORAGE_EMULATOR_HOST``, Google's default credentials).
 * Local files are created by a hard link (``O_EXCL`` where the filesystem has
   none), which fails when a lease exists; an expired one is first renamed
-  away, and put back if what was renamed is not the version judged expired.
-  The holder renews by touching its own file (its inode), so a holder that
-  lost its lease renews nothing anyone else sees.
+  away, and put back if what was renamed is not the version judged expired
+  (should a third run create a lease in that instant, the one renamed stays
+  away, and its holder stops before its next commit, as below). The holder
+  renews by touching its own file (its inode), so a holder that lost its lease
+  renews nothing anyone else sees.
 
 Expiry is judged by the store's clock: an object's last modification against
 the time the store answered with (its ``Date``), so a client whose clock is
@@ -38,7 +40,7 @@ another run took over) must not commit what it wrote meanwhile. Before each
 metadata commit the pipeline's commit step, on whichever worker it runs,
 confirms that the lease still holds the run's token with at least half its term
 left (``fence``); otherwise it writes no commit marker, and the driver stops
-with an error. The rows of that commit are listed again by a later run, as
+with an error. The driver confirms it so too before each wave (``check``). The rows of that commit are listed again by a later run, as
 those of a run that died are. A run taking over waits for the lease's expiry,
 more than half a term after any commit step confirmed it.
 """
@@ -139,17 +141,18 @@ class _Holder:
 class _Seen:
     """The lease as one read found it."""
 
-    holder: _Holder | None  # None: an object that is not a lease
+    holder: _Holder | None  # None: something that is not a lease (of this version: an older one's counts)
     version: object  # what a conditional write is made against: generation, etag, inode and mtime
     renewed: float  # its last write, by the store's clock (seconds since the epoch)
     now: float  # when the store answered, by its clock
 
     @property
     def expires(self) -> float:
-        return self.renewed + (self.holder.seconds if self.holder else 0.0) + CLOCK_RESOLUTION
+        # Anything else at the lease's name (an older version's lease) counts as a lease of the usual term.
+        return self.renewed + (self.holder.seconds if self.holder else LEASE_SECONDS) + CLOCK_RESOLUTION
 
     def is_live(self) -> bool:
-        return self.holder is not None and self.now < self.expires and not self.holder.process_gone()
+        return self.now < self.expires and not (self.holder and self.holder.process_gone())
 
     def until(self) -> str:
         moment = datetime.datetime.fromtimestamp(self.expires, datetime.timezone.utc)
@@ -498,8 +501,11 @@ class Lease:
                         self.uri, exc, LEASE_SECONDS)
 
     def _refusal(self, seen: _Seen | None) -> LeaseHeld:
-        if seen is None or seen.holder is None:
+        if seen is None:
             return LeaseHeld(f"{self.uri}: another run took this output's lease at the same moment; "
                              "one run at a time writes a model's stems under a prefix")
+        if seen.holder is None:
+            return LeaseHeld(f"{self.uri} is not a lease this version reads (an earlier version's?); it counts as "
+                             f"one until {seen.until()}, {LEASE_SECONDS:.0f} s after it was last written")
         return LeaseHeld(f"{self.uri}: {_describe(seen.holder)} is writing this output; its lease runs until "
                          f"{seen.until()} and is renewed while it runs (one run at a time per model under a prefix)")
