@@ -39,7 +39,8 @@ from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import RecoverRows, SkipDone
 from transforms.stash import Scratch, Stash
-from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_of, failure_row
+from transforms.write import (COMMITS_REFUSED, FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_of,
+                              failure_row)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RunSettings:
     checkpoint_sha256: str
     run_id: str
     landed_commits: frozenset = frozenset()  # the metadata commits of earlier runs that landed
+    lease_token: str | None = None  # the run's lease, confirmed before each metadata commit (None: none held)
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
@@ -175,7 +177,9 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
                  | "AllMetadata" >> beam.Flatten()
                  | "CountRows" >> beam.Map(_count, "metadata_rows")
                  | "WriteMetadata" >> WriteParquet(layout.metadata(commit), METADATA_SCHEMA)
-                 | "CommitMetadata" >> CommitMarker(layout.commit_marker(commit)))
+                 | "CommitMetadata" >> CommitMarker(
+                     layout.commit_marker(commit),
+                     (layout.lease(), settings.lease_token) if settings.lease_token else None))
     all_failures = (*failures, decoded.failures, assembled.failures) | "AllFailures" >> beam.Flatten()
     failures_written = (all_failures
                         | "CountFailures" >> beam.Map(_count_failure)
@@ -307,6 +311,7 @@ def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> 
         # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
         with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
             size = index.rows if local else catalogue_size(options)
+            settings = dataclasses.replace(settings, lease_token=lease.token)
             return _run_waves(settle_prefix(settings), pipeline_options, size, index, started, lease)
 
 
@@ -327,6 +332,8 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
                 pipeline = beam.Pipeline(options=pipeline_options)
                 commits.append(build(pipeline, settings, wave))
                 found = _run_pipeline(pipeline, settings, commits[-1])
+                if found.get(COMMITS_REFUSED):  # its workers found the lease lost: that commit did not land
+                    lease.refused(commits[-1])
             if wave is not None:  # the driver skipped its done tracks
                 found["tracks_skipped"] = found.get("tracks_skipped", 0) + wave.skipped
             for name, value in found.items():

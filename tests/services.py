@@ -4,6 +4,11 @@ Plain context managers (no pytest in here; conftest.py wraps them as fixtures):
 
 * ``gcs_emulator()``: gcp-storage-emulator in memory, with one bucket; sets
   ``STORAGE_EMULATOR_HOST`` so Beam's gs:// filesystem talks to it;
+* ``fake_gcs_server()``: fake-gcs-server (Go) likewise; unlike gcp-storage-emulator it
+  honours ``ifGenerationMatch`` on uploads, but it does not answer the batch requests
+  with which Beam's gcsio renames and deletes, so catalogue jobs run on the former;
+* ``held_writes(upstream)``: an HTTP proxy to a store that holds writes back on demand
+  (a store answering late, a client paused with its request under way);
 * ``flink_cluster(jar)``: a standalone Flink session cluster (a JobManager and
   a TaskManager process); its ``.master`` goes to ``--flink_master``;
 * ``flink_job_server(jar, master)``: one Beam Flink job server for many
@@ -38,9 +43,12 @@ import signal
 import socket
 import subprocess
 import sys
+import http.client
+import http.server
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -258,15 +266,157 @@ def gcs_emulator(port: int | None = None, bucket: str = "beamsplitter-test", tim
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _fake_gcs_server_binary() -> str:
+    """scripts/bootstrap installs it beside the venv's Python (GOBIN); else PATH, else Go's own bin folder."""
+    for found in (Path(sys.executable).parent / "fake-gcs-server", shutil.which("fake-gcs-server"),
+                  Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin" / "fake-gcs-server"):
+        if found and Path(found).is_file():
+            return str(found)
+    raise ServiceError("fake-gcs-server not found: run scripts/bootstrap "
+                       "(go install github.com/fsouza/fake-gcs-server@v1.56.1)")
+
+
+@contextlib.contextmanager
+def fake_gcs_server(bucket: str = "beamsplitter-test", timeout: float = 30.0) -> Iterator[GcsEmulator]:
+    """fake-gcs-server (in memory) on 127.0.0.1 with ``bucket``; sets STORAGE_EMULATOR_HOST as ``gcs_emulator`` does."""
+    port = free_port()
+    host = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="fake-gcs-server-"))
+    cmd = [_fake_gcs_server_binary(), "-scheme", "http", "-host", "127.0.0.1", f"-port={port}", "-backend", "memory",
+           f"-public-host=127.0.0.1:{port}", f"-external-url={host}", "-log-level", "warn"]
+    try:
+        with _processes() as procs:
+            procs.append(_Process("fake-gcs-server", cmd, workdir / "server.log", cwd=workdir))
+            _wait_until(lambda: _port_open(port) and _http_json(f"{host}/storage/v1/b") is not None, procs,
+                        f"fake-gcs-server on port {port}", timeout)
+            request = urllib.request.Request(f"{host}/storage/v1/b", data=json.dumps({"name": bucket}).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(request, timeout=10).close()
+            with _environ(STORAGE_EMULATOR_HOST=host, NO_GCE_CHECK="true"), _beam_gcs_anonymous():
+                yield GcsEmulator(host=host, bucket=bucket, log=workdir / "server.log")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class HeldWrites:
+    """``held_writes``' proxy: ``url`` for clients, ``hold``/``release`` for the test."""
+
+    def __init__(self, upstream: str):
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.url = ""
+        self._state = threading.Condition()
+        self._letting: int | None = None  # None: every write goes through
+        self.held = 0
+
+    def hold(self, letting: int = 0) -> None:
+        """Let ``letting`` more writes through, then hold every later one until ``release``."""
+        with self._state:
+            self._letting = letting
+
+    def release(self) -> None:
+        with self._state:
+            self._letting = None
+            self._state.notify_all()
+
+    def wait_held(self, count: int, timeout: float = 60.0) -> None:
+        """Until ``count`` writes are held (ServiceError after ``timeout`` seconds)."""
+        with self._state:
+            if not self._state.wait_for(lambda: self.held >= count, timeout):
+                raise ServiceError(f"{self.held} writes held, not {count}, after {timeout:.0f} s")
+
+    def _gate(self) -> None:
+        with self._state:
+            if self._letting is None:
+                return
+            if self._letting > 0:
+                self._letting -= 1
+                return
+            self.held += 1
+            self._state.notify_all()
+            self._state.wait_for(lambda: self._letting is None)
+            self.held -= 1
+
+
+# A write's first request (a simple or multipart upload, the start of a resumable or S3 multipart one): what
+# ``held_writes`` holds. The requests that carry on an upload it started go through.
+_CONTINUATION = ("upload_id", "uploadId", "partNumber")
+
+
+@contextlib.contextmanager
+def held_writes(upstream: str) -> Iterator[HeldWrites]:
+    """An HTTP proxy on 127.0.0.1 to the store at ``upstream`` (``http://host:port``) that can hold writes back.
+
+    Every request is passed on as it came (its Host header included, so signed
+    requests stay valid); ``hold()`` makes uploads wait until ``release()``.
+    """
+    proxy = HeldWrites(upstream)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                body = b""
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return body
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _forward(self) -> None:
+            body = self._body()
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            if self.command in ("PUT", "POST") and not any(key in query for key in _CONTINUATION):
+                proxy._gate()
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in ("transfer-encoding", "connection", "content-length")}
+            upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=120)
+            try:
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                answer = response.read()
+                self.send_response_only(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                # A HEAD's answer has no body, but the length of the one a GET would have.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(answer)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer)
+            finally:
+                upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _forward
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
+    serving = threading.Thread(target=server.serve_forever, name="held-writes", daemon=True)
+    serving.start()
+    try:
+        yield proxy
+    finally:
+        proxy.release()
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class S3Server:
     endpoint: str  # http://127.0.0.1:<port>
     client: object  # a boto3 S3 client for it
 
-    def beam_options(self) -> list[str]:
-        """Beam's options for its s3:// filesystem against this server."""
-        return [f"--s3_endpoint_url={self.endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
-                "--s3_region_name=us-east-1"]
+    def beam_options(self, endpoint: str | None = None) -> list[str]:
+        """Beam's options for its s3:// filesystem against this server (or ``endpoint``, a proxy to it)."""
+        return [f"--s3_endpoint_url={endpoint or self.endpoint}", "--s3_access_key_id=test",
+                "--s3_secret_access_key=test", "--s3_region_name=us-east-1"]
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import apache_beam as beam
 import pyarrow as pa
@@ -19,8 +20,13 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
-from transforms.catalogue import storage
+from transforms.catalogue import lease, storage
 from transforms.catalogue.manifest import Failure
+
+log = logging.getLogger(__name__)
+
+# Counted by a commit step that found its run's lease lost, and so wrote no commit marker.
+COMMITS_REFUSED = "commits_refused"
 
 FAILURE_SCHEMA = pa.schema([
     ("track_id", pa.string()), ("source_uri", pa.string()), ("stage", pa.string()),
@@ -98,18 +104,29 @@ class CommitMarker(beam.PTransform):
 
     Part of the pipeline, not of the launcher, so it holds on runners whose
     launcher does not wait for the job (Dataflow templates, schedulers).
-    Nothing is marked when nothing was written.
+    Nothing is marked when nothing was written. With a ``lease`` (its URI and
+    the run's token) the marker is written only while the run still holds it
+    (``lease.fence``): a run that lost its lease commits nothing, and counts
+    ``COMMITS_REFUSED`` for its driver.
     """
 
-    def __init__(self, marker: str):
+    def __init__(self, marker: str, lease: tuple[str, str] | None = None):
         super().__init__()
-        self.marker = marker
+        self.marker, self.lease = marker, lease
 
     def expand(self, written):
-        marker = self.marker
+        marker, held = self.marker, self.lease
 
         def mark(files: int) -> None:
-            if files:  # not empty: S3 refuses to complete an upload of no bytes
-                storage.publish_bytes(json.dumps({"files": files}).encode(), marker)
+            if not files:  # not empty: S3 refuses to complete an upload of no bytes
+                return
+            if held:
+                try:
+                    lease.fence(*held)
+                except lease.LeaseHeld as lost:
+                    log.error("%s not written: %s", marker, lost)
+                    beam.metrics.Metrics.counter("beamsplitter", COMMITS_REFUSED).inc()
+                    return
+            storage.publish_bytes(json.dumps({"files": files}).encode(), marker)
 
         return written | "CountFiles" >> beam.combiners.Count.Globally() | "Mark" >> beam.Map(mark)
