@@ -59,6 +59,19 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks to separate per wave, one pipeline each "
                                  "(progress is reported per wave)")
+        # What a manifest may hold and name (transforms.catalogue.manifest.Limits).
+        parser.add_argument("--max_manifest_row_bytes", type=int, default=manifest.MAX_ROW_BYTES, metavar="BYTES",
+                            help="a longer manifest row (JSON line, CSV row, Parquet row's cells) is a failure row "
+                                 "(default: %(default)s)")
+        parser.add_argument("--max_manifest_columns", type=int, default=manifest.MAX_COLUMNS,
+                            help="columns a manifest may carry into the metadata besides track_id and uri; a CSV "
+                                 "or Parquet manifest with more is refused, a JSON line bringing more is a "
+                                 "failure row (default: %(default)s)")
+        parser.add_argument("--max_manifest_row_group_bytes", type=int, default=manifest.MAX_ROW_GROUP_BYTES,
+                            metavar="BYTES", help="a Parquet manifest with a row group taking more to read is "
+                                                  "refused (default: %(default)s)")
+        parser.add_argument("--allow_source_outside_manifest", nargs="?", const=True, default=False, type=_flag,
+                            help="let a manifest's relative URIs lead outside its folder (.., symbolic links)")
 
     def check(self) -> None:
         if not (self.manifest or self.input):
@@ -73,7 +86,8 @@ class BeamsplitterOptions(PipelineOptions):
                              "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
         self.encode_options().check()
-        for option in ("local_wave_tracks", "inference_batch_size"):
+        for option in ("local_wave_tracks", "inference_batch_size", "max_manifest_row_bytes", "max_manifest_columns",
+                       "max_manifest_row_group_bytes"):
             if getattr(self, option) < 1:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least 1")
         if self.model_copies is not None and self.model_copies < 1:
@@ -83,6 +97,10 @@ class BeamsplitterOptions(PipelineOptions):
             # chunks would then reach in-order reassembly from several workers.
             raise InputError(f"--fan_out={self.fan_out} cannot go with --inference_accelerator, which puts the "
                              "inference step alone on accelerator machines; use --fan_out=chunks (its default)")
+
+    def manifest_limits(self) -> manifest.Limits:
+        return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
+                               self.max_manifest_row_group_bytes, self.allow_source_outside_manifest)
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.codec, self.bitrate, self.sample_format)

@@ -18,7 +18,7 @@ from models.errors import InputError
 from pipeline.run import run
 from tests.pipeline.conftest import write_manifest
 from tests.unit.test_manifest import corrupt_parquet
-from transforms.catalogue.manifest import MAX_LINE_BYTES
+from transforms.catalogue.manifest import MAX_ROW_BYTES
 
 UNPARSEABLE = [  # (file name, content, the start of the one error both commands give)
     ("quote.csv", b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',
@@ -26,7 +26,7 @@ UNPARSEABLE = [  # (file name, content, the start of the one error both commands
     ("field.csv", b"track_id,uri\na," + b"x" * 200_000 + b"\n",
      "field.csv line 2: a field longer than the CSV reader's limit of 131072 characters"),
     ("latin1.csv", b"track_id,uri,caf\xe9\n", "latin1.csv header line 1: invalid UTF-8 (byte 0xe9 at byte offset 16"),
-    ("cut.parquet", None, "cut.parquet: unreadable after row 8192 ("),
+    ("cut.parquet", None, "cut.parquet: row group 2 (rows 10001 to 20000) has an unreadable page header"),
 ]
 
 
@@ -55,7 +55,7 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         b"\xef\xbb\xbf" + line("one", str(catalogue / "one.wav")),  # line 1: the BOM is not part of the row
         b'{"track_id": "caf\xe9", "uri": "x.wav"}',  # 2: Latin-1, not UTF-8
         b'{"track_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # 3
-        b'{"track_id": "long", "x": "' + b"x" * MAX_LINE_BYTES + b'"}',  # 4
+        b'{"track_id": "long", "x": "' + b"x" * MAX_ROW_BYTES + b'"}',  # 4
         line("_SUCCESS.json"),  # 5
         line("one/_MODEL.json"),  # 6
         line("two", str(catalogue / "two.flac")),  # 7
@@ -75,7 +75,7 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         "<row 2>": f"{manifest} line 2: invalid UTF-8 (byte 0xe9 at byte offset {offset} of the file; "
                    "save the manifest as UTF-8)",
         "<row 3>": f"{manifest} line 3: invalid JSON (nested too deep)",
-        "<row 4>": f"{manifest} line 4: longer than {MAX_LINE_BYTES} bytes",
+        "<row 4>": f"{manifest} line 4: longer than {MAX_ROW_BYTES} bytes (--max_manifest_row_bytes)",
         "_SUCCESS.json": "track_id '_SUCCESS.json' has the path component '_SUCCESS.json', "
                          "a name the output layout reserves for its own files",
         "one/_MODEL.json": "track_id 'one/_MODEL.json' has the path component '_MODEL.json', "

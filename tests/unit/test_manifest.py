@@ -26,7 +26,7 @@ def parquet_bytes() -> bytes:
 ])
 def test_every_format_gives_the_same_tracks(kind, data):
     rows = list(manifest.read_rows(io.BytesIO(data), kind, f"/cat/m.{kind}"))
-    tracks = [manifest.to_track(n, fields, f"/cat/m.{kind}") for n, fields in rows]
+    tracks = [manifest.to_track(n, fields, manifest.Sources(f"/cat/m.{kind}")) for n, fields in rows]
     assert [(t.track_id, t.uri, t.row) for t in tracks] == [("a/1", "/cat/one.wav", 1), ("b", "gs://bucket/two.mp3", 2)]
     assert tracks[0].extra == {"year": "1999"}
 
@@ -73,7 +73,7 @@ def test_good_track_ids_and_uris():
     # In a large file an unclosed quote swallows rows until the field is too long: named from its first line.
     (b'track_id,uri\na,a.wav\nb,"b.wav\n' + b"c,c.wav\n" * 20_000,
      "m.csv line 3: a field longer than the CSV reader's limit of 131072 characters; the row runs on to line"),
-    (b"track_id,uri\n" + b"a," * 600_000 + b"\n", "m.csv line 2: longer than 1048576 bytes"),
+    (b"track_id,uri\n" + b"a," * 600_000 + b"\n", "m.csv line 2: longer than 1048576 bytes (--max_manifest_row_bytes)"),
     (b'track_id,uri\n"a"b,a.wav\n', "m.csv line 2: malformed CSV"),
     (b"track_id,caf\xe9\n", "m.csv header line 1: invalid UTF-8 (byte 0xe9 at byte offset 12 of the file"),
 ])
@@ -109,29 +109,34 @@ def test_a_utf8_bom_is_not_part_of_the_first_column(kind, data):
 def test_json_lines_too_deep_or_too_long_fail_alone():
     data = (b'{"track_id": "a", "uri": "a.wav"}\n'
             + b'{"track_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
-            + b'{"track_id": "long", "x": "' + b"x" * (manifest.MAX_LINE_BYTES + 10) + b'"}\n'
+            + b'{"track_id": "long", "x": "' + b"x" * (manifest.MAX_ROW_BYTES + 10) + b'"}\n'
             + b'{"track_id": "b", "uri": "b.wav"}\n')
     rows = list(manifest.read_rows(io.BytesIO(data), "jsonl", "m.jsonl"))
     assert [(n, f["track_id"]) for n, f in rows if isinstance(f, dict)] == [(1, "a"), (4, "b")]
     assert [(n, str(f)) for n, f in rows if isinstance(f, InputError)] == [
         (2, "m.jsonl line 2: invalid JSON (nested too deep)"),
-        (3, f"m.jsonl line 3: longer than {manifest.MAX_LINE_BYTES} bytes")]
+        (3, f"m.jsonl line 3: longer than {manifest.MAX_ROW_BYTES} bytes (--max_manifest_row_bytes)")]
 
 
-def corrupt_parquet(rows: int = 30_000) -> bytes:
-    """A Parquet manifest of three row groups whose second one's first data page is garbage."""
+def corrupt_parquet(rows: int = 30_000, skip: int = 0) -> bytes:
+    """A Parquet manifest of three row groups whose second one's first data page is garbage from ``skip``
+    bytes in (0: its header)."""
     out = io.BytesIO()
     table = pa.Table.from_pylist([{"track_id": f"t{i}", "uri": f"t{i}.wav"} for i in range(rows)])
     pq.write_table(table, out, row_group_size=rows // 3, compression="none")
     data = bytearray(out.getvalue())
-    page = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(1).data_page_offset
+    page = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(1).data_page_offset + skip
     data[page:page + 64] = b"\xff" * 64
     return bytes(data)
 
 
-def test_parquet_corrupt_part_way_is_one_error_naming_the_row():
-    with pytest.raises(InputError, match=r"^m.parquet: unreadable after row 8192 \(.*\)$"):
-        list(manifest.read_rows(io.BytesIO(corrupt_parquet()), "parquet", "m.parquet"))
+@pytest.mark.parametrize("skip,message", [
+    (0, r"^m.parquet: row group 2 \(rows 10001 to 20000\) has an unreadable page header at byte \d+$"),
+    (100, r"^m.parquet: unreadable after row 10000 \(.*\)$"),
+])
+def test_parquet_corrupt_part_way_is_one_error_naming_the_row(skip, message):
+    with pytest.raises(InputError, match=message):
+        list(manifest.read_rows(io.BytesIO(corrupt_parquet(skip=skip)), "parquet", "m.parquet"))
 
 
 @pytest.mark.parametrize("track_id", [*sorted(RESERVED), "a/_SUCCESS.json", "a/_success.json", "x/_committed/y"])
@@ -157,6 +162,6 @@ def test_manifest_cells_reach_the_metadata_as_bare_text():
     out = io.BytesIO()
     pq.write_table(table, out)
     ((number, fields),) = manifest.read_rows(io.BytesIO(out.getvalue()), "parquet", "/cat/m.parquet")
-    assert manifest.to_track(number, fields, "/cat/m.parquet").extra == {
+    assert manifest.to_track(number, fields, manifest.Sources("/cat/m.parquet")).extra == {
         "released": "2020-01-02T03:04:05", "day": "2020-01-02", "plays": "12", "score": "0.5",
         "tags": '["pop", "live"]', "label": "Ÿ"}
