@@ -85,13 +85,14 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
                              "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
+        for option, least in (("max_manifest_row_bytes", 1), ("max_manifest_row_group_bytes", 1),
+                              ("max_manifest_columns", 0)):  # 0 columns: track_id and uri only
+            if getattr(self, option) < least:
+                raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
         self.encode_options().check()
-        for option in ("local_wave_tracks", "inference_batch_size", "max_manifest_row_bytes",
-                       "max_manifest_row_group_bytes"):
+        for option in ("local_wave_tracks", "inference_batch_size"):
             if getattr(self, option) < 1:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least 1")
-        if self.max_manifest_columns < 0:  # 0: a manifest of track_id and uri only
-            raise InputError(f"--max_manifest_columns {self.max_manifest_columns}: give 0 or more")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
         if self.inference_accelerator and self.fan_out in ("none", "tracks"):

@@ -11,8 +11,9 @@ manifest's folder, and stay inside it unless a catalogue owner allows more.
 
 Every row a parser yields passes ``read_rows``: text that no UTF-8 file, path
 or table can hold (a lone surrogate, as JSON's ``"\\ud800"`` gives), a row
-over ``Limits.row_bytes`` or with more columns than ``Limits.columns`` is a
-failure row there, before it reaches the index, a path or Parquet.
+over ``Limits.row_bytes`` or with columns the metadata cannot carry is refused
+there, before it reaches the index, a path or Parquet: a failure row, or the
+whole manifest where every row would be one (a CSV or Parquet header).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
