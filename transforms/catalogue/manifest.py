@@ -156,9 +156,9 @@ def unstorable(value) -> str | None:
     while pending:
         value = pending.pop()
         if isinstance(value, str):
-            found = _SURROGATE.search(value)
+            found = _first_surrogate(value)
             if found:
-                return found.group()
+                return found
         elif isinstance(value, dict):
             pending.extend(value.keys())
             pending.extend(value.values())
@@ -167,9 +167,17 @@ def unstorable(value) -> str | None:
     return None
 
 
+def _first_surrogate(text: str) -> str | None:
+    found = _SURROGATE.search(text)
+    return found.group() if found else None
+
+
 def _unstorable_cell(fields: dict) -> str | None:
     for column, value in fields.items():
-        found = unstorable(column) or unstorable(value)
+        if value is None or type(value) is str:  # nearly every cell: searched without unstorable's walk
+            found = _first_surrogate(column) or (value and _first_surrogate(value))
+        else:
+            found = unstorable(column) or unstorable(value)
         if found:
             return (f"column {column!r} holds a lone surrogate ({found!a}), text that no UTF-8 file, path "
                     f"or table can hold")
