@@ -110,3 +110,17 @@ def test_wide_and_nested_parquet_rows_are_measured_by_what_they_hold():
         (1, "m.parquet row 1: 1200007 bytes, over the 1048576 a row may hold (--max_manifest_row_bytes)"),
         (2, "m.parquet row 2: 2000007 bytes, over the 1048576 a row may hold (--max_manifest_row_bytes)")]
     assert found[2] == (3, rows[2])
+
+
+@pytest.mark.parametrize("data", [b"not parquet", b"", b"PAR1" + b"\xff" * 8 + b"PAR1"])
+def test_what_is_not_parquet_is_named_so(data):
+    with pytest.raises(InputError, match=r"^m.parquet: not a Parquet file \("):
+        list(manifest.read_rows(io.BytesIO(data), "parquet", "m.parquet"))
+
+
+def test_a_footer_bigger_than_a_row_group_may_be_is_refused_unread():
+    data = b"PAR1" + b"\x00" * (2 << 20) + (2 << 20).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(InputError, match=r"^m.parquet: a Parquet footer of 2097152 bytes, over the 1048576 a row "
+                                         r"group may take to read \(--max_manifest_row_group_bytes\)$"):
+        list(manifest.read_rows(io.BytesIO(data), "parquet", "m.parquet",
+                                limits=manifest.Limits(row_group_bytes=1 << 20)))

@@ -43,8 +43,9 @@ def open_file(stream: BinaryIO, name: str, max_row_group_bytes: int) -> pq.Parqu
     size = stream.tell()
     if size >= _TAIL:
         stream.seek(size - _TAIL)
-        footer = int.from_bytes(stream.read(4), "little")
-        if footer > max_row_group_bytes:
+        tail = stream.read(_TAIL)
+        footer = int.from_bytes(tail[:4], "little")
+        if tail[4:] == b"PAR1" and max_row_group_bytes < footer <= size - _TAIL:  # else not Parquet: pyarrow says so
             raise InputError(f"{name}: a Parquet footer of {footer} bytes, over the {max_row_group_bytes} a row "
                              f"group may take to read (--max_manifest_row_group_bytes)")
     stream.seek(0)
