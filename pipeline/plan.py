@@ -113,7 +113,8 @@ def plan(argv: list[str], started: float | None = None) -> int:
         found = _plan_in_driver(options, settings.layout, other_models, target)
     else:  # the catalogue is read and classified by the workers
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input, options.manifest_limits())
+            tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input,
+                                                                           options.manifest_limits())
             _ = failures | "CountFailures" >> beam.Map(
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks

@@ -229,7 +229,8 @@ def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> 
     with Lease(settings.layout.lease(), settings.run_id) as lease:
         # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
         # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
-        with CatalogueIndex.build(options.manifest, options.input, options.manifest_limits()) if local else contextlib.nullcontext() as index:
+        limits = options.manifest_limits()
+        with CatalogueIndex.build(options.manifest, options.input, limits) if local else contextlib.nullcontext() as index:
             size = index.rows if local else catalogue_size(options)
             return _run_waves(settle_prefix(settings), pipeline_options, size, index, started, lease)
 
