@@ -68,6 +68,19 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--local_wave_tracks", type=int, default=8,
                             help="local runner: tracks to separate per wave, one pipeline each "
                                  "(progress is reported per wave)")
+        # What a manifest may hold and name (transforms.catalogue.manifest.Limits).
+        parser.add_argument("--max_manifest_row_bytes", type=int, default=manifest.MAX_ROW_BYTES, metavar="BYTES",
+                            help="a longer manifest row (JSON line, CSV row, Parquet row's cells) is a failure row "
+                                 "(default: %(default)s)")
+        parser.add_argument("--max_manifest_columns", type=int, default=manifest.MAX_COLUMNS,
+                            help="columns a manifest may carry into the metadata besides track_id and uri; a CSV "
+                                 "or Parquet manifest with more is refused, a JSON line bringing more is a "
+                                 "failure row (default: %(default)s)")
+        parser.add_argument("--max_manifest_row_group_bytes", type=int, default=manifest.MAX_ROW_GROUP_BYTES,
+                            metavar="BYTES", help="a Parquet manifest with a row group taking more to read is "
+                                                  "refused (default: %(default)s)")
+        parser.add_argument("--allow_source_outside_manifest", nargs="?", const=True, default=False, type=_flag,
+                            help="let a manifest's relative URIs lead outside its folder (.., symbolic links)")
 
     def check(self) -> None:
         if not (self.manifest or self.input):
@@ -81,6 +94,10 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
                              "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
+        for option, least in (("max_manifest_row_bytes", 1), ("max_manifest_row_group_bytes", 1),
+                              ("max_manifest_columns", 0)):  # 0 columns: track_id and uri only
+            if getattr(self, option) < least:
+                raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
         self.encode_options().check()
         for option in ("local_wave_tracks", "inference_batch_size"):
             if getattr(self, option) < 1:
@@ -94,6 +111,10 @@ class BeamsplitterOptions(PipelineOptions):
             # chunks would then reach in-order reassembly from several workers.
             raise InputError(f"--fan_out={self.fan_out} cannot go with --inference_accelerator, which puts the "
                              "inference step alone on accelerator machines; use --fan_out=chunks (its default)")
+
+    def manifest_limits(self) -> manifest.Limits:
+        return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
+                               self.max_manifest_row_group_bytes, self.allow_source_outside_manifest)
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.codec, self.bitrate, self.sample_format)

@@ -113,7 +113,8 @@ def plan(argv: list[str], started: float | None = None) -> int:
         found = _plan_in_driver(options, settings.layout, other_models, target)
     else:  # the catalogue is read and classified by the workers
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input)
+            tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input,
+                                                                           options.manifest_limits())
             _ = failures | "CountFailures" >> beam.Map(
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
@@ -140,7 +141,7 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     5 KB a row); this holds a few hundred rows, whatever the catalogue's size.
     """
     found: dict[str, int] = {}
-    with CatalogueIndex.build(options.manifest, options.input) as index, \
+    with CatalogueIndex.build(options.manifest, options.input, options.manifest_limits()) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
         encoding = options.encode_options()
 

@@ -156,7 +156,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     encoding = o.encode_options()
 
     if wave is None:  # the whole catalogue, read and checked by the workers
-        tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input)
+        tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, o.manifest_limits())
         todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
         todo_tracks, unlanded, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
@@ -277,7 +277,8 @@ def catalogue_size(options: BeamsplitterOptions) -> int:
     if options.input:
         return len(input_files(options.input))
     with FileSystems.open(options.manifest, compression_type="uncompressed") as stream:
-        return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest))
+        return sum(1 for _ in manifest.read_rows(stream, manifest.manifest_format(options.manifest), options.manifest,
+                                                 limits=options.manifest_limits()))
 
 
 def run(argv: list[str], started: float | None = None) -> RunResult:
@@ -309,7 +310,8 @@ def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> 
     with Lease(settings.layout.lease(), settings.run_id) as lease:
         # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
         # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
-        with CatalogueIndex.build(options.manifest, options.input) if local else contextlib.nullcontext() as index:
+        limits = options.manifest_limits()
+        with CatalogueIndex.build(options.manifest, options.input, limits) if local else contextlib.nullcontext() as index:
             size = index.rows if local else catalogue_size(options)
             settings = dataclasses.replace(settings, lease_token=lease.token)
             return _run_waves(settle_prefix(settings), pipeline_options, size, index, started, lease)

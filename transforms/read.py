@@ -11,15 +11,15 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.catalogue.index import duplicate_failure, duplicate_key, entries
-from transforms.catalogue.manifest import FAILURES, Track
+from transforms.catalogue.manifest import FAILURES, Limits, Track
 
 
 class _ReadEntries(beam.DoFn):
-    def __init__(self, manifest_uri: str | None, input_glob: str | None):
-        self.manifest_uri, self.input_glob = manifest_uri, input_glob
+    def __init__(self, manifest_uri: str | None, input_glob: str | None, limits: Limits):
+        self.manifest_uri, self.input_glob, self.limits = manifest_uri, input_glob, limits
 
     def process(self, _):
-        for entry in entries(self.manifest_uri, self.input_glob):
+        for entry in entries(self.manifest_uri, self.input_glob, self.limits):
             yield entry if isinstance(entry, Track) else beam.pvalue.TaggedOutput(FAILURES, entry)
 
 
@@ -36,17 +36,17 @@ class ReadCatalogue(beam.PTransform):
     """Tracks to separate from ``manifest`` (CSV, JSON Lines, Parquet) or an ``input_glob``.
 
     Returns ``(tracks, failures)``: ``Track`` elements, and a ``Failure`` for every
-    unusable row (missing fields, unsafe track_id, unsupported scheme, duplicate).
+    unusable row (missing fields, unsafe track_id, unsupported scheme, duplicate, beyond ``limits``).
     """
 
-    def __init__(self, manifest_uri: str | None = None, input_glob: str | None = None):
+    def __init__(self, manifest_uri: str | None = None, input_glob: str | None = None, limits: Limits = Limits()):
         super().__init__()
-        self.manifest_uri, self.input_glob = manifest_uri, input_glob
+        self.manifest_uri, self.input_glob, self.limits = manifest_uri, input_glob, limits
 
     def expand(self, pbegin):
         rows = (pbegin
                 | "Source" >> beam.Create([None])
-                | "Rows" >> beam.ParDo(_ReadEntries(self.manifest_uri, self.input_glob))
+                | "Rows" >> beam.ParDo(_ReadEntries(self.manifest_uri, self.input_glob, self.limits))
                 .with_outputs(FAILURES, main="tracks"))
         unique = (rows.tracks
                   | "ByTrackId" >> beam.Map(lambda t: (duplicate_key(t.track_id), t))

@@ -35,7 +35,7 @@ from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout, is_stem_file, stem_file
-from transforms.catalogue.manifest import FAILURES, Failure, Track
+from transforms.catalogue.manifest import FAILURES, Failure, Track, carried_columns
 from transforms.stash import Scratch
 
 
@@ -98,8 +98,9 @@ class TrackWriter:
             "channels": config.n_channels, **encoding, "model": job.model_id, "peak": stems.peak[name],
             "rms": stems.rms(name), "run_id": job.run_id, "processed_at": processed_at,
         } for name, uri in self.uris.items()]
-        for row in rows:  # the manifest's own columns, renamed where they clash with ours
-            row.update({(f"manifest_{k}" if k in row else k): v for k, v in track.extra.items()})
+        carried = carried_columns(track.extra)  # the manifest's own columns, renamed where named like ours
+        for row in rows:
+            row.update(carried)
         record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, encoding,
                                      self.uris, job.run_id, job.commit, rows)
         # Written last: its presence is what makes the track count as done.

@@ -21,7 +21,7 @@ from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
 from transforms.catalogue import lease, storage
-from transforms.catalogue.manifest import Failure
+from transforms.catalogue.manifest import Failure, storable
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,14 @@ class WriteParquet(beam.PTransform):
 
 
 def failure_row(failure: Failure, run_id: str) -> dict:
-    """A row of the failure table (``FAILURE_SCHEMA``); ``failure_of`` reads it back."""
-    return {**dataclasses.asdict(failure), "run_id": run_id}
+    """A row of the failure table (``FAILURE_SCHEMA``); ``failure_of`` reads it back.
+
+    Whatever text a failure names (an id or a message quoting a manifest or a
+    file name) is written: a lone surrogate, which Parquet cannot hold, as its
+    escape.
+    """
+    return {name: storable(value) if isinstance(value, str) else value
+            for name, value in {**dataclasses.asdict(failure), "run_id": run_id}.items()}
 
 
 def failure_of(row: dict) -> Failure:

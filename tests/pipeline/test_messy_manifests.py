@@ -17,8 +17,9 @@ import pytest
 from models.errors import InputError
 from pipeline.run import run
 from tests.pipeline.conftest import write_manifest
-from tests.unit.test_manifest import corrupt_parquet
-from transforms.catalogue.manifest import MAX_LINE_BYTES
+from pipeline import demo
+from tests.unit.test_manifest import WIDE, corrupt_parquet
+from transforms.catalogue.manifest import MAX_ROW_BYTES
 
 UNPARSEABLE = [  # (file name, content, the start of the one error both commands give)
     ("quote.csv", b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',
@@ -26,7 +27,13 @@ UNPARSEABLE = [  # (file name, content, the start of the one error both commands
     ("field.csv", b"track_id,uri\na," + b"x" * 200_000 + b"\n",
      "field.csv line 2: a field longer than the CSV reader's limit of 131072 characters"),
     ("latin1.csv", b"track_id,uri,caf\xe9\n", "latin1.csv header line 1: invalid UTF-8 (byte 0xe9 at byte offset 16"),
-    ("cut.parquet", None, "cut.parquet: unreadable after row 8192 ("),
+    ("cut.parquet", None, "cut.parquet: row group 2 (rows 10001 to 20000) has an unreadable page header"),
+    # 100,000 columns for one track made a metadata file of 100,015 columns (775 MB).
+    ("wide.csv", WIDE, "wide.csv: the manifest would carry 100000 columns into the metadata besides track_id and uri, "
+                       "over the 256 it may (--max_manifest_columns)"),
+    ("both.csv", b"track_id,uri,instrument,manifest_instrument\na,a.wav,x,y\n",
+     "both.csv: the columns 'instrument' and 'manifest_instrument' would both be the metadata's column "
+     "'manifest_instrument'"),
 ]
 
 
@@ -55,7 +62,7 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         b"\xef\xbb\xbf" + line("one", str(catalogue / "one.wav")),  # line 1: the BOM is not part of the row
         b'{"track_id": "caf\xe9", "uri": "x.wav"}',  # 2: Latin-1, not UTF-8
         b'{"track_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # 3
-        b'{"track_id": "long", "x": "' + b"x" * MAX_LINE_BYTES + b'"}',  # 4
+        b'{"track_id": "long", "x": "' + b"x" * MAX_ROW_BYTES + b'"}',  # 4
         line("_SUCCESS.json"),  # 5
         line("one/_MODEL.json"),  # 6
         line("two", str(catalogue / "two.flac")),  # 7
@@ -75,7 +82,7 @@ def test_bad_lines_and_unusable_ids_fail_alone(tmp_path, catalogue, checkpoint_2
         "<row 2>": f"{manifest} line 2: invalid UTF-8 (byte 0xe9 at byte offset {offset} of the file; "
                    "save the manifest as UTF-8)",
         "<row 3>": f"{manifest} line 3: invalid JSON (nested too deep)",
-        "<row 4>": f"{manifest} line 4: longer than {MAX_LINE_BYTES} bytes",
+        "<row 4>": f"{manifest} line 4: longer than {MAX_ROW_BYTES} bytes (--max_manifest_row_bytes)",
         "_SUCCESS.json": "track_id '_SUCCESS.json' has the path component '_SUCCESS.json', "
                          "a name the output layout reserves for its own files",
         "one/_MODEL.json": "track_id 'one/_MODEL.json' has the path component '_MODEL.json', "
@@ -132,3 +139,36 @@ def test_an_id_below_another_tracks_stem_fails_alone(tmp_path, catalogue, checkp
     (failed,) = failures.track_id
     assert {failed, *done} == {"one", "one/vocals.wav", "album/Piano.wav"}
     assert failures.stage[0] == "encode" and failures.message[0].startswith(str(model / "one"))
+
+
+def test_text_no_store_holds_and_sources_outside_the_manifest_fail_alone(tmp_path, checkpoint_2stems):
+    """A track_id "bad\\ud800" ended every run: in the index, or, with an unsupported URI, after the good
+    tracks' stems were written, in writing the failure table, so that their metadata never landed. A relative
+    uri leading out of the manifest's folder was read and its stems published."""
+    folder = tmp_path / "catalogue" / "sub"
+    folder.mkdir(parents=True)
+    demo.make_track(folder / "one.wav", seconds=3.0, seed=1)
+    demo.make_track(tmp_path / "x.wav", seconds=3.0, seed=2)
+    manifest = folder / "m.jsonl"
+    manifest.write_bytes(b'{"track_id": "one", "uri": "one.wav"}\n'
+                         b'{"track_id": "bad\\ud800", "uri": "one.wav"}\n'
+                         b'{"track_id": "bad\\ud800", "uri": "ftp://x/a.wav"}\n'
+                         b'{"track_id": "outside", "uri": "../../x.wav"}\n')
+    prefix = tmp_path / "out"
+    args = ["--manifest", str(manifest), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)]
+    surrogate = "column 'track_id' holds a lone surrogate ('\\ud800'), text that no UTF-8 file, path or table can hold"
+    for rerun in range(2):  # the same again: the failures fail, nothing else happens
+        result = run(args)
+        assert (result.summary.done, result.summary.skipped, result.summary.failed) == (1 - rerun, rerun, 3)
+        assert sorted((f.track_id, f.stage, f.message) for f in result.failures()) == [
+            ("<row 2>", "validate", f"{manifest} row 2: {surrogate}"),
+            ("<row 3>", "validate", f"{manifest} row 3: {surrogate}"),
+            ("outside", "validate", "uri '../../x.wav' leads outside the manifest's folder "
+                                    f"{folder}/ (--allow_source_outside_manifest allows it)")]
+        assert sorted(pq.read_table(prefix / "metadata").to_pandas().track_id) == ["one", "one"]
+
+    allowed = run(args + ["--allow_source_outside_manifest"])
+    assert (allowed.summary.done, allowed.summary.skipped, allowed.summary.failed) == (1, 1, 2)
+    metadata = pq.read_table(prefix / "metadata").to_pandas()
+    assert sorted(metadata.track_id) == ["one", "one", "outside", "outside"]
+    assert set(metadata[metadata.track_id == "outside"].source_uri) == {str(tmp_path / "x.wav")}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from models.errors import InputError
 from transforms.catalogue.index import CatalogueIndex, entries
 from transforms.catalogue.manifest import Failure, Track
+from transforms.write import FAILURE_SCHEMA, failure_row
 
 
 def test_first_row_wins_and_every_row_stays_in_order(tmp_path):
@@ -76,3 +79,49 @@ def test_an_input_glob_takes_every_file_below_its_folder(tmp_path, monkeypatch):
     assert all(e.uri.startswith(str(tmp_path)) for e in entries(input_glob="music/**/*.mp3"))
     with pytest.raises(InputError, match=re.escape("--input music/**/*.flac: no file matches")):
         list(entries(input_glob="music/**/*.flac"))
+
+
+def test_text_no_utf8_store_can_hold_is_a_failure_row_not_a_crash(tmp_path):
+    """A track_id "bad\\ud800" (JSON's escape of a lone surrogate) ended every run with a UnicodeEncodeError in
+    the index; with an unsupported scheme too, in writing the failure table. Names that are not UTF-8 on disk
+    (os.listdir gives their bytes as lone surrogates) fail their rows too, and every failure can be written."""
+    (tmp_path / "m.jsonl").write_bytes(b'{"track_id": "a", "uri": "a.wav"}\n'
+                                       b'{"track_id": "bad\\ud800", "uri": "x.wav"}\n'
+                                       b'{"track_id": "bad\\ud800", "uri": "ftp://x/a.wav"}\n')
+    with CatalogueIndex.build(str(tmp_path / "m.jsonl")) as index:
+        found = list(index)
+    assert [(e.track_id, type(e).__name__) for e in found] == [("a", "Track"), ("<row 2>", "Failure"),
+                                                                ("<row 3>", "Failure")]
+    assert found[1].message == (f"{tmp_path}/m.jsonl row 2: column 'track_id' holds a lone surrogate ('\\ud800'), "
+                                "text that no UTF-8 file, path or table can hold")
+    music = os.fsencode(tmp_path / "music")
+    os.makedirs(music + b"/caf\xe9")
+    for name in (b"/ok.wav", b"/caf\xe9.wav", b"/caf\xe9/in.wav"):
+        open(music + name, "wb").close()
+    with CatalogueIndex.build(input_glob=str(tmp_path / "music" / "**" / "*.wav")) as index:
+        globbed = list(index)
+    assert [(e.track_id, type(e).__name__) for e in globbed] == [
+        ("caf\udce9.wav", "Failure"), ("caf\udce9/in.wav", "Failure"), ("ok.wav", "Track")]
+    assert globbed[0].message == "track_id 'caf\\udce9.wav' holds a lone surrogate ('\\udce9'), which no file name can"
+    folder = os.fsdecode(music + b"/caf\xe9")
+    (below,) = entries(input_glob=folder + "/*.wav")  # the id is fine, its folder is not
+    assert (below.track_id, below.message) == (
+        "in.wav", f"{folder + '/in.wav'!r}: a path that is not UTF-8, which metadata cannot hold; rename it")
+
+    failures = [*found[1:], *globbed[:2], Failure("x\ud800", "y\udc80", "decode", "AudioError", "z\ud800 failed")]
+    table = pa.Table.from_pylist([failure_row(f, "run") for f in failures], schema=FAILURE_SCHEMA)
+    pq.write_table(table, tmp_path / "failures.parquet")
+    written = pq.read_table(tmp_path / "failures.parquet").to_pylist()
+    assert [row["track_id"] for row in written] == ["<row 2>", "<row 3>", "caf\\udce9.wav", "caf\\udce9/in.wav",
+                                                    "x\\ud800"]
+    assert written[-1] == {"track_id": "x\\ud800", "source_uri": "y\\udc80", "stage": "decode",
+                           "error_type": "AudioError", "message": "z\\ud800 failed", "run_id": "run"}
+
+
+def test_a_track_id_with_a_component_over_255_bytes_fails_at_validation(tmp_path):
+    """It failed only when its stems were encoded, after decoding and separating the track."""
+    (tmp_path / "m.csv").write_text("track_id,uri\n" + "a/" + "x" * 300 + ",a.wav\nb,b.wav\n")
+    with CatalogueIndex.build(str(tmp_path / "m.csv")) as index:
+        found = list(index)
+    assert [(type(e).__name__, getattr(e, "stage", None)) for e in found] == [("Failure", "validate"), ("Track", None)]
+    assert found[0].message.startswith("track_id has a path component of 300 bytes (UTF-8), longer than the 255")

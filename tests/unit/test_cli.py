@@ -107,6 +107,8 @@ def test_export_model(tmp_path, checkpoint_2stems):
     (["--plan_output=p.jsonl"], "run: unknown argument --plan_output (see"),  # plan's, not run's
     (["stray"], "run: unknown argument stray (see"),
     (["--local_wave_tracks=many"], "run: argument --local_wave_tracks: invalid int value: 'many'"),
+    (["--max-manifest-row-bytes=0"], "--max_manifest_row_bytes 0: give at least 1"),
+    (["--max_manifest_columns=-1"], "--max_manifest_columns -1: give at least 0"),
 ])
 def test_run_refuses_option_combinations_before_anything_runs(tmp_path, args, message):
     (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")

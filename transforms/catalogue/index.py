@@ -25,30 +25,32 @@ from apache_beam.io.filesystems import FileSystems
 from models.errors import InputError
 from models.uris import normalize
 from transforms.catalogue import manifest
-from transforms.catalogue.manifest import Failure, Track
+from transforms.catalogue.manifest import Failure, Limits, Track
 
 
-def entries(manifest_uri: str | None = None, input_glob: str | None = None) -> Iterator[Track | Failure]:
+def entries(manifest_uri: str | None = None, input_glob: str | None = None,
+            limits: Limits = Limits()) -> Iterator[Track | Failure]:
     """The catalogue's rows in order, each a ``Track`` or a ``Failure``; duplicates are not looked for here.
 
     Raises ``InputError`` for a manifest that is unusable as a whole (missing
-    columns, not Parquet...).
+    columns, not Parquet, beyond ``limits``...).
     """
     if manifest_uri:
-        yield from _manifest_entries(manifest_uri)
+        yield from _manifest_entries(manifest_uri, limits)
     else:
         yield from _glob_entries(input_glob)
 
 
-def _manifest_entries(uri: str) -> Iterator[Track | Failure]:
+def _manifest_entries(uri: str, limits: Limits) -> Iterator[Track | Failure]:
     kind = manifest.manifest_format(uri)
+    sources = manifest.Sources(uri, limits.source_outside_manifest)
     with FileSystems.open(uri, compression_type="uncompressed") as stream:
-        for number, fields in manifest.read_rows(stream, kind, uri):
+        for number, fields in manifest.read_rows(stream, kind, uri, limits=limits):
             if isinstance(fields, InputError):
                 yield Failure.of(f"<row {number}>", "", fields)
                 continue
             try:
-                yield manifest.to_track(number, fields, uri)
+                yield manifest.to_track(number, fields, sources)
             except InputError as exc:
                 yield Failure.of(str(fields.get("track_id") or f"<row {number}>"), str(fields.get("uri") or ""), exc)
 
@@ -81,6 +83,8 @@ def _glob_entries(pattern: str) -> Iterator[Track | Failure]:
         track_id = manifest.track_id_from_path(entry, base)
         try:
             manifest.check_track_id(track_id)
+            if manifest.unstorable(entry):  # a folder above the track's: its name is not UTF-8
+                raise InputError(f"{entry!r}: a path that is not UTF-8, which metadata cannot hold; rename it")
         except InputError as exc:
             yield Failure.of(track_id, entry, exc)
             continue
@@ -126,10 +130,11 @@ class CatalogueIndex:
         self.tracks = 0
 
     @classmethod
-    def build(cls, manifest_uri: str | None = None, input_glob: str | None = None) -> "CatalogueIndex":
+    def build(cls, manifest_uri: str | None = None, input_glob: str | None = None,
+              limits: Limits = Limits()) -> "CatalogueIndex":
         index = cls()
         try:
-            index.add_all(entries(manifest_uri, input_glob))
+            index.add_all(entries(manifest_uri, input_glob, limits))
         except BaseException:
             index.close()
             raise

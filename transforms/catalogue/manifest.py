@@ -6,19 +6,27 @@ these from their workers.
 
 A manifest is CSV (with a header), JSON Lines or Parquet, with at least the
 columns ``track_id`` and ``uri``; every other column is carried into the
-output metadata as text. Relative local ``uri`` values are relative to the
-manifest's folder.
+output metadata as text. Relative ``uri`` values are relative to the
+manifest's folder, and stay inside it unless a catalogue owner allows more.
+
+Every row a parser yields passes ``read_rows``: text that no UTF-8 file, path
+or table can hold (a lone surrogate, as JSON's ``"\\ud800"`` gives), a row
+over ``Limits.row_bytes`` or with columns the metadata cannot carry is refused
+there, before it reaches the index, a path or Parquet: a failure row, or the
+whole manifest where every row would be one (a CSV or Parquet header).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import json
 import os
 import posixpath
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -31,9 +39,42 @@ from transforms.catalogue.layout import RESERVED
 REQUIRED = ("track_id", "uri")
 SCHEMES = ("gs", "s3", "file")
 MAX_TRACK_ID = 512
-# A manifest row is a few hundred bytes; a longer line is garbage (or a file that is not a manifest).
-MAX_LINE_BYTES = 1 << 20
+# What file systems take as one name (ext4, XFS, APFS, NTFS: 255 bytes or UTF-16 units).
+MAX_COMPONENT_BYTES = 255
+# A manifest row is a few hundred bytes; a longer one is garbage (or a file that is not a manifest).
+MAX_ROW_BYTES = 1 << 20
+# Columns carried into the metadata besides track_id and uri: a metadata file of 100,000 columns
+# takes gigabytes to write, and no catalogue describes a track with hundreds of fields.
+MAX_COLUMNS = 256
+# A Parquet manifest's row group, as bounded_parquet counts what it takes to read.
+MAX_ROW_GROUP_BYTES = 256 << 20
+# Parquet rows turned into Python values at a time, in bytes.
+_ROWS_AT_ONCE = 16 << 20
 BOM = b"\xef\xbb\xbf"
+#: The metadata's own columns (transforms/write.py METADATA_SCHEMA): a manifest column of one of
+#: these names is carried as ``manifest_<name>``.
+METADATA_COLUMNS = frozenset({
+    "track_id", "instrument", "uri", "source_uri", "duration_s", "sample_rate", "channels", "codec", "bitrate",
+    "sample_format", "model", "peak", "rms", "run_id", "processed_at"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a manifest may hold and name: a catalogue owner's bounds, with defaults that fit any catalogue.
+
+    ``row_bytes``: a JSON line, a CSV row, a Parquet row's cells (``--max_manifest_row_bytes``);
+    ``columns``: the columns carried into the metadata besides track_id and uri
+    (``--max_manifest_columns``); ``row_group_bytes``: what a Parquet row group
+    may take to read (``--max_manifest_row_group_bytes``);
+    ``source_outside_manifest``: relative URIs may lead outside the manifest's
+    folder (``--allow_source_outside_manifest``).
+    """
+
+    row_bytes: int = MAX_ROW_BYTES
+    columns: int = MAX_COLUMNS
+    row_group_bytes: int = MAX_ROW_GROUP_BYTES
+    source_outside_manifest: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,62 +115,155 @@ def manifest_format(uri: str) -> str:
     raise InputError(f"{uri}: unknown manifest format (use .csv, .jsonl or .parquet)")
 
 
-def read_rows(stream: BinaryIO, kind: str, name: str,
-              required: tuple[str, ...] = REQUIRED) -> Iterator[tuple[int, dict | InputError]]:
-    """``(row_number, fields)`` for every row, or ``(row_number, InputError)`` for an unreadable one.
+def read_rows(stream: BinaryIO, kind: str, name: str, required: tuple[str, ...] = REQUIRED,
+              limits: Limits = Limits()) -> Iterator[tuple[int, dict | InputError]]:
+    """``(row_number, fields)`` for every row, or ``(row_number, InputError)`` for an unusable one.
 
     A manifest without the ``required`` columns (a catalogue's by default), or
-    one whose structure breaks (a CSV quote never closed, a CSV line over
-    ``MAX_LINE_BYTES``, a Parquet file corrupt part-way) is an ``InputError``
-    for the whole manifest, naming the line. Where a bad line cannot hide the
-    rows after it (invalid UTF-8, a JSON line that is not an object, nested too
-    deep or too long) it is an ``InputError`` row of its own, and the others
-    are read on. Data is never altered: invalid UTF-8 is refused, not replaced.
+    with columns it cannot carry (more than ``limits.columns``, one named
+    twice, both ``x`` and ``manifest_x`` where ``x`` is a metadata column), or
+    one whose structure breaks (a CSV quote never closed, a CSV row over
+    ``limits.row_bytes``, a Parquet row group over ``limits.row_group_bytes`` or
+    a Parquet file corrupt part-way) is an ``InputError`` for the whole
+    manifest, naming the line or row. Where a bad row cannot hide the rows
+    after it (invalid UTF-8, a JSON line that is not an object, nested too deep
+    or too long, a Parquet row too big, text no UTF-8 store can hold, in JSON
+    Lines columns the manifest cannot carry) it is an ``InputError`` row of its
+    own, and the others are read on. Data is never altered: invalid UTF-8 is
+    refused, not replaced.
     """
     if kind == "parquet":
-        yield from _parquet_rows(stream, name, required)
+        rows = _parquet_rows(stream, name, required, limits)
     elif kind == "csv":
-        yield from _csv_rows(_lines(stream), name, required)
+        rows = _csv_rows(_lines(stream, limits.row_bytes), name, required, limits)
     else:
-        yield from _jsonl_rows(_lines(stream), name)
+        rows = _jsonl_rows(_lines(stream, limits.row_bytes), name, limits)
+    for number, fields in rows:
+        if isinstance(fields, dict):
+            problem = _unstorable_cell(fields)
+            if problem:
+                fields = InputError(f"{name} row {number}: {problem}")
+        yield number, fields
 
 
-def _parquet_rows(stream: BinaryIO, name: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+def unstorable(value) -> str | None:
+    """The first lone surrogate in ``value`` (text, or lists and maps of it), ``None`` when there is none.
+
+    JSON's ``"\\ud800"`` escapes, or bytes decoded with ``surrogateescape``,
+    give text that UTF-8 cannot encode: SQLite, Parquet and file names refuse it.
+    """
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            found = _first_surrogate(value)
+            if found:
+                return found
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return None
+
+
+def _first_surrogate(text: str) -> str | None:
+    found = _SURROGATE.search(text)
+    return found.group() if found else None
+
+
+def _unstorable_cell(fields: dict) -> str | None:
+    for column, value in fields.items():
+        if value is None or type(value) is str:  # nearly every cell: searched without unstorable's walk
+            found = _first_surrogate(column) or (value and _first_surrogate(value))
+        else:
+            found = unstorable(column) or unstorable(value)
+        if found:
+            return (f"column {column!r} holds a lone surrogate ({found!a}), text that no UTF-8 file, path "
+                    f"or table can hold")
+    return None
+
+
+def storable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (``\\ud800``): what a failure row can hold."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _parquet_rows(stream: BinaryIO, name: str, required: tuple[str, ...],
+                  limits: Limits) -> Iterator[tuple[int, dict | InputError]]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        table = pq.ParquetFile(stream)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"{name}: not a Parquet file ({_one_line(exc)})") from None
-    _require_columns(table.schema_arrow.names, name, required)
+    from transforms.catalogue import bounded_parquet
+
+    table = bounded_parquet.open_file(stream, name, limits.row_group_bytes)
+    _check_columns(table.schema_arrow.names, name, required, limits)
     number = 0
     try:
-        for batch in table.iter_batches(batch_size=4096):
-            for fields in batch.to_pylist():
-                number += 1
-                yield number, fields
+        for batch, sizes in bounded_parquet.batches(table):
+            start = 0
+            while start < batch.num_rows:
+                if sizes[start] > limits.row_bytes:  # never made Python values
+                    number += 1
+                    yield number, InputError(f"{name} row {number}: {sizes[start]} bytes, over the "
+                                             f"{limits.row_bytes} a row may hold (--max_manifest_row_bytes)")
+                    start += 1
+                    continue
+                end, taken = start + 1, sizes[start]
+                while end < batch.num_rows and sizes[end] <= limits.row_bytes and taken + sizes[end] <= _ROWS_AT_ONCE:
+                    taken += sizes[end]
+                    end += 1
+                for fields in _parquet_values(batch, start, end):
+                    number += 1
+                    yield number, (InputError(f"{name} row {number}: {fields}") if isinstance(fields, str) else fields)
+                start = end
     except (OSError, pa.ArrowException) as exc:
         # A corrupt page: the rows after it cannot be found, so the manifest as a whole is unusable.
-        raise InputError(f"{name}: unreadable after row {number} ({_one_line(exc)})") from None
+        raise InputError(f"{name}: unreadable after row {number} ({bounded_parquet.one_line(exc)})") from None
 
 
-def _lines(stream: BinaryIO) -> Iterator[tuple[int, int, bytes | None]]:
+def _parquet_values(batch, start: int, end: int) -> list[dict | str]:
+    """Rows ``start`` to ``end`` of a Parquet batch as Python values; what is wrong with one that has none.
+
+    pyarrow does not check text as it reads it: invalid UTF-8 shows only here.
+    """
+    try:
+        return batch.slice(start, end - start).to_pylist()
+    except UnicodeDecodeError:
+        rows = []
+        for row in range(start, end):
+            try:
+                rows.append(batch.slice(row, 1).to_pylist()[0])
+            except UnicodeDecodeError:
+                column = next(name for name, cells in zip(batch.schema.names, batch.columns)
+                              if not _decodes(cells.slice(row, 1)))
+                rows.append(f"column {column!r} holds invalid UTF-8 (save the manifest's text as UTF-8)")
+        return rows
+
+
+def _decodes(cells) -> bool:
+    try:
+        cells.to_pylist()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, int, bytes | None]]:
     """``(line_number, byte_offset, line)`` for each line of ``stream``, without a leading UTF-8 BOM.
 
-    A line longer than ``MAX_LINE_BYTES`` comes as ``None``, skipped without
-    ever being held whole: one unterminated gigabyte must not exhaust memory.
+    A line longer than ``max_bytes`` comes as ``None``, skipped without ever
+    being held whole: one unterminated gigabyte must not exhaust memory.
     """
     number, offset = 0, 0
     while True:
-        line = stream.readline(MAX_LINE_BYTES + 1)
+        line = stream.readline(max_bytes + 1)
         if not line:
             return
         number, start = number + 1, offset
         offset += len(line)
         if number == 1 and line.startswith(BOM):  # spreadsheets save "UTF-8 with BOM"
             line = line[len(BOM):]
-        if len(line) > MAX_LINE_BYTES:
+        if len(line) > max_bytes:
             while line and not line.endswith(b"\n"):
                 line = stream.readline(1 << 16)
                 offset += len(line)
@@ -149,11 +283,13 @@ def _decode(line: bytes, offset: int) -> tuple[str, str | None]:
         return line.decode("utf-8", "surrogateescape"), problem
 
 
-def _jsonl_rows(lines, name: str) -> Iterator[tuple[int, dict | InputError]]:
+def _jsonl_rows(lines, name: str, limits: Limits) -> Iterator[tuple[int, dict | InputError]]:
     seen_columns = False
+    carried: set[str] = set()  # the columns carried so far: their number is bounded for the whole manifest
     for number, offset, line in lines:
         if line is None:
-            yield number, InputError(f"{name} line {number}: longer than {MAX_LINE_BYTES} bytes")
+            yield number, InputError(f"{name} line {number}: longer than {limits.row_bytes} bytes "
+                                     f"(--max_manifest_row_bytes)")
             continue
         text, problem = _decode(line, offset)
         if problem:
@@ -172,37 +308,55 @@ def _jsonl_rows(lines, name: str) -> Iterator[tuple[int, dict | InputError]]:
             yield number, InputError(f"{name} line {number}: invalid JSON (nested too deep)")
             continue
         seen_columns = True
+        new = {column for column in fields if column not in REQUIRED and column not in carried}
+        problem = _columns_problem(fields, limits.columns, len(carried | new) if new else 0)
+        if problem:
+            yield number, InputError(f"{name} line {number}: {problem}")
+            continue
+        carried |= new
         yield number, fields
     if not seen_columns:
         raise InputError(f"{name}: no rows")
 
 
 class _CsvSource:
-    """The text lines the csv reader pulls, noting the last line's number and any invalid UTF-8 met."""
+    """The text lines the csv reader pulls, noting the last line's number and any invalid UTF-8 met.
 
-    def __init__(self, lines, name: str):
-        self.lines, self.name = lines, name
+    A row is bounded as a JSON line is: quoted newlines cannot make one longer than ``max_bytes``.
+    """
+
+    def __init__(self, lines, name: str, max_bytes: int):
+        self.lines, self.name, self.max_bytes = lines, name, max_bytes
         self.line, self.problem = 0, None
+        self.first, self.taken = 1, 0  # the first line of the row being read, and its bytes so far
+
+    def start_row(self) -> None:
+        self.first, self.taken = self.line + 1, 0
 
     def __iter__(self):
         for number, offset, line in self.lines:
             self.line = number
+            # Inside a quoted field the next line may belong to the same row: no way to skip just this one.
             if line is None:
-                # Inside a quoted field the next line may belong to the same row: no way to skip just this one.
-                raise InputError(f"{self.name} line {number}: longer than {MAX_LINE_BYTES} bytes")
+                raise InputError(f"{self.name} line {number}: longer than {self.max_bytes} bytes "
+                                 f"(--max_manifest_row_bytes)")
+            self.taken += len(line)
+            if self.taken > self.max_bytes:
+                raise InputError(f"{self.name} line {self.first}: a row running on to line {number}, longer than "
+                                 f"{self.max_bytes} bytes (--max_manifest_row_bytes)")
             text, problem = _decode(line, offset)
             self.problem = self.problem or (problem and f"line {number}: {problem}")
             yield text
 
 
-def _csv_rows(lines, name: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict | InputError]]:
-    source = _CsvSource(lines, name)
+def _csv_rows(lines, name: str, required: tuple[str, ...], limits: Limits) -> Iterator[tuple[int, dict | InputError]]:
+    source = _CsvSource(lines, name, limits.row_bytes)
     # strict: a quote never closed is an error, not a field that silently swallows every later row.
     reader = csv.reader(source, strict=True)
     header = _csv_record(reader, source, name) or []
     if source.problem:
         raise InputError(f"{name} header {source.problem}")
-    _require_columns(header, name, required)
+    _check_columns(header, name, required, limits)
     number = 0
     while True:
         source.problem = None
@@ -222,7 +376,8 @@ def _csv_rows(lines, name: str, required: tuple[str, ...]) -> Iterator[tuple[int
 
 def _csv_record(reader, source: _CsvSource, name: str) -> list[str] | None:
     """The next CSV record, ``None`` at the end; a malformed one is an ``InputError`` naming its first line."""
-    first = source.line + 1
+    source.start_row()
+    first = source.first
     try:
         return next(reader)
     except StopIteration:
@@ -236,10 +391,6 @@ def _csv_record(reader, source: _CsvSource, name: str) -> list[str] | None:
         else:
             problem = f"malformed CSV ({exc})"
         raise InputError(f"{name} line {first}: {problem}") from None
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 def read_manifest(uri: str, required: tuple[str, ...]) -> list[tuple[int, dict | InputError]]:
@@ -265,10 +416,51 @@ def _require_columns(columns, name: str, required: tuple[str, ...] = REQUIRED) -
         raise InputError(f"{name}: manifest lacks the column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})")
 
 
+def _check_columns(header: list[str], name: str, required: tuple[str, ...], limits: Limits) -> None:
+    """A CSV or Parquet manifest's columns, which every row has: any that cannot be carried stop it as a whole."""
+    columns = Counter(header)
+    carried = sum(1 for column in columns if column not in REQUIRED)
+    problem = _columns_problem(columns, limits.columns, carried)
+    if problem:
+        raise InputError(f"{name}: {problem}")
+    twice = [column for column, count in columns.items() if count > 1]
+    if twice:
+        raise InputError(f"{name}: the column(s) {', '.join(map(repr, twice))} appear more than once")
+    _require_columns(header, name, required)
+
+
+def _columns_problem(columns, limit: int, carried: int) -> str | None:
+    """Why a row with ``columns`` (a container) cannot be carried into the metadata, if it cannot.
+
+    ``carried``: how many columns the manifest would carry with it, besides
+    track_id and uri; over ``limit`` is too many. A column named like one of
+    the metadata's own is carried as ``manifest_<name>``: a row may not have
+    that name too, or one value would be lost.
+    """
+    if carried > limit:
+        return (f"the manifest would carry {carried} columns into the metadata besides track_id and uri, over "
+                f"the {limit} it may (--max_manifest_columns)")
+    clash = next((c for c in columns if c in METADATA_COLUMNS and c not in REQUIRED and f"manifest_{c}" in columns),
+                 None)
+    if clash:
+        return (f"the columns {clash!r} and 'manifest_{clash}' would both be the metadata's column "
+                f"'manifest_{clash}' (a column named like one of the metadata's own is carried as "
+                f"manifest_<name>); rename one")
+    return None
+
+
+def carried_columns(extra: dict) -> dict:
+    """A track's manifest columns as the metadata names them (see ``_columns_problem``)."""
+    return {(f"manifest_{column}" if column in METADATA_COLUMNS else column): value for column, value in extra.items()}
+
+
 def check_track_id(track_id: str) -> None:
     """A track_id becomes a folder name under the output prefix: refuse what could escape it."""
     if not track_id or not track_id.strip():
         raise InputError("track_id is empty")
+    surrogate = unstorable(track_id)
+    if surrogate:
+        raise InputError(f"track_id {track_id!r} holds a lone surrogate ({surrogate!a}), which no file name can")
     if len(track_id) > MAX_TRACK_ID:
         raise InputError(f"track_id is longer than {MAX_TRACK_ID} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in track_id):
@@ -281,6 +473,10 @@ def check_track_id(track_id: str) -> None:
         raise InputError(f"track_id {track_id!r} has an empty, '.' or '..' path component")
     if any(p.startswith(".") for p in parts):
         raise InputError(f"track_id {track_id!r} has a hidden ('.'-prefixed) path component")
+    long = next((p for p in parts if len(p.encode()) > MAX_COMPONENT_BYTES), None)
+    if long is not None:
+        raise InputError(f"track_id has a path component of {len(long.encode())} bytes (UTF-8), longer than the "
+                         f"{MAX_COMPONENT_BYTES} a file system takes for a name: {long[:40]!r}...")
     # Compared as a case-folding store would: "_success.json" is "_SUCCESS.json" there.
     reserved = [p for p in parts if folder_key(p) in _RESERVED_KEYS]
     if reserved:
@@ -314,8 +510,42 @@ def resolve_uri(uri: str, manifest_uri: str) -> str:
     return normalize(posixpath.join(posixpath.dirname(normalize(manifest_uri)), uri))
 
 
-def to_track(number: int, fields: dict, manifest_uri: str) -> Track:
-    """Validate one manifest row; raises ``InputError`` saying what is wrong with it."""
+class Sources:
+    """Where the rows of the manifest at ``manifest_uri`` may take their sources from.
+
+    A relative ``uri`` is taken from the manifest's folder and must stay inside
+    it (``..`` resolved, and symbolic links on a local disk), unless
+    ``outside`` allows any: a manifest is often written by someone else than
+    whoever runs the job, and must not make it read, and publish the stems
+    of, any file the job can read. Absolute paths and URIs are taken as given.
+    """
+
+    def __init__(self, manifest_uri: str, outside: bool = False):
+        self.manifest_uri, self.outside = manifest_uri, outside
+        self.folder = posixpath.dirname(normalize(manifest_uri))
+        # Resolving each folder of a million rows' paths again would cost a stat per path component.
+        self._real = functools.lru_cache(maxsize=1024)(os.path.realpath)
+
+    def resolve(self, uri: str) -> str:
+        """``resolve_uri(uri)``; an ``InputError`` for a relative one that leads outside the folder."""
+        resolved = resolve_uri(uri, self.manifest_uri)
+        if self.outside or "://" in uri or uri.startswith("/"):
+            return resolved
+        if "://" in self.folder:  # an object store: names are only text
+            inside = posixpath.normpath(uri).split("/")[0] != ".."
+        else:
+            folder, name = os.path.split(resolved)
+            real = os.path.join(self._real(folder), name)
+            inside = is_below(os.path.realpath(real) if os.path.islink(real) else real, self._real(self.folder))
+        if not inside:
+            raise InputError(f"uri {uri!r} leads outside the manifest's folder {self.folder}/ "
+                             f"(--allow_source_outside_manifest allows it)")
+        return resolved
+
+
+def to_track(number: int, fields: dict, sources: Sources) -> Track:
+    """Validate one manifest row, its relative ``uri`` taken from ``sources``; raises ``InputError`` saying
+    what is wrong with it."""
     track_id = fields.get("track_id")
     uri = fields.get("uri")
     if track_id is None or str(track_id).strip() == "":
@@ -324,8 +554,11 @@ def to_track(number: int, fields: dict, manifest_uri: str) -> Track:
     check_track_id(track_id)
     if uri is None or str(uri).strip() == "":
         raise InputError(f"row {number}: missing uri")
+    uri = str(uri).strip()
+    if "\x00" in uri:
+        raise InputError(f"row {number}: uri {uri!r} holds a NUL character, which no path or object name can")
     extra = {k: _text(v) for k, v in fields.items() if k not in REQUIRED}
-    return Track(track_id, resolve_uri(str(uri).strip(), manifest_uri), number, extra)
+    return Track(track_id, sources.resolve(uri), number, extra)
 
 
 def _text(value) -> str | None:
