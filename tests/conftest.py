@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import struct
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -194,6 +197,24 @@ def stalled_source():
 def dripping_source():
     """Factory: ``dripping_source(path, seconds)`` -> a ``DrippingSource``; each is released after the test."""
     yield from _sources(DrippingSource)
+
+
+def kill_while_writing(command: list[str], folder: Path, stems: int = 2, timeout: float = 300) -> list[Path]:
+    """Run ``command`` in a session of its own and SIGKILL it all once ``stems`` temporary stem files of
+    over 1 MiB each are under ``folder`` (or when it ends, or after ``timeout`` s); the ones left then."""
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while victim.poll() is None and time.monotonic() < deadline:
+            sizes = [p.stat().st_size for p in folder.rglob(".*.part")]
+            if len(sizes) == stems and min(sizes) > 1 << 20:
+                break
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # none left: it ended by itself
+            os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    return list(folder.rglob(".*.part"))
 
 
 def _crc_table(poly: int, width: int) -> list[int]:

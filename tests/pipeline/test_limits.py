@@ -3,20 +3,16 @@ killed writer leaves behind."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from pipeline import demo
 from pipeline.run import run
-from tests.conftest import running_ffmpeg, write_silent_flac
+from tests.conftest import kill_while_writing, running_ffmpeg, write_silent_flac
 from tests.pipeline.conftest import write_manifest
 from tests.services import descendants
 
@@ -42,20 +38,9 @@ def test_a_93_kb_file_of_two_hours_is_a_failure_row_and_a_killed_writer_leaves_n
     write_manifest(folder / "m.csv", [("silence", "silence.flac", "a"), ("song", "song.wav", "b")])
     prefix = tmp_path / "out"
     args = ["--manifest", str(folder / "m.csv"), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)]
-    victim = subprocess.Popen([str(Path(sys.executable).parent / "beamsplitter"), "run", *args, "--max_duration=0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while victim.poll() is None and time.monotonic() < deadline:
-            parts = [p.stat().st_size for p in prefix.glob("stems/*/silence/.*.part")]
-            if len(parts) == 2 and min(parts) > 1 << 20:
-                break
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # none left: it ended by itself
-            os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
-    assert len(list(prefix.glob("stems/*/silence/.*.part"))) == 2, "the run should have been killed mid-track"
+    left = kill_while_writing([str(Path(sys.executable).parent / "beamsplitter"), "run", *args, "--max_duration=0"],
+                              prefix)
+    assert [p.parent.name for p in left] == ["silence"] * 2, "the run should have been killed mid-track"
 
     assert run(args).exit_status == 1
     assert failure_rows(prefix) == [

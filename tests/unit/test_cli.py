@@ -1,9 +1,7 @@
 """The `beamsplitter` command as a user runs it."""
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -61,26 +59,13 @@ def test_separate_refuses_a_93_kb_file_of_two_hours_and_clears_what_a_killed_run
     """Two hours of digital silence fit in 93 KB of FLAC. Without a limit, `separate` writes 1.3 GB
     per stem; killed, it leaves its temporary files. The next run, under the default limit, refuses
     the file before decoding it and removes what the killed one left."""
-    from tests.conftest import write_silent_flac
+    from tests.conftest import kill_while_writing, write_silent_flac
 
     silence = write_silent_flac(tmp_path / "silence.flac", 7200.0)
     assert silence.stat().st_size < 96_000
     out = tmp_path / "out"
-    victim = subprocess.Popen([BEAMSPLITTER, "separate", str(silence), "-o", str(out), "--checkpoint",
-                               str(checkpoint_2stems), "--max-duration", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while victim.poll() is None and time.monotonic() < deadline:
-            parts = [p.stat().st_size for p in out.rglob(".*.part")]
-            if len(parts) == 2 and min(parts) > 1 << 20:
-                break
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # none left: it ended by itself
-            os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
-    left = list(out.rglob(".*.part"))
+    left = kill_while_writing([BEAMSPLITTER, "separate", str(silence), "-o", str(out), "--checkpoint",
+                               str(checkpoint_2stems), "--max-duration", "0"], out)
     assert len(left) == 2, "the run should have been killed while writing its stems"
 
     result = run("separate", str(silence), str(music_track), "-o", str(out), "--checkpoint", str(checkpoint_2stems))
