@@ -358,9 +358,9 @@ def decode(
     truncated or non-audio input, for a playlist or other indirection format,
     when ffmpeg delivers nothing for ``stall_timeout`` seconds while we wait
     on it (a stalled mount, a stuck decoder), and when we have waited on it
-    longer than ``stall_timeout`` plus the duration of the audio it passed
-    (offset included): a source that delivers slower than it plays, however
-    steadily, fails by that deadline. Errors name ``name`` when ``path`` is a
+    longer than ``stall_timeout`` plus the duration of the audio it decoded
+    (the skipped ``offset`` included): a source that delivers slower than it
+    plays, however steadily, fails by that deadline. Errors name ``name`` when ``path`` is a
     local copy of it. ``info``, if given, is filled in as decoding goes.
 
     ``max_duration`` (seconds; 0 for no limit) caps the audio to decode: a
@@ -393,7 +393,7 @@ def decode(
                              stderr=subprocess.PIPE)
     stderr = _StderrReader(process.stderr)
     stderr.start()
-    read = _PipeReader(process.stdout.fileno(), stall_timeout, earned=offset)
+    read = _PipeReader(process.stdout.fileno(), stall_timeout, skipped=offset)
     finished = False
     try:
         channels = _read_wav_header(read)
@@ -441,7 +441,7 @@ def decode(
         raise AudioError(_stalled_message(name, stall_timeout)) from None
     except _Late:
         raise AudioError(f"{name}: past its decoding deadline of {read.allowed():.0f} s (--stall_timeout "
-                         f"{stall_timeout:g} s plus the {read.earned():.1f} s of audio delivered): the source "
+                         f"{stall_timeout:g} s plus the {read.earned():.1f} s of audio decoded): the source "
                          "delivers slower than it plays; decoding stopped") from None
     finally:
         if not finished and process.poll() is None:
@@ -463,20 +463,21 @@ class _PipeReader:
 
     Raises ``_Stalled`` when the pipe brings nothing for ``timeout`` seconds,
     and ``_Late`` once the waits add up to more than ``allowed()``: ``timeout``
-    plus the seconds of audio the pipe has brought (``seconds_per_byte``, once
-    known), and ``earned`` seconds more (audio ffmpeg decoded but skipped).
+    plus the seconds of audio the pipe has brought (by ``seconds_per_byte``,
+    once known) and the ``skipped`` seconds that ffmpeg decoded before them.
     The clock runs only while we wait on the pipe: a consumer that is slow
     between reads leaves data queued in it, and never trips either.
     """
 
-    def __init__(self, fd: int, timeout: float, earned: float = 0.0):
-        self.fd, self.timeout = fd, timeout
+    def __init__(self, fd: int, timeout: float, skipped: float = 0.0):
+        self.fd, self.timeout, self.skipped = fd, timeout, skipped
         self.poll = select.poll()
         self.poll.register(fd, select.POLLIN)
-        self.received, self.waited, self.skipped = 0, 0.0, earned
+        self.received, self.waited = 0, 0.0
         self.seconds_per_byte = 0.0
 
     def earned(self) -> float:
+        """Seconds of audio ffmpeg has decoded so far, each of which it may take us a second to wait for."""
         return self.skipped + self.received * self.seconds_per_byte
 
     def allowed(self) -> float:

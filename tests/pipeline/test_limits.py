@@ -64,7 +64,7 @@ def test_a_source_that_drips_slower_than_it_plays_fails_by_its_deadline(tmp_path
     ((track_id, stage, message),) = failure_rows(prefix)
     assert (track_id, stage) == ("dripping", "decode")
     assert re.fullmatch(re.escape(f"{dripping.path}: past its decoding deadline of ") + r"\d+ s \(--stall_timeout 3 s "
-                        r"plus the [\d.]+ s of audio delivered\): the source delivers slower than it plays; "
+                        r"plus the [\d.]+ s of audio decoded\): the source delivers slower than it plays; "
                         r"decoding stopped", message), message
     assert sorted(p.parent.name for p in prefix.glob("stems/*/*/_SUCCESS.json")) == ["song"]
     assert not any(p.is_file() for p in (stem_folder(prefix) / "dripping").rglob("*"))

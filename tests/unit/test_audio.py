@@ -275,7 +275,7 @@ def test_a_source_that_drips_slower_than_it_plays_fails_by_its_deadline(tmp_path
             decoded += len(block)
     message = str(raised.value)
     assert re.fullmatch(re.escape(f"{source.path}: past its decoding deadline of ") + r"\d+ s \(--stall_timeout 3 s "
-                        r"plus the [\d.]+ s of audio delivered\): the source delivers slower than it plays; "
+                        r"plus the [\d.]+ s of audio decoded\): the source delivers slower than it plays; "
                         r"decoding stopped", message), message
     assert 2 * RATE < decoded < 20 * RATE  # it went on after its first seconds, for a while only
     assert running_ffmpeg(descendants(os.getpid())) == []
