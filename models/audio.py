@@ -6,7 +6,10 @@ dropped); encoding takes the same layout. Neither ever holds a whole track.
 
 ffmpeg reads only the file it is given (no other protocol, no playlist or
 other indirection format), is killed when it delivers or takes no data for a
-stall timeout, and dies with the process that started it.
+stall timeout, or when it delivers audio slower than it plays (the decoding
+deadline), and dies with the process that started it. A decode may be capped
+at a longest duration: a source declaring more is refused before decoding,
+and one that decodes to more is stopped at the limit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,6 +42,10 @@ BLOCK_SAMPLES = 1 << 16
 FLOAT_BYTES = 4
 # Seconds ffmpeg may deliver (decoding) or accept (encoding) no data before it is killed.
 DEFAULT_STALL_TIMEOUT = 60.0
+# Longest audio the commands decode per track, in seconds (--max_duration; 0: no limit). Longer
+# than a CD and most concerts; a catalogue of long DJ mixes raises it. Two hours of digital
+# silence is a 93 KB FLAC that writes 1.3 GB per WAV stem: the limit is what bounds a row's cost.
+DEFAULT_MAX_DURATION = 5400.0
 
 # Demuxers that open other files or URLs named inside the input (playlists, file
 # lists, session descriptions, file-name patterns, scripts): a catalogue entry
@@ -80,6 +88,13 @@ def check_stall_timeout(seconds: float, option: str) -> float:
     """``seconds`` if it is a usable stall timeout, else an InputError naming ``option``."""
     if not (math.isfinite(seconds) and seconds > 0):
         raise InputError(f"{option} {seconds:g}: give the seconds ffmpeg may go without data, above 0")
+    return seconds
+
+
+def check_max_duration(seconds: float, option: str) -> float:
+    """``seconds`` if it is a usable --max_duration (0: no limit), else an InputError naming ``option``."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"{option} {seconds:g}: give the longest track to decode in seconds, or 0 for no limit")
     return seconds
 
 
@@ -172,6 +187,22 @@ def partial_path(path: str) -> str:
 def is_partial(name: str) -> bool:
     """Whether a file name is one of ``partial_path``'s (left behind by a killed writer)."""
     return name.startswith(".") and name.endswith(".part")
+
+
+def remove_partials_of(path: str) -> None:
+    """Remove what killed writers of ``path`` left beside it: its ``partial_path`` names, no other file's."""
+    folder, name = os.path.split(os.path.abspath(path))
+    mine = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{12}\.part")
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in names:
+        if mine.fullmatch(entry):
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except FileNotFoundError:
+                pass
 
 
 def to_stereo(samples: np.ndarray) -> np.ndarray:
@@ -281,6 +312,34 @@ def check_readable(path: str, name: str | None = None) -> None:
         raise AudioError(f"{name or path}: truncated WAV file ({missing} bytes of audio missing)")
 
 
+def probe_duration(path: str, stall_timeout: float = DEFAULT_STALL_TIMEOUT, name: str | None = None) -> float | None:
+    """The duration ``path`` declares, in seconds, as ffmpeg reads it from the file's headers.
+
+    None when it declares none, when ffmpeg only estimated one from a bitrate,
+    when ffmpeg cannot read the file (decoding then says why), and for a FIFO,
+    whose head a probe would take from the decoder. Nothing is decoded. Raises
+    ``AudioError`` when ffmpeg gets no answer from the source for
+    ``stall_timeout`` seconds.
+    """
+    if "://" not in path and stat.S_ISFIFO(os.stat(path).st_mode):
+        return None
+    binary = ffmpeg_binary()
+    cmd = [binary, "-nostdin", "-hide_banner", "-protocol_whitelist", "file",
+           "-format_whitelist", _allowed_formats(binary), "-i", _file_url(path)]
+    process = _spawner.popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, stderr = process.communicate(timeout=stall_timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AudioError(_stalled_message(name or path, stall_timeout)) from None
+    return _parse_duration(stderr.decode("utf-8", "replace").splitlines())
+
+
+def _stalled_message(name: str, stall_timeout: float) -> str:
+    return f"{name}: no data from the source for {stall_timeout:g} s (--stall_timeout); decoding stopped"
+
+
 def decode(
     path: str,
     sample_rate: int,
@@ -290,19 +349,36 @@ def decode(
     block_samples: int = BLOCK_SAMPLES,
     name: str | None = None,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    max_duration: float = 0.0,
 ) -> Iterator[np.ndarray]:
     """Yield float32 stereo blocks ``[<=block_samples, 2]`` of ``path`` at ``sample_rate`` Hz.
 
     ``offset`` and ``duration`` are in seconds; ``duration=None`` decodes to the
     end. Raises ``AudioError`` naming ``path`` for a missing, unreadable, empty,
     truncated or non-audio input, for a playlist or other indirection format,
-    or when ffmpeg delivers nothing for ``stall_timeout`` seconds while we wait
-    on it (a stalled mount, a stuck decoder); as ``name`` when ``path`` is a
+    when ffmpeg delivers nothing for ``stall_timeout`` seconds while we wait
+    on it (a stalled mount, a stuck decoder), and when we have waited on it
+    longer than ``stall_timeout`` plus the duration of the audio it decoded
+    (the skipped ``offset`` included): a source that delivers slower than it
+    plays, however steadily, fails by that deadline. Errors name ``name`` when ``path`` is a
     local copy of it. ``info``, if given, is filled in as decoding goes.
+
+    ``max_duration`` (seconds; 0 for no limit) caps the audio to decode: a
+    file that declares more (``probe_duration``, less ``offset``) fails before
+    anything is decoded, and one that decodes to more fails at the limit,
+    having yielded no sample past it.
     """
     check_readable(path, name)
     name = name or path
     info = info if info is not None else DecodedInfo()
+    limit = round(max_duration * sample_rate) if max_duration else None
+    if limit is not None:
+        declared = probe_duration(path, stall_timeout, name)
+        if declared is not None:
+            span = declared - offset if duration is None else min(duration, declared - offset)
+            if span > max_duration:
+                raise AudioError(f"{name}: lasts {span:.1f} s, longer than --max_duration {max_duration:g} s; "
+                                 "not decoded")
     url = _file_url(path)
     output = {"vn": None, "f": "wav", "acodec": "pcm_f32le", "ar": sample_rate}
     # Seeking on the output side (after -i), as Spleeter does, is sample-exact.
@@ -317,7 +393,7 @@ def decode(
                              stderr=subprocess.PIPE)
     stderr = _StderrReader(process.stderr)
     stderr.start()
-    read = _PipeReader(process.stdout.fileno(), stall_timeout)
+    read = _PipeReader(process.stdout.fileno(), stall_timeout, skipped=offset)
     finished = False
     try:
         channels = _read_wav_header(read)
@@ -331,6 +407,7 @@ def decode(
             raise AudioError(f"{name}: not decodable audio ({stderr.cause(url)})")
         info.source_channels = channels
         frame_bytes = channels * FLOAT_BYTES
+        read.seconds_per_byte = 1 / (sample_rate * frame_bytes)
         pending = b""
         while True:
             data = read(block_samples * frame_bytes)
@@ -340,6 +417,9 @@ def decode(
             usable = len(data) - len(data) % frame_bytes
             pending = data[usable:]
             block = np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels)
+            if limit is not None and info.samples + len(block) > limit:
+                raise AudioError(f"{name}: decodes to more than --max_duration {max_duration:g} s; "
+                                 "decoding stopped")
             info.samples += len(block)
             yield to_stereo(block)
         returncode = _wait(process, stall_timeout)
@@ -358,8 +438,11 @@ def decode(
                 raise AudioError(f"{name}: truncated (declares {expected:.2f} s, decodes to {decoded:.2f} s)")
         finished = True
     except _Stalled:
-        raise AudioError(f"{name}: no data from the source for {stall_timeout:g} s (--stall_timeout); "
-                         "decoding stopped") from None
+        raise AudioError(_stalled_message(name, stall_timeout)) from None
+    except _Late:
+        raise AudioError(f"{name}: past its decoding deadline of {read.allowed():.0f} s (--stall_timeout "
+                         f"{stall_timeout:g} s plus the {read.earned():.1f} s of audio decoded): the source "
+                         "delivers slower than it plays; decoding stopped") from None
     finally:
         if not finished and process.poll() is None:
             process.kill()
@@ -371,29 +454,53 @@ class _Stalled(Exception):
     pass
 
 
+class _Late(Exception):
+    pass
+
+
 class _PipeReader:
     """``read(n)``: up to ``n`` bytes of a pipe, fewer only at its end.
 
-    Raises ``_Stalled`` when the pipe brings nothing for ``timeout`` seconds.
+    Raises ``_Stalled`` when the pipe brings nothing for ``timeout`` seconds,
+    and ``_Late`` once the waits add up to more than ``allowed()``: ``timeout``
+    plus the seconds of audio the pipe has brought (by ``seconds_per_byte``,
+    once known) and the ``skipped`` seconds that ffmpeg decoded before them.
     The clock runs only while we wait on the pipe: a consumer that is slow
-    between reads leaves data queued in it, and never trips the timeout.
+    between reads leaves data queued in it, and never trips either.
     """
 
-    def __init__(self, fd: int, timeout: float):
-        self.fd, self.timeout_ms = fd, timeout * 1000
+    def __init__(self, fd: int, timeout: float, skipped: float = 0.0):
+        self.fd, self.timeout, self.skipped = fd, timeout, skipped
         self.poll = select.poll()
         self.poll.register(fd, select.POLLIN)
+        self.received, self.waited = 0, 0.0
+        self.seconds_per_byte = 0.0
+
+    def earned(self) -> float:
+        """Seconds of audio ffmpeg has decoded so far, each of which it may take us a second to wait for."""
+        return self.skipped + self.received * self.seconds_per_byte
+
+    def allowed(self) -> float:
+        return self.timeout + self.earned()
 
     def __call__(self, n: int) -> bytes:
         parts, have = [], 0
         while have < n:
-            if not self.poll.poll(self.timeout_ms):
-                raise _Stalled()
+            left = self.allowed() - self.waited
+            if left <= 0:
+                raise _Late()
+            wait = min(self.timeout, left)
+            started = time.monotonic()
+            ready = self.poll.poll(wait * 1000)
+            self.waited += time.monotonic() - started
+            if not ready:
+                raise _Stalled() if wait == self.timeout else _Late()
             data = os.read(self.fd, n - have)
             if not data:
                 break
             parts.append(data)
             have += len(data)
+            self.received += len(data)
         return b"".join(parts)
 
 

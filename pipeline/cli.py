@@ -18,12 +18,13 @@ DEFAULT_MODEL = "spleeter:2stems"
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.audio import EncodeOptions, check_stall_timeout
+    from models.audio import EncodeOptions, check_max_duration, check_stall_timeout
     from models.provider import load_separator
     from pipeline.separate import check_span, separate_files, track_jobs
 
     # Every option is checked before the model loads and the first track is decoded.
     check_stall_timeout(args.stall_timeout, "--stall-timeout")
+    check_max_duration(args.max_duration, "--max-duration")
     encoding = EncodeOptions(args.codec, args.bitrate, args.sample_format).check()
     check_span(args.offset, args.duration)
     if args.batch_size < 1:
@@ -47,7 +48,7 @@ def _separate(args) -> int:
 
         separate_files(separator, jobs, encoding,
                        batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
-                       stall_timeout=args.stall_timeout)
+                       stall_timeout=args.stall_timeout, max_duration=args.max_duration)
     return 1 if failures else 0
 
 
@@ -131,7 +132,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.audio import CODECS, DEFAULT_STALL_TIMEOUT, SAMPLE_FORMATS
+    from models.audio import CODECS, DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, SAMPLE_FORMATS
 
     parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--stall-timeout", "--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
                           metavar="SECONDS", help="a track fails when ffmpeg delivers or takes no data for this "
                                                   "long (default: %(default)g)")
+    separate.add_argument("--max-duration", "--max_duration", type=float, default=DEFAULT_MAX_DURATION,
+                          metavar="SECONDS", help="an input longer than this (from --offset, up to --duration) "
+                                                  "fails without being separated; 0: no limit (default: %(default)g)")
     separate.set_defaults(handler=_separate)
 
     run = commands.add_parser("run", parents=[common], add_help=False,

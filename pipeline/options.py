@@ -6,7 +6,8 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions, check_stall_timeout
+from models.audio import (DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, EncodeOptions, check_max_duration,
+                          check_stall_timeout)
 from models.errors import InputError
 from transforms.catalogue import manifest
 
@@ -58,6 +59,9 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
                             help="a track fails when ffmpeg delivers or takes no data for this long "
                                  "(default: %(default)g)")
+        parser.add_argument("--max_duration", type=float, default=DEFAULT_MAX_DURATION, metavar="SECONDS",
+                            help="a track longer than this fails without being separated; 0: no limit "
+                                 "(default: %(default)g)")
         parser.add_argument("--max_failed_fraction", type=float, default=1.0, metavar="F",
                             help="the run fails as a whole (exit status 3; on a distributed runner a failed "
                                  "job) when more than this share of the tracks it tried failed "
@@ -94,6 +98,7 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
                              "write the stems outside it")
         check_stall_timeout(self.stall_timeout, "--stall_timeout")
+        check_max_duration(self.max_duration, "--max_duration")
         for option, least in (("max_manifest_row_bytes", 1), ("max_manifest_row_group_bytes", 1),
                               ("max_manifest_columns", 0)):  # 0 columns: track_id and uri only
             if getattr(self, option) < least:

@@ -166,7 +166,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     recovered = unlanded | "RecoverRows" >> RecoverRows(layout, commit)
     if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
-    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, scratch, o.stall_timeout)
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, layout, scratch, o.stall_timeout, o.max_duration)
     chunks = decoded.chunks
     if scratch:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()

@@ -112,14 +112,20 @@ def separate_files(
     on_result: Callable[[TrackResult], None] = lambda result: None,
     mwf: bool = False,
     stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT,
+    max_duration: float = 0.0,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order.
 
     ``stall_timeout``: seconds ffmpeg may deliver or take no data before its track fails.
+    ``max_duration``: seconds of audio a track may have (0: no limit); a longer one fails.
     """
     tracks = [_Track(job, TrackResult(job)) for job in jobs]
+    for track in tracks:
+        # What an earlier, killed run left of these stems: no run but this one writes them now.
+        for path in track.job.outputs.values():
+            audio.remove_partials_of(path)
     passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
-    read = _read(separator, tracks, passes, stall_timeout)
+    read = _read(separator, tracks, passes, stall_timeout, max_duration)
     write = functools.partial(_write, separator, encoding, stall_timeout, on_progress, on_result)
     # Each chunk in flight holds ~30 MB (its STFT above all): a batch waiting
     # at each hand-over keeps every stage busy without piling chunks up.
@@ -145,14 +151,14 @@ def separate_files(
 
 
 def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...],
-          stall_timeout: float) -> Iterator[_Chunk | _Failure]:
+          stall_timeout: float, max_duration: float) -> Iterator[_Chunk | _Failure]:
     """The reader thread's stages: every track's chunks, analysed, or the failure that ended the track."""
     config = separator.config
     for track in tracks:
         try:
             for purpose in passes:
                 blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
-                                      stall_timeout=stall_timeout)
+                                      stall_timeout=stall_timeout, max_duration=max_duration)
                 for segment in segments(blocks, separator.geometry):
                     spectrum, magnitude = spectral.analyze(segment.samples, config)
                     yield _Chunk(track, segment.index, spectrum, magnitude, segment.last, segment.n_samples, purpose)

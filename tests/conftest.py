@@ -5,15 +5,20 @@
 * ``random_checkpoint``: factory of random-weight checkpoints in Spleeter's format;
 * ``music_track``: 30 s of synthetic stereo music at 44.1 kHz (three model chunks);
 * ``reference_venv``: the virtual environment holding spleeter==2.4.2;
-* ``stalled_source``: factory of FIFOs that deliver a WAV's first minutes, then stall.
+* ``stalled_source``: factory of FIFOs that deliver a WAV's first minutes, then stall;
+* ``dripping_source``: factory of FIFOs that deliver a WAV's first seconds, then drip it slower than it plays;
+* ``write_silent_flac``: digital silence as FLAC, 18 bytes per 1.5 s (93 KB for two hours).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import struct
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -144,9 +149,12 @@ class StalledSource:
                     fifo.write(second)
                 fifo.flush()
                 self.stalled.set()
-                self._release.wait()
+                self._after_sending(fifo, second)
         except OSError:  # the reader went away
             pass
+
+    def _after_sending(self, fifo, second: bytes):
+        self._release.wait()
 
     def release(self):
         # A writer still waiting for a reader gets one, whose going away ends it.
@@ -156,15 +164,95 @@ class StalledSource:
         self._writer.join(10)
 
 
-@pytest.fixture
-def stalled_source():
-    """Factory: ``stalled_source(path, seconds)`` -> a ``StalledSource``; each is released after the test."""
-    made: list[StalledSource] = []
+class DrippingSource(StalledSource):
+    """A ``StalledSource`` that, once its ``seconds`` are sent, goes on with a tenth of a second of its
+    tone every half second until ``release()``: slower than it plays, and never quiet for a second."""
 
-    def make(path: Path, seconds: float) -> StalledSource:
-        made.append(StalledSource(path, seconds))
+    def _after_sending(self, fifo, second: bytes):
+        tenth = second[:len(second) // 40 * 4]
+        while not self._release.wait(0.5):
+            fifo.write(tenth)
+            fifo.flush()
+
+
+def _sources(kind):
+    made = []
+
+    def make(path: Path, seconds: float):
+        made.append(kind(path, seconds))
         return made[-1]
 
     yield make
     for source in made:
         source.release()
+
+
+@pytest.fixture
+def stalled_source():
+    """Factory: ``stalled_source(path, seconds)`` -> a ``StalledSource``; each is released after the test."""
+    yield from _sources(StalledSource)
+
+
+@pytest.fixture
+def dripping_source():
+    """Factory: ``dripping_source(path, seconds)`` -> a ``DrippingSource``; each is released after the test."""
+    yield from _sources(DrippingSource)
+
+
+def kill_while_writing(command: list[str], folder: Path, stems: int = 2, timeout: float = 300) -> list[Path]:
+    """Run ``command`` in a session of its own and SIGKILL it all once ``stems`` temporary stem files of
+    over 1 MiB each are under ``folder`` (or when it ends, or after ``timeout`` s); the ones left then."""
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while victim.poll() is None and time.monotonic() < deadline:
+            sizes = [p.stat().st_size for p in folder.rglob(".*.part")]
+            if len(sizes) == stems and min(sizes) > 1 << 20:
+                break
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # none left: it ended by itself
+            os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    return list(folder.rglob(".*.part"))
+
+
+def _crc_table(poly: int, width: int) -> list[int]:
+    top, mask = 1 << (width - 1), (1 << width) - 1
+    table = []
+    for byte in range(256):
+        crc = byte << (width - 8)
+        for _ in range(8):
+            crc = (crc << 1) ^ poly if crc & top else crc << 1
+        table.append(crc & mask)
+    return table
+
+
+_CRC8, _CRC16 = _crc_table(0x07, 8), _crc_table(0x8005, 16)  # FLAC's frame header and frame checksums
+
+
+def write_silent_flac(path: Path, seconds: float, declared: float | None = None, rate: int = 44100) -> Path:
+    """``seconds`` of 16-bit stereo digital silence as FLAC, as small as FLAC allows: frames of 65,535
+    samples (the format's largest) of one constant value per channel, 18 bytes each, and the 8 KiB of
+    padding ffmpeg's encoder writes. Two hours take 93 KB. The header declares ``declared`` seconds
+    (default: ``seconds``): a file that probes short and decodes long."""
+    block, total = 65535, round(seconds * rate)
+    declared_total = total if declared is None else round(declared * rate)
+    info = struct.pack(">HH", block, block) + bytes(6)  # block sizes; frame sizes unknown
+    info += ((rate << 44) | (1 << 41) | (15 << 36) | declared_total).to_bytes(8, "big") + bytes(16)  # no MD5
+    parts = [b"fLaC", b"\x00" + len(info).to_bytes(3, "big"), info, b"\x81" + (8192).to_bytes(3, "big"), bytes(8192)]
+    for number, start in enumerate(range(0, total, block)):
+        # Fixed block size, size in 16 bits at the end, 44.1 kHz; left/right; 16-bit samples.
+        coded = (bytes([number]) if number < 0x80 else bytes([0xC0 | number >> 6, 0x80 | number & 0x3F])
+                 if number < 0x800 else bytes([0xE0 | number >> 12, 0x80 | number >> 6 & 0x3F, 0x80 | number & 0x3F]))
+        header = b"\xff\xf8\x79\x18" + coded + struct.pack(">H", min(block, total - start) - 1)
+        crc8 = 0
+        for byte in header:
+            crc8 = _CRC8[crc8 ^ byte]
+        frame = header + bytes([crc8]) + bytes(6)  # two CONSTANT subframes of the value 0
+        crc16 = 0
+        for byte in frame:
+            crc16 = ((crc16 << 8) & 0xFFFF) ^ _CRC16[(crc16 >> 8) ^ byte]
+        parts.append(frame + struct.pack(">H", crc16))
+    path.write_bytes(b"".join(parts))
+    return path

@@ -10,6 +10,7 @@ from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms.catalogue import storage
+from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import FAILURES, Failure
 from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.stash import Scratch
@@ -17,8 +18,10 @@ from transforms.threads import prefetch
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, model: str, scratch: Scratch | None, stall_timeout: float):
-        self.model, self.scratch, self.stall_timeout = model, scratch, stall_timeout
+    def __init__(self, model: str, layout: Layout, scratch: Scratch | None, stall_timeout: float,
+                 max_duration: float):
+        self.model, self.layout, self.scratch = model, layout, scratch
+        self.stall_timeout, self.max_duration = stall_timeout, max_duration
 
     def setup(self):
         self.config = load_config(self.model)
@@ -27,10 +30,13 @@ class _Decode(beam.DoFn):
 
     def process(self, todo):
         track, fingerprint = todo
+        # What a killed writer left in the track's folder goes before the track is redone (or fails):
+        # under the run's lease no other writer is there.
+        storage.delete_partials(self.layout.track_dir(track.track_id))
         try:
             with storage.local_copy(track.uri) as path:
                 blocks = audio.decode(path, self.config.sample_rate, name=track.uri,
-                                      stall_timeout=self.stall_timeout)
+                                      stall_timeout=self.stall_timeout, max_duration=self.max_duration)
                 # Decoding runs ahead on a thread while the chunks before it are separated.
                 for segment in prefetch(segments(blocks, self.geometry), depth=2):
                     self.chunks.inc()
@@ -50,14 +56,17 @@ class DecodeChunks(beam.PTransform):
     """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output.
 
     With ``scratch`` the chunks' samples are written there, and the chunks carry only their URI.
-    A source from which ffmpeg gets no data for ``stall_timeout`` seconds fails.
+    A source from which ffmpeg gets no data for ``stall_timeout`` seconds fails, and so does one
+    longer than ``max_duration`` seconds (0: no limit). Before a track is decoded, the temporary
+    files that a killed writer left in its folder under ``layout`` are removed.
     """
 
-    def __init__(self, model: str, scratch: Scratch | None = None,
-                 stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT):
+    def __init__(self, model: str, layout: Layout, scratch: Scratch | None = None,
+                 stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0):
         super().__init__()
-        self.model, self.scratch, self.stall_timeout = model, scratch, stall_timeout
+        self.model, self.layout, self.scratch = model, layout, scratch
+        self.stall_timeout, self.max_duration = stall_timeout, max_duration
 
     def expand(self, todo):
-        decode = _Decode(self.model, self.scratch, self.stall_timeout)
+        decode = _Decode(self.model, self.layout, self.scratch, self.stall_timeout, self.max_duration)
         return todo | beam.ParDo(decode).with_output_types(KeyedTrackChunk).with_outputs(FAILURES, main="chunks")

@@ -1,6 +1,7 @@
 """Decoding and encoding through ffmpeg: layouts, rates, codecs, atomic writes, bad inputs, stalls, names."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,6 +261,67 @@ def test_stall_timeout_must_be_positive():
             audio.check_stall_timeout(bad, "--stall_timeout")
     assert audio.check_stall_timeout(0.5, "--stall_timeout") == 0.5
 
+
+
+def test_a_source_that_drips_slower_than_it_plays_fails_by_its_deadline(tmp_path, dripping_source):
+    """Never quiet for the stall timeout, but slower than real time: the deadline stops it."""
+    from tests.conftest import running_ffmpeg
+    from tests.services import descendants
+
+    source = dripping_source(tmp_path / "dripping.wav", seconds=2)
+    decoded = 0
+    with pytest.raises(AudioError) as raised:
+        for block in audio.decode(str(source.path), RATE, stall_timeout=3):
+            decoded += len(block)
+    message = str(raised.value)
+    assert re.fullmatch(re.escape(f"{source.path}: past its decoding deadline of ") + r"\d+ s \(--stall_timeout 3 s "
+                        r"plus the [\d.]+ s of audio decoded\): the source delivers slower than it plays; "
+                        r"decoding stopped", message), message
+    assert 2 * RATE < decoded < 20 * RATE  # it went on after its first seconds, for a while only
+    assert running_ffmpeg(descendants(os.getpid())) == []
+
+
+def test_a_two_hour_file_of_93_kb_is_refused_before_decoding(tmp_path):
+    from tests.conftest import write_silent_flac
+
+    path = write_silent_flac(tmp_path / "silence.flac", 7200.0)
+    assert 90_000 < path.stat().st_size < 96_000
+    assert audio.probe_duration(str(path)) == 7200.0
+    blocks = audio.decode(str(path), RATE, max_duration=audio.DEFAULT_MAX_DURATION)
+    with pytest.raises(AudioError) as raised:
+        next(blocks)
+    assert str(raised.value) == f"{path}: lasts 7200.0 s, longer than --max_duration 5400 s; not decoded"
+    # The span to decode is what counts, and 0 is no limit.
+    assert len(audio.load(str(path), RATE, offset=7190.0)) == 10 * RATE
+    assert len(next(audio.decode(str(path), RATE, max_duration=0))) == audio.BLOCK_SAMPLES
+
+
+def test_a_file_that_decodes_past_what_it_declares_stops_at_the_limit(tmp_path):
+    from tests.conftest import write_silent_flac
+
+    path = write_silent_flac(tmp_path / "lies.flac", 30.0, declared=5.0)
+    assert audio.probe_duration(str(path)) == 5.0
+    decoded = 0
+    with pytest.raises(AudioError) as raised:
+        for block in audio.decode(str(path), RATE, max_duration=10):
+            decoded += len(block)
+    assert str(raised.value) == f"{path}: decodes to more than --max_duration 10 s; decoding stopped"
+    assert 10 * RATE - audio.BLOCK_SAMPLES < decoded <= 10 * RATE  # never a sample past the limit
+    assert len(audio.load(str(path), RATE)) == 30 * RATE  # without a limit, all of it
+
+
+def test_a_track_as_long_as_the_limit_passes(tmp_path):
+    path = write_pcm(tmp_path / "a.wav", tone(3 * RATE, 2))
+    assert sum(len(b) for b in audio.decode(path, RATE, max_duration=3)) == 3 * RATE
+    with pytest.raises(AudioError, match="lasts 3.0 s, longer than --max_duration 2.5 s"):
+        list(audio.decode(path, RATE, max_duration=2.5))
+
+
+def test_max_duration_must_be_zero_or_more():
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="--max_duration"):
+            audio.check_max_duration(bad, "--max_duration")
+    assert audio.check_max_duration(0, "--max_duration") == 0
 
 # Run as a separate process by the test below: decodes a source that stalls and encodes what it
 # delivers, each ffmpeg started on a thread that then ends (as Beam's and the engine's worker

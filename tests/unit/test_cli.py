@@ -54,6 +54,28 @@ def test_separate_stalled_source_fails_alone(tmp_path, checkpoint_2stems, music_
     assert not (tmp_path / "out" / "stalled").exists()
 
 
+def test_separate_refuses_a_93_kb_file_of_two_hours_and_clears_what_a_killed_run_left(tmp_path, checkpoint_2stems,
+                                                                                      music_track):
+    """Two hours of digital silence fit in 93 KB of FLAC. Without a limit, `separate` writes 1.3 GB
+    per stem; killed, it leaves its temporary files. The next run, under the default limit, refuses
+    the file before decoding it and removes what the killed one left."""
+    from tests.conftest import kill_while_writing, write_silent_flac
+
+    silence = write_silent_flac(tmp_path / "silence.flac", 7200.0)
+    assert silence.stat().st_size < 96_000
+    out = tmp_path / "out"
+    left = kill_while_writing([BEAMSPLITTER, "separate", str(silence), "-o", str(out), "--checkpoint",
+                               str(checkpoint_2stems), "--max-duration", "0"], out)
+    assert len(left) == 2, "the run should have been killed while writing its stems"
+
+    result = run("separate", str(silence), str(music_track), "-o", str(out), "--checkpoint", str(checkpoint_2stems))
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {silence}: lasts 7200.0 s, longer than --max_duration 5400 s; not decoded"]
+    assert list(out.rglob("*.part")) == []
+    assert os.listdir(out / "silence") == []
+    assert sorted(os.listdir(out / music_track.stem)) == ["accompaniment.wav", "vocals.wav"]
+
 def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
                  "-s", "1.5")
@@ -66,6 +88,8 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     (["-p", "spleeter:3stems"], "error: unknown model configuration 'spleeter:3stems'"),
     (["-f", "{filename}.{codec}"], "would overwrite one of"),
     (["--stall-timeout", "0"], "error: --stall-timeout 0: give the seconds ffmpeg may go without data, above 0"),
+    (["--max-duration", "-1"], "error: --max-duration -1: give the longest track to decode in seconds, or 0 for "
+                               "no limit"),
     # Options that ffmpeg would refuse only at encoding, after every track was decoded and separated
     # (issue 11, items 6 and 7), or blame on the audio (item 8): refused before the model loads.
     (["-b", "999x"], "error: --bitrate 999x: give bits per second as digits with an optional k or M"),
@@ -94,6 +118,7 @@ def test_export_model(tmp_path, checkpoint_2stems):
     (["--fan_out=tracks", "--inference_accelerator=type:nvidia-l4;count:1"], "cannot go with --inference_accelerator"),
     (["--model_copies=0"], "--model_copies 0: give at least 1"),
     (["--stall_timeout=-5"], "--stall_timeout -5: give the seconds ffmpeg may go without data, above 0"),
+    (["--max-duration=nan"], "--max_duration nan: give the longest track to decode in seconds, or 0 for no limit"),
     # Encoding options, checked before the first track is decoded (issue 11, items 6 and 7).
     (["-c", "xyz"], "--codec xyz: unknown codec (choose from wav, flac, mp3, ogg, m4a, wma)"),
     (["--sample_format", "s8"], "--sample-format s8: unknown sample format (choose from s16, s24, f32)"),

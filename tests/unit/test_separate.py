@@ -149,3 +149,25 @@ def test_a_bug_on_another_thread_stops_the_run_with_its_traceback_and_leaves_not
     with pytest.raises(RuntimeError, match=f"bug in {stage}"):
         separate_files(separator, jobs, batch_size=1)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_max_duration_is_the_longest_track_that_passes(tmp_path, separator, music_track):
+    """A 5 s track passes a 5 s limit and no limit (0); a 4.5 s limit fails it before decoding, and a
+    file that hides its length (a WAV streamed with no length) at the limit."""
+    short = str(tmp_path / "short.wav")
+    audio.save(short, audio.load(str(music_track), 44100, duration=5.0), 44100)
+    hidden = tmp_path / "hidden.wav"  # a streamed WAV: its header gives no length, so only decoding tells
+    data = bytearray(open(short, "rb").read())
+    at = data.index(b"data") + 4
+    data[4:8] = data[at:at + 4] = b"\xff\xff\xff\xff"
+    hidden.write_bytes(bytes(data))
+    assert audio.probe_duration(str(hidden)) is None
+    for limit, ok in ((5.0, True), (0.0, True), (4.5, False)):
+        jobs = [TrackJob(source, {name: str(tmp_path / f"{limit}" / f"{i}-{name}.wav")
+                                  for name in separator.instruments}) for i, source in enumerate((short, str(hidden)))]
+        results = separate_files(separator, jobs, max_duration=limit)
+        assert [r.ok for r in results] == [ok, ok], [str(r.error) for r in results]
+        if not ok:
+            assert str(results[0].error) == f"{short}: lasts 5.0 s, longer than --max_duration 4.5 s; not decoded"
+            assert str(results[1].error) == f"{hidden}: decodes to more than --max_duration 4.5 s; decoding stopped"
+            assert not (tmp_path / f"{limit}").exists() or not os.listdir(tmp_path / f"{limit}")
