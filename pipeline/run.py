@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -31,7 +32,7 @@ from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
 from transforms.catalogue.index import CatalogueIndex, input_files
 from transforms.catalogue.layout import Layout, commit_name, commit_of, is_commit_of, marker_commit, model_folder
-from transforms.catalogue.lease import Lease
+from transforms.catalogue.lease import Lease, live_holder
 from transforms.catalogue.manifest import Failure
 from transforms.decode import DecodeChunks
 from transforms.inference import SeparateChunks, SpleeterModelHandler
@@ -39,7 +40,8 @@ from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import RecoverRows, SkipDone
 from transforms.stash import Scratch, Stash
-from transforms.write import (COMMITS_REFUSED, FAILURE_SCHEMA, METADATA_SCHEMA, CommitMarker, WriteParquet, failure_of,
+from transforms.write import (COMMITS_REFUSED, FAILURE_SCHEMA, METADATA_SCHEMA, TEMP_PREFIX, CommitMarker, WriteParquet,
+                              failure_of,
                               failure_row)
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,35 @@ def refuse_used_run_id(layout: Layout, run_id: str) -> None:
                                  f"{path}); give another, or leave --run_id out for a new one")
 
 
+def remove_dead_runs_temp(layout: Layout, run_id: str) -> None:
+    """Remove the temporary folders of metadata and failure files (``.temp-run-<commit>/``, see
+    transforms/write.py) that runs which died left: those of every run but this one and the runs that
+    hold a live lease on the prefix (failures/ is shared by the runs of every model, and a run of another
+    model may be writing there now)."""
+    live = {run_id}
+    stems, _, lease_name = layout.lease().rsplit("/", 2)
+    for uri in storage.find(stems, f"*/{lease_name}"):
+        holder = live_holder(uri)
+        if holder == "":  # a live lease of an earlier version, its run unknown: leave every folder for now
+            return
+        live.add(holder)
+    temp = f"{TEMP_PREFIX}run-"
+    found = set()  # (folder, temporary folder's name)
+    for folder in (layout.metadata_folder(), layout.failures(run_id).rsplit("/", 1)[0]):
+        found.update((folder, path[len(folder) + 1:].split("/", 1)[0]) for path in storage.find(folder, f"{temp}*/**"))
+        if storage.is_local(folder) and os.path.isdir(folder):  # locally a folder can be there with no file in it
+            found.update((folder, entry.name) for entry in os.scandir(folder)
+                         if entry.is_dir() and entry.name.startswith(temp))
+    # A commit is the run id, or on the local runner the run id and its wave (``commit_name``).
+    dead = sorted(storage.join(folder, name) for folder, name in found
+                  if re.sub(r"-w\d{4}$", "", name[len(temp):]) not in live)
+    if dead:
+        log.warning("removing %d temporary folder(s) of metadata or failures of runs that did not finish",
+                    len(dead))
+        for folder in dead:
+            storage.delete_tree(folder)
+
+
 def new_run_id() -> str:
     """A run's name: when it started (UTC), and a few random letters for runs started together."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -132,6 +163,7 @@ def settle_prefix(settings: RunSettings) -> RunSettings:
     if not storage.exists(layout.model_card()):
         card = {"model": config.name, "checkpoint_sha256": settings.checkpoint_sha256, "config": config.raw}
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
+    remove_dead_runs_temp(layout, settings.run_id)
     return dataclasses.replace(settings, landed_commits=settle_earlier_runs(layout))
 
 
@@ -230,6 +262,20 @@ def _check_failed_fraction(_, limit: float, verdict: str, _metadata, _failures, 
                               "see the failures table")
 
 
+# What the runner lost, by what its error says. Flink's job server passes on only the root cause of a
+# failed job; these are the causes the fault runs on a local Flink cluster gave (README, "Running on
+# Flink"): a job with no slot (TimeoutException from Flink's slot request check), a TaskManager killed,
+# an SDK worker process killed.
+RUNNER_FAILURES = (
+    (re.compile(r"NoResourceAvailableException|Timeout has occurred: \d+ ms"),
+     "no free task slot on the Flink cluster (is its TaskManager running?)"),
+    (re.compile(r"TaskManager with id \S+ is no longer reachable|Heartbeat of TaskManager with id \S+ timed out"),
+     "the Flink TaskManager was lost"),
+    (re.compile(r"CANCELLED: client cancelled|Multiplexer hanging up|SDK harness closed connection"),
+     "an SDK worker process died"),
+)
+
+
 def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -> dict[str, int]:
     """Run one pipeline to its end; its counters. A job the runner failed raises ``JobFailed``, or, when
     it was failed on purpose over ``--max_failed_fraction``, gives that run's counts."""
@@ -241,8 +287,10 @@ def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -
         if verdict:
             return {"tracks_done": verdict["tried"] - verdict["failed"], "tracks_failed.run": verdict["failed"]}
         cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise JobFailed(f"run {settings.run_id}: the runner failed the job ({cause[:500]}); what it wrote stays, "
-                        "and the next run completes the tracks not done") from exc
+        cause = re.sub(r"^Pipeline \S+ failed in state \w+: ", "", cause)
+        lost = next((f": {meaning}" for pattern, meaning in RUNNER_FAILURES if pattern.search(cause)), "")
+        raise JobFailed(f"run {settings.run_id}: the runner failed the job{lost} ({cause[:500]}); what it wrote "
+                        "stays, and the next run completes the tracks not done") from exc
     return counters(result)
 
 

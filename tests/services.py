@@ -553,6 +553,7 @@ class FlinkJobServer:
     master: str  # the Flink it runs jobs on: "[local]" or a cluster's REST address
     jar: str
     log: Path
+    pid: int = 0  # the job server's JVM
 
     def pipeline_options(self, parallelism: int | None = None, worker_pool: "WorkerPool | None" = None) -> list[str]:
         """Beam options to run a pipeline on this job server (PortableRunner).
@@ -569,13 +570,14 @@ class FlinkJobServer:
 
 @contextlib.contextmanager
 def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: float = 60.0,
-                     port: int | None = None) -> Iterator[FlinkJobServer]:
+                     port: int | None = None, log_dir: Path | None = None) -> Iterator[FlinkJobServer]:
     """One Beam Flink job server on 127.0.0.1 for many pipelines (``.pipeline_options()``).
 
     With master "[local]" each job runs in a Flink mini cluster inside the job
     server; else ``master`` is a cluster's REST address (``flink_cluster()``).
     Saves the job server start (a few seconds) of each FlinkRunner pipeline.
-    ``port``: the job port (default: a free one).
+    ``port``: the job port (default: a free one); ``log_dir``: where its log
+    stays after it stops (default: its working folder, removed on exit).
     """
     workdir = Path(tempfile.mkdtemp(prefix="flink-job-server-"))
     job_port = port or free_port()
@@ -590,10 +592,11 @@ def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: f
     ]
     try:
         with _processes() as procs:
-            proc = _Process("flink-job-server", cmd, workdir / "job-server.log", cwd=workdir)
+            proc = _Process("flink-job-server", cmd, (log_dir or workdir) / "job-server.log", cwd=workdir)
             procs.append(proc)
             _wait_until(lambda: _port_open(job_port), procs, f"Flink job server on port {job_port}", timeout)
-            yield FlinkJobServer(endpoint=f"127.0.0.1:{job_port}", master=master, jar=os.fspath(jar), log=proc.log)
+            yield FlinkJobServer(endpoint=f"127.0.0.1:{job_port}", master=master, jar=os.fspath(jar), log=proc.log,
+                                 pid=proc.popen.pid)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -602,11 +605,17 @@ def flink_job_server(jar: str | os.PathLike, master: str = "[local]", timeout: f
 class FlinkCluster:
     master: str  # "127.0.0.1:<rest port>", for --flink_master
     rest_url: str  # "http://127.0.0.1:<rest port>"
-    workdir: Path  # its conf/, logs (jobmanager.log, taskmanager.log) and tmp/
+    workdir: Path  # its conf/ and tmp/ (and its logs, unless flink_cluster() was given a log_dir)
+    logs: Path  # jobmanager.log, taskmanager.log
+    jobmanager_pid: int
+    taskmanager_pid: int
 
     def overview(self) -> dict:
         """The REST API's /overview: task managers, slots, jobs finished/failed..."""
         return _http_json(f"{self.rest_url}/overview")
+
+
+SLOT_REQUEST_TIMEOUT_MS = 30_000
 
 
 def _tm_resource_params(java: str, classpath: str, conf_dir: Path, log: Path) -> tuple[list[str], list[str]]:
@@ -633,6 +642,7 @@ def flink_cluster(
     timeout: float = 90.0,
     config: dict | None = None,
     rest_port: int | None = None,
+    log_dir: Path | None = None,
 ) -> Iterator[FlinkCluster]:
     """A standalone Flink session cluster on 127.0.0.1: a JobManager and one TaskManager process.
 
@@ -641,13 +651,15 @@ def flink_cluster(
     TaskManager's slots. Run pipelines with ``flink_pipeline_options(jar,
     cluster.master)`` or ``flink_job_server(jar, cluster.master)``.
     ``config``: Flink configuration entries to add or override; ``rest_port``:
-    the REST API's and web UI's port (default: a free one).
+    the REST API's and web UI's port (default: a free one); ``log_dir``: where
+    its logs stay after it stops (default: its working folder, removed on exit).
     """
     java, classpath = _java(), _flink_classpath(jar)
     workdir = Path(tempfile.mkdtemp(prefix="flink-cluster-"))
     conf_dir, tmp_dir = workdir / "conf", workdir / "tmp"
     conf_dir.mkdir()
     tmp_dir.mkdir()
+    logs = log_dir or workdir
     rest_port, rpc_port = rest_port or free_port(), free_port()
     config = {**{
         "jobmanager.rpc.address": "127.0.0.1",
@@ -675,6 +687,10 @@ def flink_cluster(
         # the job fails; by default Flink only logs it, and the job waits forever
         # for a bundle whose data stream died with it.
         "cluster.uncaught-exception-handling": "FAIL",
+        # A job that finds no free slot (its TaskManager died) fails after this long, naming why
+        # (NoResourceAvailableException); with Flink's default, 5 minutes, it said nothing that long.
+        # Batch jobs queued behind another job's tasks are not timed out: their slots exist.
+        "slot.request.timeout": SLOT_REQUEST_TIMEOUT_MS,
     }, **(config or {})}
     # Flat "key: value" lines: valid in Flink's legacy format and in its YAML one.
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
@@ -687,15 +703,15 @@ def flink_cluster(
                 [java, *jvm_common, "-cp", classpath,
                  "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
                  "--configDir", str(conf_dir)],
-                workdir / "jobmanager.log", cwd=workdir,
+                logs / "jobmanager.log", cwd=workdir,
             ))
-            jvm_opts, dynamic = _tm_resource_params(java, classpath, conf_dir, workdir / "tm-resources.log")
+            jvm_opts, dynamic = _tm_resource_params(java, classpath, conf_dir, logs / "tm-resources.log")
             procs.append(_Process(
                 "flink-taskmanager",
                 [java, *jvm_common, *jvm_opts, "-cp", classpath,
                  "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
                  "--configDir", str(conf_dir), *dynamic],
-                workdir / "taskmanager.log", cwd=workdir,
+                logs / "taskmanager.log", cwd=workdir,
             ))
 
             def ready() -> bool:
@@ -703,7 +719,8 @@ def flink_cluster(
                 return overview["taskmanagers"] >= 1 and overview["slots-available"] >= 1
 
             _wait_until(ready, procs, f"Flink cluster (REST port {rest_port})", timeout)
-            yield FlinkCluster(master=master, rest_url=f"http://{master}", workdir=workdir)
+            yield FlinkCluster(master=master, rest_url=f"http://{master}", workdir=workdir, logs=logs,
+                               jobmanager_pid=procs[0].popen.pid, taskmanager_pid=procs[1].popen.pid)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -821,7 +838,7 @@ server.wait_for_termination()
 
 @contextlib.contextmanager
 def worker_pool(port: int | None = None, timeout: float = 60.0,
-                cwd: str | os.PathLike | None = None) -> Iterator[WorkerPool]:
+                cwd: str | os.PathLike | None = None, log_dir: Path | None = None) -> Iterator[WorkerPool]:
     """A Beam SDK worker pool on 127.0.0.1: SDK workers in processes of their own (EXTERNAL environment).
 
     The pool (Beam's ``worker_pool_main`` on loopback, in this Python) starts
@@ -831,7 +848,8 @@ def worker_pool(port: int | None = None, timeout: float = 60.0,
     ``FlinkJobServer.pipeline_options(worker_pool=...)``. The pool and its
     workers are in one process group, killed together on exit. The workers
     inherit this process's environment, and run in ``cwd`` (default: a
-    temporary folder), where relative paths of a job resolve.
+    temporary folder), where relative paths of a job resolve. Its log (the
+    workers' output too) stays in ``log_dir`` if given.
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="beam-worker-pool-"))
@@ -841,7 +859,8 @@ def worker_pool(port: int | None = None, timeout: float = 60.0,
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     try:
         with _processes() as procs:
-            proc = _Process("beam-worker-pool", cmd, workdir / "worker-pool.log", env=env, cwd=cwd or workdir)
+            proc = _Process("beam-worker-pool", cmd, (log_dir or workdir) / "worker-pool.log", env=env,
+                            cwd=cwd or workdir)
             procs.append(proc)
             pool = WorkerPool(f"127.0.0.1:{port}", proc.log, proc.popen.pid)
             try:

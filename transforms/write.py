@@ -41,6 +41,11 @@ METADATA_SCHEMA = pa.schema([
 ])
 
 
+# A WriteParquet of ``<folder>/<name>`` writes into ``<folder>/.temp-<name>/`` first; a run that died
+# leaves that folder behind (the next run removes it: pipeline/run.py).
+TEMP_PREFIX = ".temp-"
+
+
 def schema_with_extras(base: pa.Schema, rows: list[dict]) -> pa.Schema:
     """``base`` plus every other column seen in ``rows``, as nullable text (manifest columns)."""
     extras = sorted({k for row in rows for k in row} - set(base.names))
@@ -75,7 +80,7 @@ class WriteParquet(beam.PTransform):
         folder, name = self.path_prefix.rsplit("/", 1)
         schema = self.schema
         # Beam's own default would be a .temp<uuid>/ folder beside the files, left behind empty.
-        temp = storage.join(folder, f".temp-{name}")
+        temp = storage.join(folder, f"{TEMP_PREFIX}{name}")
         written = rows | fileio.WriteToFiles(
             path=folder,
             file_naming=fileio.default_file_naming(prefix=name, suffix=".parquet"),

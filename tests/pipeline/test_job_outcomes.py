@@ -4,8 +4,11 @@ was done still lands), and --scratch_location (chunk fan-out's scratch outside t
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -97,3 +100,40 @@ def test_chunk_scratch_goes_where_scratch_location_says(half_missing, checkpoint
     for stem in ("vocals.wav", "accompaniment.wav"):
         (own,), (prefix,) = (list(outs[n].rglob(f"good/{stem}")) for n in ("own", "prefix"))
         assert own.read_bytes() == prefix.read_bytes()
+
+
+def test_the_next_run_removes_the_temporary_files_of_dead_runs_only(half_missing, checkpoint_2stems, tmp_path):
+    """A job the runner failed leaves Beam's temporary folders of metadata and failure files
+    (``.temp-run-<commit>/``); the next run removes those of dead runs, and keeps those of this run and of
+    a live run of another model, which writes into the same failures/ folder."""
+    out = tmp_path / "out"
+    assert beamsplitter_run(half_missing / "m.csv", out, checkpoint_2stems).returncode == 1
+    (model,) = (p.name for p in (out / "stems").iterdir())
+    now = time.time()
+    # Another model's run, live (its lease runs out in 5 minutes); and one that died (its lease ran out).
+    for other, run_id, renewed in (("4stems-0123456789ab", "20240102T030405Z-11aa22", now),
+                                   ("5stems-0123456789ab", "20240102T030405Z-33bb44", now - 301)):
+        (out / "stems" / other).mkdir()
+        lease = out / "stems" / other / "_LEASE.json"
+        lease.write_text(json.dumps({"run_id": run_id, "host": "elsewhere", "boot_id": None, "pid_ns": None,
+                                     "pid": 1, "token": "t", "seconds": 300}))
+        os.utime(lease, (renewed, renewed))  # a local lease's last renewal, by the store's clock
+
+    def temp(folder: Path, commit: str) -> Path:
+        shard = folder / f".temp-run-{commit}" / "8419795282937904730_d4ad2766-f803-4266-a9aa-c0bbfbdda9a8"
+        shard.parent.mkdir(parents=True)
+        shard.write_bytes(b"PAR1 an uncommitted shard")
+        return shard.parent
+
+    dead = [temp(out / "metadata" / model, "20240101T000000Z-dead00"),  # a run of this model, killed
+            temp(out / "failures", "20240101T000000Z-dead00-w0002"),  # its wave 2, on the local runner
+            temp(out / "failures", "20240102T030405Z-33bb44")]  # the other model's run whose lease ran out
+    live = [temp(out / "failures", "20240102T030405Z-11aa22"),  # the live run of the other model
+            temp(out / "failures", "20240102T030405Z-11aa22-w0001")]
+    (out / "metadata" / model / ".temp-run-20240101T000000Z-empty0").mkdir()  # created, nothing written yet
+    dead.append(out / "metadata" / model / ".temp-run-20240101T000000Z-empty0")
+    again = beamsplitter_run(half_missing / "m.csv", out, checkpoint_2stems, "--run_id", "20240103T000000Z-cc55dd")
+    assert again.returncode == 1 and "0 tracks done, 1 skipped, 2 failed" in again.stdout, again.stderr
+    assert [p for p in dead if p.exists()] == []
+    assert all(p.is_dir() for p in live)
+    assert sorted(p.name for p in out.rglob(".temp-*")) == sorted(p.name for p in live)

@@ -416,6 +416,15 @@ def _confirm(uri: str, seen: _Seen | None, token: str) -> None:
         raise LeaseHeld(f"{uri}: this run's lease was not renewed in time (it runs until {seen.until()})")
 
 
+def live_holder(uri: str) -> str | None:
+    """The run id of the live lease at ``uri``; None when there is none, or it expired or its process died
+    (a lease of an earlier version counts as live, run id unknown: "")."""
+    seen = _store(uri).read()
+    if seen is None or not seen.is_live():
+        return None
+    return seen.holder.run_id if seen.holder else ""
+
+
 def fence(uri: str, token: str, store=None) -> None:
     """Before a commit (on any worker): raise ``LeaseHeld`` unless the run of ``token`` still holds the lease.
 
