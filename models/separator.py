@@ -21,13 +21,14 @@ class Separator:
         self.config = config
         self.geometry = ChunkGeometry.of(config)
         self.checkpoint_sha256 = checkpoint_sha256
-        self.network = SeparationNetwork(config)
-        self.network.assign(weights)
+        self.network = SeparationNetwork(config, weights)
         self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.batches_on_cpu = onednn_enabled()
         self._separate_chunks = tf.function(
             lambda samples: separate_chunks(samples, self.network.predict, config),
             input_signature=[tf.TensorSpec([None, self.geometry.span, config.n_channels], tf.float32)],
             reduce_retracing=True,
+            autograph=False,  # nothing to convert (see SeparationNetwork)
         )
 
     @property
@@ -55,14 +56,20 @@ class Separator:
         """``function`` (instruments first) on ``inputs`` ``[B, ...]``, batched so that no chunk depends on its batch.
 
         A chunk's stems must not depend on how it was batched, or runners
-        that batch differently would write different bytes. On a CPU,
-        TensorFlow rounds a chunk differently (by ~1e-7, enough to flip a
-        16-bit sample) depending on which chunks share its batch, while one
-        chunk per call costs no throughput: the network runs chunk by chunk.
-        On a GPU it runs on batches of ``batch_size`` chunks, the last padded,
-        so that it always sees one shape.
+        that batch differently would write different bytes. oneDNN's CPU
+        kernels (models/__init__.py turns them on) compute every chunk of a
+        batch as they would compute it alone (tests/unit/test_chunk_function.py
+        holds this on the machine the tests run on), so on a CPU the model
+        takes whole batches, which saves a few per cent of its time. Without
+        oneDNN, TensorFlow's own kernels round a chunk differently on some
+        CPUs (by ~1e-7, enough to flip a 16-bit sample) depending on which
+        chunks share its batch: there it runs chunk by chunk. On a GPU it runs
+        on batches of ``batch_size`` chunks, the last padded, so that it always
+        sees one shape.
         """
         if not self.on_gpu:
+            if self.batches_on_cpu:
+                return function(inputs).numpy()
             return np.concatenate([function(x[None]).numpy() for x in inputs], axis=1)
         n = len(inputs)
         if batch_size is None or n % batch_size == 0:
@@ -83,3 +90,12 @@ class Separator:
         chunks = separate_stream(
             stream, lambda batch: self.separate_chunks(np.stack([s.samples for s in batch]), batch_size), batch_size)
         return dict(zip(self.instruments, overlap_add(chunks, self.geometry)))
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs its CPU kernels with oneDNN (decided as it loaded)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # TensorFlow moved it: run chunk by chunk, which is always safe
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
