@@ -71,10 +71,23 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+# The CPU features that decide TensorFlow's speed: vector width, oneDNN's bf16 and int8 paths, AMX.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    """Cores, CPU model and its speed-relevant flags (as lscpu reports them), memory."""
+    info = {}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        info = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    cpu = info.get("Model name", "").strip() or next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    flags = set(info.get("Flags", "").split())
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB"
+    return f"{os.cpu_count()} cores ({cpu}; {' '.join(f for f in SPEED_FLAGS if f in flags) or 'no AVX2'}), {memory:.0f} GiB"
 
 
 # --- other processes' resources, from /proc (Linux) ---------------------------------------------

@@ -21,15 +21,19 @@ the padded timeline, as Spleeter does.
 
 A chunk goes through five stages, each a function of arrays:
 
-    segments            waveform blocks [n, 2]    -> Segment: samples [span, 2]
-    spectral.analyze    samples [span, 2]         -> STFT [T, bins, 2], magnitude [T, F, 2]
-    estimate            magnitudes [B, T, F, 2]   -> estimates [n_instruments, B, T, F, 2]  (the network)
-    spectral.synthesize STFT, estimates [n, T, F, 2] -> stems [n_instruments, span, 2]
-    OverlapAdd.add      stems, in chunk order     -> the samples that became final
+    segments            waveform blocks [n, 2]      -> Segment: samples [span, 2]
+    spectral.analyze    samples [B, span, 2]        -> STFT [B, 2, T, bins], magnitude [B, T, F, 2]
+    estimate            magnitudes [B, T, F, 2]     -> estimates [n_instruments, B, T, F, 2]  (the network)
+    spectral.synthesize STFT, estimates             -> stems [n_instruments, B, span, 2]
+    OverlapAdd.add      stems, in chunk order       -> the samples that became final
 
-``separate_stream`` strings them for an in-memory run; ``beamsplitter
-separate`` (pipeline/separate.py) and the Beam steps (transforms/) call the
-same stages, only on other threads and workers.
+The middle three are TensorFlow ops, strung by ``separate_chunks``: the model
+runs them as one TensorFlow function on its device (``Separator.separate_chunks``),
+so only waveforms cross into and out of it, and TensorFlow spreads all three
+over every core (or runs them on the GPU). Segmenting and overlap-add stay on
+the host. ``separate_stream`` strings the stages for an in-memory run;
+``beamsplitter separate`` (pipeline/separate.py) and the Beam steps
+(transforms/) call the same stages, only on other threads and workers.
 """
 
 from __future__ import annotations
@@ -152,24 +156,34 @@ class OverlapAdd:
         return final[..., lo:hi, :]
 
 
-def separate_stream(stream: Iterable[Segment], config: SeparationConfig,
-                    estimate: Callable[[list[Segment], np.ndarray], np.ndarray],
+def separate_chunks(samples, estimate: Callable, config: SeparationConfig):
+    """The analyze, estimate and synthesize stages of a batch of chunks: samples ``[B, span, 2]`` -> stems ``[n_instruments, B, span, 2]``.
+
+    ``estimate(magnitudes [B, T, F, 2])`` gives the estimates ``[n_instruments, B, T, F', 2]``
+    (``F' = F`` from the network; the oracle gives every bin). TensorFlow ops:
+    eager on numpy arrays, or traced into one function (``Separator``).
+    """
+    spectrum, magnitudes = spectral.analyze(samples, config)
+    return spectral.synthesize(spectrum, estimate(magnitudes), config)
+
+
+def separate_stream(stream: Iterable[Segment], separate: Callable[[list[Segment]], np.ndarray],
                     batch_size: int = 1) -> Iterator[tuple[Segment, np.ndarray]]:
     """Each segment of ``stream`` with its stems ``[n_instruments, span, 2]``, in order.
 
-    ``estimate(batch, magnitudes)`` gives the estimates ``[n_instruments, B, T, F', 2]``
-    of the ``B`` segments of ``batch`` from their magnitudes ``[B, T, F, 2]``; it is
-    called once per batch, batches in stream order. A batch holds up to
-    ``batch_size`` segments and never reaches past a track's last one.
+    ``separate(batch)`` gives the stems ``[n_instruments, B, span, 2]`` of the
+    ``B`` segments of ``batch`` (``separate_chunks`` of their samples); it is called
+    once per batch, batches in stream order. A batch holds up to ``batch_size``
+    segments and never reaches past a track's last one.
     """
-    batch: list[tuple[Segment, np.ndarray, np.ndarray]] = []
+    batch: list[Segment] = []
     for segment in stream:
-        batch.append((segment, *spectral.analyze(segment.samples, config)))
+        batch.append(segment)
         if len(batch) == batch_size or segment.last:
-            estimates = estimate([s for s, _, _ in batch], np.stack([m for _, _, m in batch]))
-            for i, (s, spectrum, _) in enumerate(batch):
-                yield s, spectral.synthesize(spectrum, estimates[:, i], config)
-            batch.clear()
+            stems = np.asarray(separate(batch))
+            for i, s in enumerate(batch):
+                yield s, stems[:, i]
+            batch = []
 
 
 def overlap_add(chunks: Iterable[tuple[Segment, np.ndarray]], geometry: ChunkGeometry) -> np.ndarray:

@@ -96,8 +96,8 @@ def crops(sources: dict[str, np.ndarray], config: SeparationConfig, sampling: Cr
             end = begin + (width - 1) * config.frame_step + config.frame_length
             out = {}
             for name, samples in sources.items():
-                spectrum = spectral.stft(samples[begin:end], config.frame_length, config.frame_step)
-                magnitude = np.abs(spectrum)
+                magnitude = spectral.magnitude(
+                    spectral.stft(samples[begin:end], config.frame_length, config.frame_step)).numpy()
                 if sampling.augment:
                     magnitude = pitch_shift(time_stretch(magnitude, config.T), shift)
                 out[name] = np.ascontiguousarray(magnitude[:, : config.F, :], dtype=np.float32)

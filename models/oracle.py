@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from models import spectral
-from models.chunking import ChunkGeometry, Segment, overlap_add, segments, separate_stream
+from models.chunking import ChunkGeometry, Segment, overlap_add, segments, separate_chunks, separate_stream
 from models.config import SeparationConfig
 
 
@@ -24,13 +24,14 @@ def separate(mixture: np.ndarray, stems: np.ndarray, config: SeparationConfig) -
     geometry = ChunkGeometry.of(config)
     truths = zip(*(segments([np.asarray(s, np.float32)], geometry) for s in stems))
 
-    def true_magnitudes(batch: list[Segment], _) -> np.ndarray:
+    def with_true_magnitudes(batch: list[Segment]) -> np.ndarray:
         # The true stems' segments run in step with the mixture's: the stream asks for each chunk once, in order.
         (segment,) = batch
         truth = next(truths)
         assert all(t.index == segment.index for t in truth)
-        return np.stack([np.abs(spectral.stft(t.samples, config.frame_length, config.frame_step))
-                         for t in truth])[:, None]
+        samples = np.stack([t.samples for t in truth])[:, None]  # [n, 1, span, 2]
+        true_magnitudes = spectral.magnitude(spectral.stft(samples, config.frame_length, config.frame_step))
+        return separate_chunks(segment.samples[None], lambda _: true_magnitudes, config).numpy()
 
     mixture_segments = segments([np.asarray(mixture, np.float32)], geometry)
-    return overlap_add(separate_stream(mixture_segments, config, true_magnitudes), geometry)
+    return overlap_add(separate_stream(mixture_segments, with_true_magnitudes), geometry)

@@ -1,11 +1,11 @@
-"""A separation model loaded for inference: the network stage of models/chunking.py, and whole waveforms."""
+"""A separation model loaded for inference: the chunk stages of models/chunking.py on its device, and whole waveforms."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from models.chunking import ChunkGeometry, overlap_add, segments, separate_stream
+from models.chunking import ChunkGeometry, overlap_add, segments, separate_chunks, separate_stream
 from models.config import SeparationConfig
 from models.unet import SeparationNetwork
 
@@ -21,9 +21,15 @@ class Separator:
         self.config = config
         self.geometry = ChunkGeometry.of(config)
         self.checkpoint_sha256 = checkpoint_sha256
-        self.network = SeparationNetwork(config)
-        self.network.assign(weights)
+        self.network = SeparationNetwork(config, weights)
         self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.batches_on_cpu = onednn_enabled()
+        self._separate_chunks = tf.function(
+            lambda samples: separate_chunks(samples, self.network.predict, config),
+            input_signature=[tf.TensorSpec([None, self.geometry.span, config.n_channels], tf.float32)],
+            reduce_retracing=True,
+            autograph=False,  # nothing to convert (see SeparationNetwork)
+        )
 
     @property
     def model_id(self) -> str:
@@ -34,25 +40,43 @@ class Separator:
     def instruments(self) -> tuple[str, ...]:
         return self.config.instruments
 
+    def separate_chunks(self, samples: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Stems ``[n_instruments, B, span, 2]`` of chunks' samples ``[B, span, 2]``.
+
+        The analysis, the network, the masks and the inverse STFT in one
+        TensorFlow function on the model's device: only waveforms cross.
+        """
+        return self._batched(self._separate_chunks, samples, batch_size)
+
     def estimate(self, magnitudes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``.
+        """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
+        return self._batched(self.network, magnitudes, batch_size)
+
+    def _batched(self, function, inputs: np.ndarray, batch_size: int | None) -> np.ndarray:
+        """``function`` (instruments first) on ``inputs`` ``[B, ...]``, batched so that no chunk depends on its batch.
 
         A chunk's stems must not depend on how it was batched, or runners
-        that batch differently would write different bytes. On a CPU,
-        TensorFlow rounds a chunk differently (by ~1e-7, enough to flip a
-        16-bit sample) depending on which chunks share its batch, while one
-        chunk per call costs no throughput: the network runs chunk by chunk.
-        On a GPU it runs on batches of ``batch_size`` chunks, the last padded,
-        so that it always sees one shape.
+        that batch differently would write different bytes. oneDNN's CPU
+        kernels (models/__init__.py turns them on) compute every chunk of a
+        batch as they would compute it alone (tests/unit/test_chunk_function.py
+        holds this on the machine the tests run on), so on a CPU the model
+        takes whole batches, which saves a few per cent of its time. Without
+        oneDNN, TensorFlow's own kernels round a chunk differently on some
+        CPUs (by ~1e-7, enough to flip a 16-bit sample) depending on which
+        chunks share its batch: there it runs chunk by chunk. On a GPU it runs
+        on batches of ``batch_size`` chunks, the last padded, so that it always
+        sees one shape.
         """
         if not self.on_gpu:
-            return np.concatenate([self.network(m[None]).numpy() for m in magnitudes], axis=1)
-        n = len(magnitudes)
+            if self.batches_on_cpu:
+                return function(inputs).numpy()
+            return np.concatenate([function(x[None]).numpy() for x in inputs], axis=1)
+        n = len(inputs)
         if batch_size is None or n % batch_size == 0:
-            return self.network(magnitudes).numpy()
-        padded = np.zeros((-(-n // batch_size) * batch_size,) + magnitudes.shape[1:], np.float32)
-        padded[:n] = magnitudes
-        return self.network(padded).numpy()[:, :n]
+            return function(inputs).numpy()
+        padded = np.zeros((-(-n // batch_size) * batch_size,) + inputs.shape[1:], np.float32)
+        padded[:n] = inputs
+        return function(padded).numpy()[:, :n]
 
     def full_band(self, estimates: np.ndarray) -> np.ndarray:
         """Estimates ``[n, T, F, 2]`` zero-padded to all STFT bins, as Spleeter feeds its Wiener filter."""
@@ -63,6 +87,15 @@ class Separator:
     def separate(self, waveform: np.ndarray, batch_size: int = 4) -> dict[str, np.ndarray]:
         """Separate a whole in-memory waveform ``[n_samples, 2]``; returns ``[n_samples, 2]`` per instrument."""
         stream = segments([np.asarray(waveform, np.float32)], self.geometry)
-        chunks = separate_stream(stream, self.config, lambda _, magnitudes: self.estimate(magnitudes, batch_size),
-                                 batch_size)
+        chunks = separate_stream(
+            stream, lambda batch: self.separate_chunks(np.stack([s.samples for s in batch]), batch_size), batch_size)
         return dict(zip(self.instruments, overlap_add(chunks, self.geometry)))
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs its CPU kernels with oneDNN (decided as it loaded)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # TensorFlow moved it: run chunk by chunk, which is always safe
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())

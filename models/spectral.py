@@ -1,17 +1,20 @@
-"""Spleeter's spectral maths as pure functions on numpy arrays.
+"""Spleeter's spectral maths, written once, in TensorFlow ops.
 
-Conventions: waveforms are float32 ``[n_samples, 2]``; STFTs are complex64
-``[frames, bins, 2]`` with ``bins = frame_length // 2 + 1``; magnitudes and
-masks are float32 with the same frame-major layout. A periodic Hann window is
+The same functions run eagerly on numpy arrays (host callers: ``--mwf``, the
+oracle, training crops; call ``.numpy()`` on the result) and inside the one
+TensorFlow function that separates a batch of chunks on the model's device
+(``Separator.separate_chunks``, models/chunking.py), where TensorFlow fuses
+them with the network and runs them on all cores, or on the GPU.
+
+Conventions: waveforms are float32 ``[..., n_samples, 2]``; STFTs are complex64
+``[..., 2, frames, bins]`` with ``bins = frame_length // 2 + 1`` (channel-major, as
+``tf.signal`` lays them out); magnitudes, the network's estimates and masks are
+float32 ``[..., frames, F, 2]`` (the network's layout). A periodic Hann window is
 used for analysis and synthesis, as in Spleeter (``tf.signal.stft`` and
 ``inverse_stft`` with ``hann_window(periodic=True)``).
 """
 
 from __future__ import annotations
-
-import functools
-
-import numpy as np
 
 from models.config import SeparationConfig
 
@@ -22,100 +25,89 @@ WINDOW_COMPENSATION = 2.0 / 3.0
 EPSILON = 1e-10
 
 
-def hann(length: int) -> np.ndarray:
-    """Periodic Hann window, float32 ``[length]``."""
-    n = np.arange(length, dtype=np.float64)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def _tf_stft(frame_length: int, frame_step: int):
+def _tf():
+    # Imported on first use, so that importing this module (the CLI's help, the
+    # layer test) does not load TensorFlow.
     import tensorflow as tf
 
-    def periodic_hann(length, dtype):
-        return tf.signal.hann_window(length, periodic=True, dtype=dtype)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
-    def transform(channels):
-        return tf.signal.stft(channels, frame_length, frame_step, window_fn=periodic_hann)
-
-    return transform
+    return tf
 
 
-def stft(segment: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
-    """Frames of ``segment`` [n_samples, 2] at every ``frame_step``, windowed and transformed.
+def _periodic_hann(length, dtype):
+    return _tf().signal.hann_window(length, periodic=True, dtype=dtype)
 
-    Returns complex64 ``[frames, bins, 2]`` with ``frames = 1 + (n - frame_length) // frame_step``.
-    TensorFlow's ``tf.signal.stft``, as in Spleeter: the same numbers, three
-    times faster than numpy's FFT, and run on all cores. The result is a view of
-    a ``[2, frames, bins]`` array.
+
+def stft(waveform, frame_length: int, frame_step: int):
+    """Frames of ``waveform`` [..., n_samples, 2] at every ``frame_step``, windowed and transformed.
+
+    Returns complex64 ``[..., 2, frames, bins]`` with ``frames = 1 + (n - frame_length) // frame_step``.
     """
-    channels = np.ascontiguousarray(segment.T, dtype=np.float32)
-    return _tf_stft(frame_length, frame_step)(channels).numpy().transpose(1, 2, 0)
+    tf = _tf()
+    channels = tf.linalg.matrix_transpose(tf.convert_to_tensor(waveform, tf.float32))
+    return tf.signal.stft(channels, frame_length, frame_step, window_fn=_periodic_hann)
 
 
-def analyze(segment: np.ndarray, config: SeparationConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Segment ``[span, 2]`` -> (STFT ``[T, bins, 2]`` complex64, the network's input: magnitude ``[T, F, 2]``)."""
-    spectrum = stft(segment, config.frame_length, config.frame_step)
-    return spectrum, np.abs(spectrum[:, : config.F, :])
+def magnitude(spectrum, bins: int | None = None):
+    """``|spectrum|`` of the lowest ``bins`` bins (all by default), in the network's layout ``[..., frames, bins, 2]``."""
+    tf = _tf()
+    if bins is not None:
+        spectrum = spectrum[..., :bins]
+    rank = len(spectrum.shape)
+    return tf.transpose(tf.abs(spectrum), [*range(rank - 3), rank - 2, rank - 1, rank - 3])
 
 
-def istft(spectrum: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
-    """Windowed overlap-add of the inverse frames of ``spectrum`` [..., frames, bins, 2].
+def analyze(samples, config: SeparationConfig):
+    """Segments ``[..., span, 2]`` -> (STFT ``[..., 2, T, bins]``, the network's input: magnitude ``[..., T, F, 2]``)."""
+    spectrum = stft(samples, config.frame_length, config.frame_step)
+    return spectrum, magnitude(spectrum, config.F)
+
+
+def istft(spectrum, frame_length: int, frame_step: int):
+    """Windowed overlap-add of the inverse frames of ``spectrum`` [..., 2, frames, bins].
 
     Returns float32 ``[..., (frames - 1) * frame_step + frame_length, 2]``, scaled
     by ``WINDOW_COMPENSATION``; samples near either end lack some of their
-    overlapping frames and are completed by the neighbouring chunks. Leading
-    axes (instruments) are transformed together.
+    overlapping frames and are completed by the neighbouring chunks.
     """
-    *lead, n_frames, _, channels = spectrum.shape
-    # Transform along the last axis of a [..., frames, 2, bins] layout (contiguous
-    # when it comes from apply_masks).
-    frames = np.fft.irfft(spectrum.swapaxes(-1, -2), n=frame_length, axis=-1).astype(np.float32, copy=False)
-    frames *= hann(frame_length) * np.float32(WINDOW_COMPENSATION)
-    overlap = frame_length // frame_step
-    # Split every frame into `overlap` hop-sized pieces: piece q of frame j lands
-    # on hop j + q, so the overlap-add is `overlap` shifted slice additions.
-    pieces = frames.reshape(*lead, n_frames, channels, overlap, frame_step)
-    out = np.zeros((*lead, n_frames + overlap - 1, channels, frame_step), np.float32)
-    for q in range(overlap):
-        out[..., q:q + n_frames, :, :] += pieces[..., q, :]
-    return out.swapaxes(-1, -2).reshape(*lead, -1, channels)
+    tf = _tf()
+    waveform = tf.signal.inverse_stft(spectrum, frame_length, frame_step, window_fn=_periodic_hann)
+    return tf.linalg.matrix_transpose(waveform * WINDOW_COMPENSATION)
 
 
-def ratio_masks(estimates: np.ndarray, config: SeparationConfig) -> np.ndarray:
-    """Spleeter's soft masks from the network's spectrogram estimates, below ``F``.
+def ratio_masks(estimates, config: SeparationConfig):
+    """Spleeter's soft masks from the network's spectrogram estimates.
 
     ``estimates``: float32 ``[n_instruments, ..., F, 2]``; returns the same shape:
     ``(s_i^p + eps/n) / (sum_j s_j^p + eps)``. ``apply_masks`` extends them above ``F``.
     """
+    tf = _tf()
     n = estimates.shape[0]
-    powered = estimates ** np.float32(config.separation_exponent)
-    masks = powered + np.float32(EPSILON / n)
-    masks /= powered.sum(axis=0) + np.float32(EPSILON)
-    return masks
+    powered = tf.pow(tf.convert_to_tensor(estimates, tf.float32), config.separation_exponent)
+    return (powered + EPSILON / n) / (tf.reduce_sum(powered, axis=0) + EPSILON)
 
 
-def apply_masks(spectrum: np.ndarray, masks: np.ndarray, extension: str = "zeros") -> np.ndarray:
-    """``spectrum`` [frames, bins, 2] times ``masks`` [n, frames, F, 2] extended to all bins.
+def apply_masks(spectrum, masks, extension: str = "zeros"):
+    """``spectrum`` [..., 2, frames, bins] times ``masks`` [n, ..., frames, F, 2] extended to all bins.
 
     Above ``F`` the mask is zero (``"zeros"``) or its mean over the band
     (``"average"``), as Spleeter's ``mask_extension``. Returns complex64
-    ``[n, frames, bins, 2]``, laid out (``[n, frames, 2, bins]`` in memory) for ``istft``.
+    ``[n, ..., 2, frames, bins]``.
     """
-    n, frames, F, channels = masks.shape
-    bins = spectrum.shape[-2]
-    out = np.empty((n, frames, channels, bins), np.complex64)
-    source = spectrum.swapaxes(-1, -2)
-    np.multiply(source[..., :F], masks.swapaxes(-1, -2), out=out[..., :F])
+    tf = _tf()
+    rank = len(masks.shape)
+    masks = tf.transpose(masks, [*range(rank - 3), rank - 1, rank - 3, rank - 2])  # [n, ..., 2, frames, F]
+    F, bins = masks.shape[-1], spectrum.shape[-1]
+    spectrum = spectrum[tf.newaxis]
+    masked = tf.complex(masks, tf.zeros_like(masks)) * spectrum[..., :F]
+    if F == bins:
+        return masked
     if extension == "average":
-        np.multiply(source[..., F:], masks.mean(axis=-2)[..., None], out=out[..., F:])
-    else:
-        out[..., F:] = 0
-    return out.swapaxes(-1, -2)
+        mean = tf.reduce_mean(masks, axis=-1, keepdims=True)
+        return tf.concat([masked, tf.complex(mean, tf.zeros_like(mean)) * spectrum[..., F:]], axis=-1)
+    return tf.pad(masked, [[0, 0]] * (rank - 1) + [[0, bins - F]])
 
 
-def synthesize(spectrum: np.ndarray, estimates: np.ndarray, config: SeparationConfig) -> np.ndarray:
-    """One chunk's stems ``[n, span, 2]``: its STFT ``[T, bins, 2]`` masked by the estimates ``[n, T, F, 2]``, inverted."""
+def synthesize(spectrum, estimates, config: SeparationConfig):
+    """Chunks' stems ``[n, ..., span, 2]``: their STFT ``[..., 2, T, bins]`` masked by the estimates ``[n, ..., T, F, 2]``, inverted."""
     masked = apply_masks(spectrum, ratio_masks(estimates, config), config.mask_extension)
     return istft(masked, config.frame_length, config.frame_step)

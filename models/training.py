@@ -137,8 +137,7 @@ class Trainer:
         self.config = config
         self.params = params
         self.global_step = global_step
-        self.network = SeparationNetwork(config)
-        self.network.assign(weights)
+        self.network = SeparationNetwork(config, weights)
         names = [n for n in variable_shapes(config) if n.rsplit("/", 1)[1] in TRAINABLE]
         self.trainable = [self.network.weights[n] for n in names]
         self.optimizer = _optimizer(params)

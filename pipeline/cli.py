@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -232,11 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ start-up lines bypass every log setting; hide fd 2 while it loads."""
+    """TensorFlow's C++ start-up lines bypass every log setting; hide fd 2 while it loads.
+
+    Python's cycle collector would scan TensorFlow's millions of objects again
+    and again, during the import and after it (a second of a short run's
+    start-up): it pauses while TensorFlow loads, and what was loaded is then
+    left out of its scans for good (``gc.freeze``).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    gc.disable()
     try:
         os.dup2(devnull, 2)
         import tensorflow  # noqa: F401
@@ -244,6 +252,8 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        gc.freeze()
+        gc.enable()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 

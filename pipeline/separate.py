@@ -4,9 +4,12 @@ The stages of models/chunking.py, on three threads (transforms/threads.py),
 each handing the next at most a batch of chunks so memory stays flat whatever
 the tracks' lengths:
 
-    reader thread:  decode -> chunk segments -> STFT         (one track after another)
-    caller thread:  batches of chunks, across track borders -> network
-    writer thread:  masks -> inverse STFT -> StemWriter (overlap-add, encoders)
+    reader thread:  decode -> chunk segments                  (one track after another)
+    caller thread:  batches of chunks, across track borders -> STFT, network, masks,
+                    inverse STFT (one TensorFlow function, on every core)
+    writer thread:  StemWriter (overlap-add, encoders)
+
+ffmpeg decodes and encodes in processes of its own, beside them.
 
 A failing track (bad input, unwritable output) is reported and its partial
 stems removed; the others go on. Any other error (a bug) stops the run and is
@@ -14,7 +17,9 @@ raised with its traceback, leaving no unfinished stem behind.
 
 With Wiener filtering (``mwf``) every track is read twice: the first pass runs
 the network and gathers the filter's whole-track statistics (keeping the
-network's estimates in a scratch folder), the second filters each chunk.
+network's estimates in a scratch folder), the second filters each chunk; the
+STFT is then taken on the reader thread, the filter and the inverse STFT run
+on the writer thread.
 """
 
 from __future__ import annotations
@@ -79,12 +84,14 @@ class Purpose(enum.Enum):
 class _Chunk:
     track: "_Track"
     index: int
-    spectrum: np.ndarray
-    magnitude: np.ndarray | None
     last: bool
     n_samples: int | None
     purpose: Purpose = Purpose.SEPARATE
-    estimates: np.ndarray | None = None
+    samples: np.ndarray | None = None  # SEPARATE: until separated
+    stems: np.ndarray | None = None  # SEPARATE
+    spectrum: np.ndarray | None = None  # mwf: [T, bins, 2], Wiener's layout
+    magnitude: np.ndarray | None = None  # MWF_STATISTICS: until estimated
+    estimates: np.ndarray | None = None  # MWF_STATISTICS
 
 
 @dataclass
@@ -127,14 +134,14 @@ def separate_files(
     passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
     read = _read(separator, tracks, passes, stall_timeout, max_duration)
     write = functools.partial(_write, separator, encoding, stall_timeout, on_progress, on_result)
-    # Each chunk in flight holds ~30 MB (its STFT above all): a batch waiting
-    # at each hand-over keeps every stage busy without piling chunks up.
+    # Each chunk in flight holds a few MB (its samples, then its stems; ~30 MB
+    # with --mwf, its STFT above all): a batch waiting at each hand-over keeps
+    # every stage busy without piling chunks up.
     writer = Background(write, workers=1, limit=batch_size + 1)
     try:
         with contextlib.closing(prefetch_batches(read, depth=batch_size, size=batch_size)) as batches:
             for batch in batches:
-                _estimate(separator, [c for c in batch if isinstance(c, _Chunk) and c.purpose.needs_model],
-                          batch_size)
+                _separate_batch(separator, [c for c in batch if isinstance(c, _Chunk)], batch_size)
                 for item in batch:
                     # Untagged: a chunk is let go as soon as it is written, not when its result is collected.
                     for _ in writer.submit(None, item):
@@ -160,17 +167,30 @@ def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...
                 blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
                                       stall_timeout=stall_timeout, max_duration=max_duration)
                 for segment in segments(blocks, separator.geometry):
-                    spectrum, magnitude = spectral.analyze(segment.samples, config)
-                    yield _Chunk(track, segment.index, spectrum, magnitude, segment.last, segment.n_samples, purpose)
+                    chunk = _Chunk(track, segment.index, segment.last, segment.n_samples, purpose)
+                    if purpose is Purpose.SEPARATE:
+                        chunk.samples = segment.samples
+                    else:
+                        spectrum, magnitude = spectral.analyze(segment.samples, config)
+                        chunk.spectrum = np.moveaxis(spectrum.numpy(), 0, -1)
+                        if purpose.needs_model:
+                            chunk.magnitude = magnitude.numpy()
+                    yield chunk
         except BeamsplitterError as exc:
             yield _Failure(track, exc)
 
 
-def _estimate(separator: Separator, chunks: list[_Chunk], batch_size: int) -> None:
-    """The caller thread's stage: the network, on chunks of any tracks at once."""
-    if chunks:
-        estimates = separator.estimate(np.stack([c.magnitude for c in chunks]), batch_size)
-        for i, chunk in enumerate(chunks):
+def _separate_batch(separator: Separator, chunks: list[_Chunk], batch_size: int) -> None:
+    """The caller thread's stage: the model, on chunks of any tracks at once."""
+    separating = [c for c in chunks if c.purpose is Purpose.SEPARATE]
+    if separating:
+        stems = separator.separate_chunks(np.stack([c.samples for c in separating]), batch_size)
+        for i, chunk in enumerate(separating):
+            chunk.stems, chunk.samples = stems[:, i], None
+    gathering = [c for c in chunks if c.purpose is Purpose.MWF_STATISTICS]
+    if gathering:
+        estimates = separator.estimate(np.stack([c.magnitude for c in gathering]), batch_size)
+        for i, chunk in enumerate(gathering):
             chunk.estimates, chunk.magnitude = estimates[:, i], None
 
 
@@ -190,10 +210,7 @@ def _write(separator: Separator, encoding, stall_timeout, on_progress, on_result
         if track.writer is None:
             track.writer = StemWriter(track.job.outputs, separator.geometry, config.sample_rate, encoding,
                                       stall_timeout)
-        if chunk.purpose is Purpose.MWF_FILTER:
-            stems = _filtered_stems(separator, chunk)
-        else:
-            stems = spectral.synthesize(chunk.spectrum, chunk.estimates, config)
+        stems = _filtered_stems(separator, chunk) if chunk.purpose is Purpose.MWF_FILTER else chunk.stems
         seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / config.sample_rate
         track.result.seconds += seconds
         on_progress(seconds)
@@ -221,7 +238,8 @@ def _filtered_stems(separator: Separator, chunk: _Chunk) -> np.ndarray:
     estimates = separator.full_band(np.load(os.path.join(track.scratch, f"{chunk.index}.npy")))
     filtered = filter_chunk(estimates, chunk.spectrum, track.statistics.spatial_covariances(),
                             track.statistics.scale)
-    return spectral.istft(filtered, separator.config.frame_length, separator.config.frame_step)
+    return spectral.istft(np.moveaxis(filtered, -1, -3), separator.config.frame_length,
+                          separator.config.frame_step).numpy()
 
 
 def _drop_scratch(track: _Track) -> None:

@@ -56,18 +56,6 @@ class StashedChunk:
     error: str | None = None
 
 
-@dataclass
-class EstimatedChunk:
-    """A chunk after the network: its STFT ``[T, bins, 2]`` and the estimates ``[n, T, F, 2]``.
-
-    Spectrogram-sized: it only ever passes between fused steps of one worker.
-    """
-
-    chunk: TrackChunk
-    spectrum: np.ndarray
-    estimates: np.ndarray
-
-
 class ChunkCoder(beam.coders.Coder):
     """Chunks pickled whole; their size estimated from their arrays, without encoding them.
 
@@ -91,11 +79,10 @@ class ChunkCoder(beam.coders.Coder):
                          if isinstance(value, np.ndarray) or dataclasses.is_dataclass(value))
 
 
-for _kind in (TrackChunk, SeparatedChunk, EstimatedChunk):
+for _kind in (TrackChunk, SeparatedChunk):
     beam.coders.registry.register_coder(_kind, ChunkCoder)
 
 #: Type hints of the keyed chunk collections, ``((track_id, index), chunk)``, so that runners use ChunkCoder.
 KeyedTrackChunk = Tuple[Tuple[str, int], TrackChunk]
-KeyedEstimatedChunk = Tuple[Tuple[str, int], EstimatedChunk]
 KeyedSeparatedChunk = Tuple[Tuple[str, int], SeparatedChunk]
 KeyedStashedChunk = Tuple[str, StashedChunk]

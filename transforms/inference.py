@@ -1,17 +1,14 @@
 """SeparateChunks: batched inference with Beam's RunInference and a Spleeter model handler.
 
 The analyze, estimate and synthesize stages of models/chunking.py all run in
-this step, next to the model: moving a chunk between workers costs about as
+this step, as one TensorFlow function on the model's device
+(``Separator.separate_chunks``): moving a chunk between workers costs about as
 much as separating it, so only the compact waveform chunks travel, never
-spectrograms. Analysis and the network run on the bundle's thread
-(RunInference); synthesis (masks and inverse STFT), a third of the work on a
-CPU, runs behind it on a thread of its own.
+spectrograms, and only waveforms cross into and out of the device.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import threading
 import time
 from typing import Any, Iterable, Sequence
@@ -21,9 +18,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from transforms.background import BackgroundDoFn
-from transforms.chunks import (EstimatedChunk, KeyedEstimatedChunk, KeyedSeparatedChunk, KeyedStashedChunk,
-                               SeparatedChunk, TrackChunk)
+from transforms.chunks import KeyedSeparatedChunk, KeyedStashedChunk, SeparatedChunk, TrackChunk
 from transforms.stash import Scratch, Stash
 
 BATCH_LATENCY = Metrics.distribution("beamsplitter", "inference_batch_ms")
@@ -44,15 +39,15 @@ def _enable_gpu_memory_growth() -> None:
             pass
 
 
-class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
+class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
     """Loads a separation model once per worker process (or ``model_copies`` per machine); runs batches of chunks.
 
     A chunk's stems never depend on the batch it came in (``Separator.estimate``).
 
     ``model_copies``: that many models per machine, shared by all its SDK
     processes through Beam's model sharing, for GPU workers where every SDK
-    process would otherwise hold its own copy in GPU memory. The STFT stays in
-    the calling process; only the network's input and output cross over.
+    process would otherwise hold its own copy in GPU memory; only waveforms
+    cross over.
     ``checkpoint_sha256``, when given, must match the loaded weights: every
     worker then provably uses the checkpoint the run was planned with.
     """
@@ -89,22 +84,12 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
             )
         return separator
 
-    @functools.cached_property
-    def config(self):
-        from models.config import load_config
-
-        return load_config(self.model)
-
-    def run_inference(self, batch: Sequence[TrackChunk], model, inference_args=None) -> Iterable[EstimatedChunk]:
-        from models import spectral
-
+    def run_inference(self, batch: Sequence[TrackChunk], model, inference_args=None) -> Iterable[SeparatedChunk]:
         started = time.perf_counter()
-        spectra, magnitudes = zip(*(spectral.analyze(self._samples(chunk), self.config) for chunk in batch))
-        # The batch size pads GPU batches to one shape (see Separator.estimate).
-        estimates = model.estimate(np.stack(magnitudes), self.batch_size)
+        # The batch size pads GPU batches to one shape (see Separator.separate_chunks).
+        stems = model.separate_chunks(np.stack([self._samples(chunk) for chunk in batch]), self.batch_size)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
-        # The waveform is not needed any more: the spectrum says it all.
-        return [EstimatedChunk(dataclasses.replace(c, samples=None), spectra[i], estimates[:, i])
+        return [SeparatedChunk(c.track, c.fingerprint, c.index, stems[:, i], c.last, c.n_samples)
                 for i, c in enumerate(batch)]
 
     def _samples(self, chunk: TrackChunk) -> np.ndarray:
@@ -120,27 +105,6 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, EstimatedChunk, Any]):
 
     def get_metrics_namespace(self) -> str:
         return "beamsplitter"
-
-
-class _Synthesize(BackgroundDoFn):
-    """``(key, EstimatedChunk)`` -> ``(key, SeparatedChunk)``: masks and inverse STFT, off the bundle's thread."""
-
-    def __init__(self, model: str, batch_size: int):
-        self.model, self.in_flight = model, batch_size
-
-    def setup(self):
-        from models.config import load_config
-
-        self.config = load_config(self.model)
-        super().setup()
-
-    def work(self, keyed):
-        from models import spectral
-
-        key, estimated = keyed
-        c = estimated.chunk
-        stems = spectral.synthesize(estimated.spectrum, estimated.estimates, self.config)
-        return key, SeparatedChunk(c.track, c.fingerprint, c.index, stems, c.last, c.n_samples)
 
 
 class SeparateChunks(beam.PTransform):
@@ -160,9 +124,7 @@ class SeparateChunks(beam.PTransform):
         self.handler, self.hints, self.stash = handler, resource_hints or {}, stash
 
     def expand(self, chunks):
-        steps = [("Network", RunInference(KeyedModelHandler(self.handler)).with_output_types(KeyedEstimatedChunk)),
-                 ("Synthesize", beam.ParDo(_Synthesize(self.handler.model, self.handler.batch_size))
-                  .with_output_types(KeyedSeparatedChunk))]
+        steps = [("Model", RunInference(KeyedModelHandler(self.handler)).with_output_types(KeyedSeparatedChunk))]
         if self.stash is not None:
             steps.append(("Stash", beam.ParDo(self.stash).with_output_types(KeyedStashedChunk)))
         for name, step in steps:

@@ -75,6 +75,7 @@ def test_each_image_is_a_worker_a_launcher_and_a_driver(stage):
     assert json.loads(entrypoints[-1]) == ["/opt/beamsplitter/entrypoint.sh"]
     env = dict(rest.split("=", 1) for keyword, rest in lines if keyword == "ENV")
     assert env["MODEL_PATH"] == "/models"
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"
     assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"] == "/template/main.py"
     assert env["BEAMSPLITTER_IMAGE"] == "${IMAGE}"
     text = " ".join(rest for _, rest in lines)

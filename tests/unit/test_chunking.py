@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models import spectral
-from models.chunking import ChunkGeometry, OverlapAdd, overlap_add, segments, separate_stream
+from models.chunking import ChunkGeometry, OverlapAdd, overlap_add, segments, separate_chunks, separate_stream
 from models.config import load_config
 
 CONFIG = load_config("spleeter:2stems")
@@ -27,11 +27,11 @@ def whole_track(waveform):
     padded = np.concatenate([padded, np.zeros(((n_frames - 1) * H + L - len(padded), 2), np.float32)])
     spectrum = spectral.stft(padded, L, H)
     n_chunks = -(-n_frames // T)
-    magnitude = np.abs(spectrum[:, :CONFIG.F])
+    magnitude = spectral.magnitude(spectrum, CONFIG.F).numpy()
     magnitude = np.concatenate([magnitude, np.zeros((n_chunks * T - n_frames,) + magnitude.shape[1:], np.float32)])
     estimates = np.concatenate([fake_estimates(chunk) for chunk in np.split(magnitude, n_chunks)], axis=1)
     masks = spectral.ratio_masks(estimates, CONFIG)[:, :n_frames]
-    return [spectral.istft(m, L, H)[L:L + n] for m in spectral.apply_masks(spectrum, masks)]
+    return [stem[L:L + n] for stem in spectral.istft(spectral.apply_masks(spectrum, masks), L, H).numpy()]
 
 
 def chunked(waveform, block, batch_size=3):
@@ -39,11 +39,14 @@ def chunked(waveform, block, batch_size=3):
     blocks = (waveform[i:i + block] for i in range(0, len(waveform), block))
     batches = []
 
-    def estimate(batch, magnitudes):
+    def separate(batch):
         batches.append([segment.index for segment in batch])
-        return np.stack([fake_estimates(m) for m in magnitudes], axis=1)
+        return separate_chunks(np.stack([s.samples for s in batch]), estimate, CONFIG)
 
-    chunks = list(separate_stream(segments(blocks, GEOMETRY), CONFIG, estimate, batch_size))
+    def estimate(magnitudes):
+        return np.stack([fake_estimates(m) for m in np.asarray(magnitudes)], axis=1)
+
+    chunks = list(separate_stream(segments(blocks, GEOMETRY), separate, batch_size))
     indices = [i for batch in batches for i in batch]
     assert indices == list(range(len(chunks))) and all(len(b) <= batch_size for b in batches)
     return overlap_add(chunks, GEOMETRY), len(chunks)
@@ -88,7 +91,7 @@ def test_one_instrument_gives_back_the_input():
     out = []
     for segment in segments([waveform], GEOMETRY):
         spectrum = spectral.stft(segment.samples, L, H)
-        out.append(joiner.add(segment.index, spectral.istft(spectrum, L, H)[None], segment.n_samples)[0])
+        out.append(joiner.add(segment.index, spectral.istft(spectrum, L, H).numpy()[None], segment.n_samples)[0])
     assert snr(waveform, np.concatenate(out)) > 100
 
 
@@ -101,13 +104,14 @@ def test_overlap_add_refuses_chunks_out_of_order():
 def test_masks_share_the_mix_and_extend_above_F():
     rng = np.random.default_rng(2)
     estimates = rng.random((3, 4, CONFIG.F, 2)).astype(np.float32)
-    masks = spectral.ratio_masks(estimates, CONFIG)
+    masks = spectral.ratio_masks(estimates, CONFIG).numpy()
     np.testing.assert_allclose(masks.sum(axis=0), 1.0, rtol=1e-5)
-    spectrum = (rng.standard_normal((4, CONFIG.n_bins, 2)) + 1j).astype(np.complex64)
-    zeros = spectral.apply_masks(spectrum, masks, "zeros")
-    assert zeros.shape == (3, 4, CONFIG.n_bins, 2)
-    np.testing.assert_allclose(zeros[:, :, :CONFIG.F], spectrum[None, :, :CONFIG.F] * masks, rtol=1e-6)
-    assert not zeros[:, :, CONFIG.F:].any()
-    average = spectral.apply_masks(spectrum, masks, "average")
-    expected = spectrum[None, :, CONFIG.F:] * masks.mean(axis=2, keepdims=True)
-    np.testing.assert_allclose(average[:, :, CONFIG.F:], expected, rtol=1e-5)
+    spectrum = (rng.standard_normal((2, 4, CONFIG.n_bins)) + 1j).astype(np.complex64)
+    zeros = spectral.apply_masks(spectrum, masks, "zeros").numpy()
+    assert zeros.shape == (3, 2, 4, CONFIG.n_bins)
+    by_channel = masks.transpose(0, 3, 1, 2)  # [n, 2, frames, F], the spectrum's layout
+    np.testing.assert_allclose(zeros[..., :CONFIG.F], spectrum[None, ..., :CONFIG.F] * by_channel, rtol=1e-6)
+    assert not zeros[..., CONFIG.F:].any()
+    average = spectral.apply_masks(spectrum, masks, "average").numpy()
+    expected = spectrum[None, ..., CONFIG.F:] * by_channel.mean(axis=-1, keepdims=True)
+    np.testing.assert_allclose(average[..., CONFIG.F:], expected, rtol=1e-5)

@@ -6,7 +6,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.typehints.native_type_compatibility import convert_to_beam_type
 
-from transforms.chunks import ChunkCoder, EstimatedChunk, KeyedTrackChunk, SeparatedChunk, TrackChunk
+from transforms.chunks import ChunkCoder, KeyedTrackChunk, SeparatedChunk, TrackChunk
 from transforms.catalogue.manifest import Track
 
 
@@ -19,20 +19,18 @@ def _chunk(rng) -> TrackChunk:
 def test_chunks_survive_the_coder_and_their_size_is_estimated_without_encoding():
     rng = np.random.default_rng(0)
     chunk = _chunk(rng)
-    estimated = EstimatedChunk(chunk, rng.standard_normal((515, 2049, 2)).astype(np.complex64),
-                               rng.standard_normal((2, 512, 1024, 2)).astype(np.float32))
     separated = SeparatedChunk(chunk.track, chunk.fingerprint, 3, rng.standard_normal((2, 527360, 2)).astype(
         np.float32), True, 1234567)
     coder = ChunkCoder()
-    for element in (chunk, estimated, separated):
+    for element in (chunk, separated):
         encoded = coder.encode(element)
         decoded = coder.decode(encoded)
         assert type(decoded) is type(element)
         estimate = coder.estimate_size(element)
         assert abs(estimate - len(encoded)) < 0.01 * len(encoded), (type(element).__name__, estimate, len(encoded))
-    again = coder.decode(coder.encode(estimated))
-    assert again.chunk.track == chunk.track and again.chunk.fingerprint == chunk.fingerprint
-    assert np.array_equal(again.spectrum, estimated.spectrum) and np.array_equal(again.chunk.samples, chunk.samples)
+    again = coder.decode(coder.encode(chunk))
+    assert again.track == chunk.track and again.fingerprint == chunk.fingerprint
+    assert np.array_equal(again.samples, chunk.samples)
 
 
 def test_keyed_chunk_collections_get_the_chunk_coder():

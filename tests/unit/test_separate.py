@@ -110,14 +110,14 @@ def demo_samples(seconds: float) -> np.ndarray:
 def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, separator, music_track, monkeypatch):
     calls = []
 
-    def broken(magnitudes, batch_size=None):
-        calls.append(len(magnitudes))
+    def broken(samples, batch_size=None):
+        calls.append(len(samples))
         if len(calls) == 2:
             raise RuntimeError("bug in the model")
-        return original(magnitudes, batch_size)
+        return original(samples, batch_size)
 
-    original = separator.estimate
-    monkeypatch.setattr(separator, "estimate", broken)
+    original = separator.separate_chunks
+    monkeypatch.setattr(separator, "separate_chunks", broken)
     jobs = track_jobs([str(music_track)] * 1, str(tmp_path), "{filename}/{instrument}.{codec}",
                      separator.instruments, "wav")
     jobs += track_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
@@ -127,21 +127,36 @@ def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, sep
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize("stage", ["analyze", "synthesize"])  # the reader's thread, the writer's
+@pytest.mark.parametrize("stage", ["segments", "add"])  # the reader's thread, the writer's
 def test_a_bug_on_another_thread_stops_the_run_with_its_traceback_and_leaves_nothing(stage, tmp_path, separator,
                                                                                      music_track, monkeypatch):
-    from models import spectral
+    import pipeline.separate
+    from models.stems import StemWriter
 
     calls = []
-    original = getattr(spectral, stage)
 
-    def broken(*args):
+    def fail_the_second_time():  # the first track's second chunk: no track is complete
         calls.append(stage)
-        if len(calls) == 2:  # the first track's second chunk: no track is complete
+        if len(calls) == 2:
             raise RuntimeError(f"bug in {stage}")
-        return original(*args)
 
-    monkeypatch.setattr(spectral, stage, broken)
+    if stage == "segments":
+        original_segments = pipeline.separate.segments
+
+        def broken_segments(*args):
+            for segment in original_segments(*args):
+                fail_the_second_time()
+                yield segment
+
+        monkeypatch.setattr(pipeline.separate, "segments", broken_segments)
+    else:
+        original_add = StemWriter.add
+
+        def broken_add(self, *args):
+            fail_the_second_time()
+            return original_add(self, *args)
+
+        monkeypatch.setattr(StemWriter, "add", broken_add)
     jobs = track_jobs([str(music_track)], str(tmp_path / "a"), "{filename}/{instrument}.{codec}",
                       separator.instruments, "wav")
     jobs += track_jobs([str(music_track)], str(tmp_path / "b"), "{filename}/{instrument}.{codec}",
