@@ -265,15 +265,20 @@ def _check_failed_fraction(_, limit: float, verdict: str, _metadata, _failures, 
 # What the runner lost, by what its error says. Flink's job server passes on only the root cause of a
 # failed job; these are the causes the fault runs on a local Flink cluster gave (README, "Running on
 # Flink"): a job with no slot (TimeoutException from Flink's slot request check), a TaskManager killed,
-# an SDK worker process killed.
+# an SDK worker process killed (with a restart strategy, the restarts that found it dead).
 RUNNER_FAILURES = (
     (re.compile(r"NoResourceAvailableException|Timeout has occurred: \d+ ms"),
      "no free task slot on the Flink cluster (is its TaskManager running?)"),
     (re.compile(r"TaskManager with id \S+ is no longer reachable|Heartbeat of TaskManager with id \S+ timed out"),
      "the Flink TaskManager was lost"),
-    (re.compile(r"CANCELLED: client cancelled|Multiplexer hanging up|SDK harness closed connection"),
+    (re.compile(r"CANCELLED: (client|call already) cancelled|Multiplexer hanging up|SDK harness closed connection"),
      "an SDK worker process died"),
 )
+
+
+def runner_loss(cause: str) -> str | None:
+    """What the root cause of a job the runner failed says was lost (``RUNNER_FAILURES``); None: it does not say."""
+    return next((meaning for pattern, meaning in RUNNER_FAILURES if pattern.search(cause)), None)
 
 
 def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -> dict[str, int]:
@@ -288,9 +293,9 @@ def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -
             return {"tracks_done": verdict["tried"] - verdict["failed"], "tracks_failed.run": verdict["failed"]}
         cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         cause = re.sub(r"^Pipeline \S+ failed in state \w+: ", "", cause)
-        lost = next((f": {meaning}" for pattern, meaning in RUNNER_FAILURES if pattern.search(cause)), "")
-        raise JobFailed(f"run {settings.run_id}: the runner failed the job{lost} ({cause[:500]}); what it wrote "
-                        "stays, and the next run completes the tracks not done") from exc
+        lost = runner_loss(cause)
+        raise JobFailed(f"run {settings.run_id}: the runner failed the job{f': {lost}' if lost else ''} "
+                        f"({cause[:500]}); what it wrote stays, and the next run completes the tracks not done") from exc
     return counters(result)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import string
 import subprocess
@@ -379,7 +380,8 @@ def _port_open(endpoint: str) -> bool:
 
 
 def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
-    """scripts/flink-cluster: start in the background, the options it prints run a job, stop ends everything."""
+    """scripts/flink-cluster: start in the background, the options it prints run a job; a cluster that lost its
+    TaskManager is unhealthy, and start starts it anew; stop ends everything and keeps the logs."""
     script = str(REPO / "scripts" / "flink-cluster")
     env = dict(os.environ, BEAMSPLITTER_FLINK_CLUSTER_DIR=str(tmp_path / "state"))
 
@@ -407,11 +409,37 @@ def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
                                                          Path()).pipeline_options() if "detector" in o]
         write_lines(printed + no_upload, Path("relative-out.txt"))  # relative: the workers run in the cwd
         assert (tmp_path / "relative-out.txt").read_text().split()[::2] == ["a", "b", "c"]
+
+        # The TaskManager dies: status says the cluster is unhealthy and what is missing.
+        os.kill(state["pids"]["taskmanager"], signal.SIGKILL)
+        unhealthy = call("status")
+        assert unhealthy.returncode == 1, unhealthy.stdout
+        assert f"its Flink TaskManager (process {state['pids']['taskmanager']}) is gone" in unhealthy.stdout
+        # start stops what is left of it, keeping its logs, and starts it anew.
+        repaired = call("start", "--slots", "1")
+        assert repaired.returncode == 0, repaired.stderr[-3000:]
+        assert (f"the running cluster (process {state['pid']}) is unhealthy: its Flink TaskManager" in repaired.stderr
+                and "stopping what is left of it and starting anew" in repaired.stderr)
+        assert f"stopped; its logs are in {state['log_dir']}/" in repaired.stderr
+        assert _gone(state["pid"]) and all(_gone(pid) for pid in state["pids"].values())
+        first, state = state, json.loads((tmp_path / "state" / "state.json").read_text())
+        assert state["pid"] != first["pid"] and state["log_dir"] != first["log_dir"]
+        assert call("status").returncode == 0
+        write_lines(state["options"] + no_upload, Path("again.txt"))
+        assert (tmp_path / "again.txt").read_text().split()[::2] == ["a", "b", "c"]
     finally:
         stopped = call("stop", timeout=120)
     assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"flink-cluster: stopped; its logs are in {state['log_dir']}/"
     assert not (tmp_path / "state" / "state.json").exists()
-    assert _gone(state["pid"])
+    assert _gone(state["pid"]) and all(_gone(pid) for pid in state["pids"].values())
     for endpoint in (state["flink_master"], state["job_endpoint"], state["worker_pool"]):
         assert not _port_open(endpoint), endpoint
     assert call("status").returncode == 3 and call("options").returncode == 3
+    # Both clusters' logs stay for a post-mortem, each start's in a folder of its own.
+    for kept in (first, state):
+        logs = Path(kept["log_dir"])
+        assert logs.parent == tmp_path / "state" / "logs"
+        for name in ("jobmanager.log", "taskmanager.log", "job-server.log", "worker-pool.log", "flink-cluster.log"):
+            assert (logs / name).stat().st_size > 0, logs / name
+    assert "Beam worker pool listening" in (Path(state["log_dir"]) / "worker-pool.log").read_text()
