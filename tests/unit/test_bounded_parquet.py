@@ -68,8 +68,10 @@ def test_a_small_parquet_manifest_cannot_unpack_into_memory(tmp_path):
                                         "row may hold (--max_manifest_row_bytes)"] for n in range(1, 51)]
     assert list_rows == [["<row 1>", f"{listed} row 1: 1000000000006 bytes, over the 1048576 a row may hold "
                                      "(--max_manifest_row_bytes)"], ["b", None]]
-    assert report["after"] < 300 * 1024, report  # KiB
+    # KiB. What the imports take before the index varies by machine (244 MB on CI, with apache_beam); the
+    # unpacked bomb once added 600 MB on top, so the growth is the measure.
     assert report["after"] - report["before"] < 100 * 1024, report
+    assert report["after"] < 512 * 1024, report
 
 
 def test_a_row_group_that_unpacks_past_the_limit_is_refused_before_any_row():
