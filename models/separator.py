@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from models.chunking import ChunkGeometry, overlap_add, segments, separate_chunks, separate_stream
 from models.config import SeparationConfig
+from models.precision import DEFAULT_PRECISION, model_id
 from models.unet import SeparationNetwork
 
 
@@ -17,11 +18,12 @@ class Separator:
     reused for every chunk of every track after that.
     """
 
-    def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray], checkpoint_sha256: str = ""):
+    def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray], checkpoint_sha256: str = "",
+                 precision: str = DEFAULT_PRECISION):
         self.config = config
         self.geometry = ChunkGeometry.of(config)
-        self.checkpoint_sha256 = checkpoint_sha256
-        self.network = SeparationNetwork(config, weights)
+        self.checkpoint_sha256, self.precision = checkpoint_sha256, precision
+        self.network = SeparationNetwork(config, weights, precision)
         self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
         self.batches_on_cpu = onednn_enabled()
         self._separate_chunks = tf.function(
@@ -33,8 +35,8 @@ class Separator:
 
     @property
     def model_id(self) -> str:
-        """Configuration and weights, as recorded in output metadata."""
-        return f"{self.config.name}@sha256:{self.checkpoint_sha256}" if self.checkpoint_sha256 else self.config.name
+        """Configuration, weights and precision, as recorded in output metadata."""
+        return model_id(self.config.name, self.checkpoint_sha256, self.precision)
 
     @property
     def instruments(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ def _separate(args) -> int:
     from tqdm import tqdm
 
     from models.audio import EncodeOptions, check_max_duration, check_stall_timeout
+    from models.precision import check_precision
     from models.provider import load_separator
     from pipeline.separate import check_span, separate_files, track_jobs
 
@@ -30,7 +31,7 @@ def _separate(args) -> int:
     check_span(args.offset, args.duration)
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: give at least 1")
-    separator = load_separator(args.params_filename, args.checkpoint)
+    separator = load_separator(args.params_filename, args.checkpoint, check_precision(args.precision))
     jobs = track_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
                       args.offset, args.duration)
     failures = 0
@@ -64,8 +65,8 @@ def _export_model(args) -> int:
 
 
 # What changes a plan: the catalogue, the output, the model and what "done" means.
-PLAN_OPTIONS = {"manifest", "input", "output", "model", "checkpoint", "codec", "bitrate", "sample_format", "force",
-                "plan_output"}
+PLAN_OPTIONS = {"manifest", "input", "output", "model", "checkpoint", "precision", "codec", "bitrate", "sample_format",
+                "force", "plan_output"}
 
 
 def _job_help(command: str) -> int:
@@ -109,9 +110,11 @@ def _demo_catalogue(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from models.precision import check_precision
     from pipeline.evaluate import evaluate
 
-    return evaluate(args.dataset, args.output, args.params_filename, args.checkpoint, args.oracle)
+    return evaluate(args.dataset, args.output, args.params_filename, args.checkpoint, args.oracle,
+                    check_precision(args.precision))
 
 
 def _train(args) -> int:
@@ -130,6 +133,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                              "(each also -16kHz), or a JSON file (default: %(default)s)")
     parser.add_argument("--checkpoint", help="checkpoint folder or gs://, s3://, https:// URI "
                                              "(default: MODEL_PATH, the cache, then the official release)")
+
+
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    from models.precision import DEFAULT_PRECISION, PRECISIONS
+
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or AVX512_BF16 "
+                             "and on GPUs (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mwf", action="store_true",
                           help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
     separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
+    _precision_option(separate)
     separate.add_argument("--stall-timeout", "--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
                           metavar="SECONDS", help="a track fails when ffmpeg delivers or takes no data for this "
                                                   "long (default: %(default)g)")
@@ -191,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(evaluate)
     evaluate.add_argument("--oracle", action="store_true",
                           help="separate with ideal ratio masks from the true stems instead of the model")
+    _precision_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     train = commands.add_parser("train", parents=[common], help="train or fine-tune a model on tracks with their stems (the "

@@ -25,6 +25,7 @@ from models import oracle
 from models.bsseval import bss_eval
 from models.config import SeparationConfig, load_config
 from models.errors import BeamsplitterError, InputError
+from models.precision import DEFAULT_PRECISION
 from models.uris import normalize
 from pipeline.scorecard import Scorecard, TrackScores
 from transforms.catalogue import storage
@@ -43,8 +44,9 @@ class SeparationError(BeamsplitterError):
     stage = "separate"
 
 
-def evaluate(dataset: str, output: str, model: str, checkpoint: str | None = None, oracle_masks: bool = False) -> int:
-    """Evaluate ``model`` (or the oracle) on ``dataset``, writing under ``output``.
+def evaluate(dataset: str, output: str, model: str, checkpoint: str | None = None, oracle_masks: bool = False,
+             precision: str = DEFAULT_PRECISION) -> int:
+    """Evaluate ``model`` (or the oracle) on ``dataset``, its network in ``precision``, writing under ``output``.
 
     Returns 0 when every track was scored, 1 when some were left out; raises
     ``BeamsplitterError`` when nothing could be scored.
@@ -60,7 +62,7 @@ def evaluate(dataset: str, output: str, model: str, checkpoint: str | None = Non
     if oracle_masks:
         separator, model_id = _OracleStems(config), f"oracle:{config.name}"
     else:
-        separator = _run_catalogue_job(tracks, output, config, model, checkpoint)
+        separator = _run_catalogue_job(tracks, output, config, model, checkpoint, precision)
         model_id = separator.model_id
     scored = []
     for track in tqdm(tracks, unit="track", desc="scoring", disable=None, file=sys.stderr):
@@ -142,7 +144,7 @@ class _CatalogueStems:
 
 
 def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationConfig, model: str,
-                       checkpoint: str | None) -> _CatalogueStems:
+                       checkpoint: str | None, precision: str) -> _CatalogueStems:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.run import new_run_id, run_job
@@ -156,7 +158,7 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
     storage.publish_bytes(listing.getvalue().encode(), manifest_uri, "text/csv")
     # No flags: Beam would otherwise parse this process's own sys.argv into the job.
     result = run_job(PipelineOptions([], manifest=manifest_uri, output=prefix, model=model, checkpoint=checkpoint,
-                                     codec=STEM_CODEC, sample_format=STEM_SAMPLE_FORMAT,
+                                     precision=precision, codec=STEM_CODEC, sample_format=STEM_SAMPLE_FORMAT,
                                      run_id="evaluate-" + new_run_id()))
     failed = {failure.track_id: failure.message for failure in result.failures()}
     return _CatalogueStems(config, result.settings.layout, result.settings.model_id, failed)

@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models.audio import (DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, EncodeOptions, check_max_duration,
                           check_stall_timeout)
 from models.errors import InputError
+from models.precision import DEFAULT_PRECISION, PRECISIONS, check_precision
 from transforms.catalogue import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
@@ -39,6 +40,9 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--sample_format", default="s16", help="wav/flac sample format: s16, s24, f32")
         parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
                             help="redo tracks that are already done (also --force=true, for templates)")
+        parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                            help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
+                                 "AVX512_BF16 and on GPUs; part of the model folder (default: %(default)s)")
         parser.add_argument("--inference_batch_size", type=int, default=4, help="model chunks per inference call")
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the inference step only, e.g. "
@@ -104,6 +108,7 @@ class BeamsplitterOptions(PipelineOptions):
             if getattr(self, option) < least:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
         self.encode_options().check()
+        check_precision(self.precision)
         for option in ("local_wave_tracks", "inference_batch_size"):
             if getattr(self, option) < 1:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least 1")

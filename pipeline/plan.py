@@ -6,7 +6,7 @@ JSON Lines manifest of the tracks a run must separate, each with its reason:
 
 * ``new``: no model has separated this track yet;
 * ``changed``: its stems exist but the source changed (URI, size or mtime);
-* ``new-model``: another model or checkpoint separated it, this one has not;
+* ``new-model``: another model, checkpoint or precision separated it, this one has not;
 * ``new-encoding``: this model separated this source, into stems encoded otherwise (codec,
   bitrate, sample format) than the options ask;
 * ``forced``: up to date, planned because of ``--force``.

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from models.checkpoint import checkpoint_digest
 from models.config import load_config
 from models.errors import BeamsplitterError, InputError
+from models.precision import DEFAULT_PRECISION, model_id
 from models.provider import resolve_checkpoint
 from models.uris import normalize
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
@@ -147,8 +148,8 @@ def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSetting
         if not storage.exists(options.manifest):
             raise manifest.InputError(f"{options.manifest}: no such manifest")
     run_id = options.run_id or new_run_id()
-    layout = Layout(options.output, model_folder(config.name, sha), options.scratch_location)
-    settings = RunSettings(options, layout, f"{config.name}@sha256:{sha}", sha, run_id)
+    layout = Layout(options.output, model_folder(config.name, sha, options.precision), options.scratch_location)
+    settings = RunSettings(options, layout, model_id(config.name, sha, options.precision), sha, run_id)
     return settle_prefix(settings) if settle else settings
 
 
@@ -162,6 +163,8 @@ def settle_prefix(settings: RunSettings) -> RunSettings:
     refuse_used_run_id(layout, settings.run_id)
     if not storage.exists(layout.model_card()):
         card = {"model": config.name, "checkpoint_sha256": settings.checkpoint_sha256, "config": config.raw}
+        if settings.options.precision != DEFAULT_PRECISION:  # fp32's card as it always was
+            card["precision"] = settings.options.precision
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
     remove_dead_runs_temp(layout, settings.run_id)
     return dataclasses.replace(settings, landed_commits=settle_earlier_runs(layout))
@@ -183,7 +186,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
     scratch = Scratch(layout, settings.run_id) if fan_out == "chunks" else None
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
-                                   o.shared_model_copies(), scratch)
+                                   o.shared_model_copies(), scratch, o.precision)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     encoding = o.encode_options()
 

@@ -54,8 +54,8 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
 
     def __init__(self, model: str, checkpoint: str | None = None, batch_size: int = 4,
                  checkpoint_sha256: str | None = None, model_copies: int | None = None,
-                 scratch: Scratch | None = None):
-        self.model, self.checkpoint = model, checkpoint
+                 scratch: Scratch | None = None, precision: str = "fp32"):
+        self.model, self.checkpoint, self.precision = model, checkpoint, precision
         self.batch_size, self.checkpoint_sha256 = batch_size, checkpoint_sha256
         self.copies, self.scratch = model_copies, scratch
 
@@ -73,9 +73,9 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
         # Beam shares a model only within one pipeline; the local runner builds
         # a pipeline per wave of tracks, and each would load and trace it again.
         with _MODELS_LOCK:
-            key = (self.model, self.checkpoint)
+            key = (self.model, self.checkpoint, self.precision)
             if key not in _MODELS:
-                _MODELS[key] = load_separator(self.model, self.checkpoint)
+                _MODELS[key] = load_separator(self.model, self.checkpoint, self.precision)
             separator = _MODELS[key]
         if self.checkpoint_sha256 and separator.checkpoint_sha256 != self.checkpoint_sha256:
             raise ModelError(

@@ -15,7 +15,8 @@
                                                       puts scratch/ elsewhere)
 
 ``<model>`` names the configuration and the checkpoint (``4stems-1a2b3c4d5e6f``),
-so another model, or other weights, never mixes with earlier output. A track is
+and the precision when it is not fp32 (``4stems-1a2b3c4d5e6f-bf16``), so another
+model, other weights or another precision never mixes with earlier output. A track is
 done exactly when its completion record exists. A run's metadata lands as a
 whole in one metadata commit (``<commit>`` is the run id), or one per wave on
 the local runner (``<run_id>-w0003``); its failures are written under the same
@@ -34,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 from models.audio import CODECS
+from models.precision import DEFAULT_PRECISION
 from transforms.catalogue.storage import join, literal_glob
 
 RECORD = "_SUCCESS.json"
@@ -86,9 +88,10 @@ def marker_commit(marker_uri: str) -> str:
     return marker_uri.rsplit("/run-", 1)[1]
 
 
-def model_folder(config_name: str, checkpoint_sha256: str) -> str:
+def model_folder(config_name: str, checkpoint_sha256: str, precision: str = DEFAULT_PRECISION) -> str:
     name = config_name.split(":", 1)[-1]
-    return f"{name}-{checkpoint_sha256[:12]}" if checkpoint_sha256 else name
+    name = f"{name}-{checkpoint_sha256[:12]}" if checkpoint_sha256 else name
+    return name if precision == DEFAULT_PRECISION else f"{name}-{precision}"  # fp32's folders as they always were
 
 
 @dataclass(frozen=True)
