@@ -11,13 +11,15 @@ frames x bins x channels) and returns the instruments' spectrogram estimates
 With ``precision="bf16"`` (models/precision.py) only the convolutions run in
 bfloat16: their inputs are cast as they enter and their outputs back to float32,
 so the element-wise maths between them (bias, batch norm, activations) stays
-float32. On a 2-core AMD EPYC with AVX512_BF16, batch 4 and 8, under load from
-other jobs, per chunk (network, masks and STFTs together): fp32 1019-1160 ms,
-these casts 681-863 ms, TensorFlow's oneDNN auto mixed precision rewrite 654-772
-ms; the whole network in bf16 was 2-3 times slower than fp32 (TensorFlow's
-element-wise bf16 kernels). The rewrite is a process-wide Grappler option: it
-also changed the stems of an fp32 model already traced in the same process, so
-fp32 could not stay exact beside it; these casts are the network's own.
+float32. Measured on a 2-core AMD EPYC with AVX512_BF16 shared with other jobs, per
+chunk (STFT, network, masks, inverse STFT), CPU time at batch 4 / 8, two rounds: fp32
+453 / 472 and 444 / 429 ms; these casts 312 / 289 and 334 / 298 ms; TensorFlow's oneDNN
+auto mixed precision rewrite 298 / 316 and 288 / 283 ms (wall times varied too
+much with the other jobs to compare); the whole network in bf16 was slower than
+fp32 (TensorFlow's element-wise bf16 kernels). The rewrite is about as fast, but
+it is a process-wide Grappler option: it changed the stems of an fp32 model
+traced before it in the same process, so fp32 could not stay exact beside it;
+these casts are the network's own.
 """
 
 from __future__ import annotations

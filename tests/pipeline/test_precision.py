@@ -1,13 +1,18 @@
 """A catalogue run in fp32, then in bf16, on one prefix: bf16 redoes the track into a model folder of its own,
-fp32's output stays as it was, `plan` counts the change of precision, and bf16's rerun skips."""
+fp32's output stays as it was, `plan` counts the change of precision, and bf16's rerun skips; `separate` and
+`evaluate` in bf16."""
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 
+from models import audio
 from pipeline import demo
+from pipeline.cli import main
 from pipeline.plan import plan
 from pipeline.run import run
+from tests import music
 from tests.pipeline.conftest import write_manifest
 
 
@@ -58,3 +63,22 @@ def test_a_change_of_precision_redoes_the_track_into_its_own_model_folder(tmp_pa
     assert "0 tracks done, 1 skipped" in capsys.readouterr().out
     assert run(args).exit_status == 0  # and fp32's track is still done
     assert "0 tracks done, 1 skipped" in capsys.readouterr().out
+
+
+def test_separate_and_evaluate_take_the_precision(tmp_path, checkpoint_2stems, capsys):
+    track = demo.make_track(tmp_path / "song.wav", seconds=4.0, seed=3)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["separate", str(track), "-o", str(tmp_path / precision), "--checkpoint", str(checkpoint_2stems),
+                     "--precision", precision, "--sample-format", "f32"]) == 0
+        out[precision] = audio.load(str(tmp_path / precision / "song" / "vocals.wav"), 44100)
+    error = np.sum((out["bf16"].astype(np.float64) - out["fp32"]) ** 2)
+    assert 0 < error and 10 * np.log10(np.sum(out["fp32"].astype(np.float64) ** 2) / error) > 35
+
+    music.make_multitrack(tmp_path / "dataset" / "song", seconds=4.0, seed=4)
+    assert main(["evaluate", "--dataset", str(tmp_path / "dataset"), "-o", str(tmp_path / "eval"),
+                 "--checkpoint", str(checkpoint_2stems), "--precision", "bf16"]) == 0
+    assert "+bf16: BSSEval v4" in capsys.readouterr().out
+    models = pq.read_table(tmp_path / "eval" / "tracks.parquet").column("model").to_pylist()
+    assert len(models) == 2 and all(m.endswith("+bf16") for m in models)
+    assert [p.name for p in (tmp_path / "eval" / "separation" / "stems").iterdir()][0].endswith("-bf16")
