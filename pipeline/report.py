@@ -306,6 +306,9 @@ def cut_preview(uri: str, start: float, destination: str) -> None:
                               capture_output=True, text=True, timeout=120)
     if done.returncode:
         raise ReportError(f"{uri}: no preview ({(done.stderr.strip().splitlines() or ['ffmpeg failed'])[-1]})")
+    if os.path.getsize(destination) < 1000:  # ffmpeg writes a file of no audio when it starts past the end
+        os.unlink(destination)
+        raise ReportError(f"{uri}: no audio from {start:.1f} s on")
 
 
 def sample_tracks(table: pa.Table, n: int, seed: int) -> list[tuple[str, str]]:
