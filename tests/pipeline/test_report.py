@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import demo
 from pipeline.evaluate import evaluate
@@ -171,3 +173,23 @@ def test_a_gcs_output(tmp_path, checkpoint_2stems):
     assert state.console_errors == [] and state.broken() == []
     assert len(state.audio) == 3  # the one track done: its mix and two stems, cut from the emulator's objects
     assert out in text and ["decode", "AudioError", "{source}: no such file", "1", "gone"] in rows
+
+
+def test_an_s3_output_through_the_command(tmp_path, checkpoint_2stems):
+    folder = tmp_path / "catalogue"
+    demo.make_track(folder / "a.wav", seconds=5.0, seed=7)
+    manifest = write_manifest(folder / "manifest.csv", [("a", "a.wav", "x")])
+    with services.s3_server("catalogue") as s3:
+        try:
+            assert run(["--manifest", str(manifest), "--output", "s3://catalogue/out", "--checkpoint",
+                        str(checkpoint_2stems), *s3.beam_options()]).exit_status == 0
+        finally:
+            FileSystems.set_options(PipelineOptions([]))
+        # Beam's s3 options on the command line, as a user gives them.
+        done = subprocess.run([BEAMSPLITTER, "report", "s3://catalogue/out", "-o", str(tmp_path / "report"),
+                               *s3.beam_options()], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("<audio ") == 3 and "s3://catalogue/out" in page
+    assert sorted(p.name for p in (tmp_path / "report" / "previews").iterdir()) == ["0000-0.mp3", "0000-1.mp3",
+                                                                                      "0000-2.mp3"]
