@@ -118,9 +118,11 @@ def _report(args) -> int:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from pipeline.options import job_args
     from pipeline.report import write_report
 
-    FileSystems.set_options(PipelineOptions(args.beam_args))  # s3 endpoint, credentials...
+    # Beam's filesystem options (s3 endpoint, credentials...); any other argument is refused.
+    FileSystems.set_options(PipelineOptions(job_args(args.beam_args, "report", own=())))
     page = write_report(args.output, args.report_dir, args.sample, args.seed, args.evaluation)
     print(f"report: {page}")
     return 0

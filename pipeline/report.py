@@ -35,6 +35,7 @@ from transforms.catalogue.layout import Layout, commit_of, marker_commit
 PAGE = "index.html"
 FIGURES, PREVIEWS = "figures", "previews"
 PREVIEW_SECONDS = 30.0
+PREVIEW_TIMEOUT = 120.0  # seconds for ffmpeg to cut one preview
 NOT_MEASURED = "not measured by this run"
 # Metadata columns drawn as distributions per instrument: (column, axis label, to dB first). Loudness,
 # true peak and vocal activity are only there when the run measured them.
@@ -149,6 +150,7 @@ class Output:
 def read_output(prefix: str) -> Output:
     """What the runs under ``prefix`` left: their summaries, landed metadata and failure tables."""
     prefix = prefix.rstrip("/")
+    storage.check_reachable(prefix)
     metadata_root, failures_root = storage.join(prefix, "metadata"), storage.join(prefix, "failures")
     found = storage.find(metadata_root, "*/**")
     models = tuple(sorted({path[len(metadata_root) + 1:].split("/", 1)[0] for path in found}))
@@ -196,9 +198,12 @@ def runs_of(output: Output) -> tuple[RunFigures, ...]:
     """Every run's figures: from its summary, else from the rows and failures it wrote."""
     runs = {}
     for model, s in output.summaries:
-        runs[s["run_id"]] = RunFigures(s["run_id"], model, int(s["done"]), int(s["skipped"]),
-                                       dict(s["failed_by_stage"]), float(s["audio_seconds"]),
-                                       float(s["wall_seconds"]))
+        try:
+            runs[s["run_id"]] = RunFigures(str(s["run_id"]), model, int(s["done"]), int(s["skipped"]),
+                                           {str(k): int(v) for k, v in s["failed_by_stage"].items()},
+                                           float(s["audio_seconds"]), float(s["wall_seconds"]))
+        except (KeyError, TypeError, ValueError, AttributeError):  # not a summary: the run's tables tell
+            continue
     done: dict = defaultdict(dict)  # run -> (model, track) -> seconds
     if output.metadata.num_rows:
         columns = ("run_id", "model_folder", "track_id", "duration_s")
@@ -300,10 +305,13 @@ def _truth(value) -> bool:
 def cut_preview(uri: str, start: float, destination: str) -> None:
     """``PREVIEW_SECONDS`` of ``uri`` from ``start``, as a small stereo MP3 at ``destination``."""
     with storage.local_copy(uri) as path:
-        done = subprocess.run([ffmpeg_binary(), "-v", "error", "-nostdin", "-y", "-ss", f"{start:.3f}",
-                               "-t", f"{PREVIEW_SECONDS:g}", "-i", path, "-vn", "-map_metadata", "-1", "-ac", "2",
-                               "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "96k", destination],
-                              capture_output=True, text=True, timeout=120)
+        try:
+            done = subprocess.run([ffmpeg_binary(), "-v", "error", "-nostdin", "-y", "-ss", f"{start:.3f}",
+                                   "-t", f"{PREVIEW_SECONDS:g}", "-i", path, "-vn", "-map_metadata", "-1", "-ac", "2",
+                                   "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "96k", destination],
+                                  capture_output=True, text=True, timeout=PREVIEW_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ReportError(f"{uri}: no preview (ffmpeg took over {PREVIEW_TIMEOUT:g} s)") from None
     if done.returncode:
         raise ReportError(f"{uri}: no preview ({(done.stderr.strip().splitlines() or ['ffmpeg failed'])[-1]})")
     if os.path.getsize(destination) < 1000:  # ffmpeg writes a file of no audio when it starts past the end

@@ -89,7 +89,8 @@ def test_alike_failures_are_grouped_by_message():
 def test_the_command_refuses_what_is_not_an_output(tmp_path):
     for args, message in (([str(tmp_path)], f"error: {tmp_path}: no catalogue output here"),
                           ([str(tmp_path), "--evaluation", str(tmp_path)], f"error: --evaluation {tmp_path}: no "),
-                          ([str(tmp_path), "--sample", "-1"], "error: --sample -1: give 0 or more tracks")):
+                          ([str(tmp_path), "--sample", "-1"], "error: --sample -1: give 0 or more tracks"),
+                          ([str(tmp_path), "--sampel", "3"], "error: report: unknown argument --sampel")):
         done = subprocess.run([BEAMSPLITTER, "report", *args, "-o", str(tmp_path / "report")], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 2, done.stderr
