@@ -70,13 +70,11 @@ def _allowed_formats(binary: str) -> str:
     return ",".join(sorted(names - INDIRECT_FORMATS))
 
 
-
 def to_stereo(samples: np.ndarray) -> np.ndarray:
     """``[n, c]`` -> ``[n, 2]``: mono is duplicated, channels past the second are dropped."""
     if samples.shape[1] == 1:
         return np.repeat(samples, 2, axis=1)
     return samples[:, :2]
-
 
 
 def _declared_wav_shortfall(path: Path) -> int | None:

@@ -67,7 +67,6 @@ def remove_partials_of(path: str) -> None:
                 pass
 
 
-
 # A bitrate as ffmpeg's option parser reads one (av_strtod): a decimal number with an optional
 # SI prefix; the exponent (1e5), binary (Ki) and byte (B) forms it also takes are refused, as
 # more surprising than useful in a bitrate.

@@ -43,7 +43,6 @@ def check_stall_timeout(seconds: float, option: str) -> float:
     return seconds
 
 
-
 def file_url(path: str) -> str:
     """``path`` for ffmpeg: only the file protocol, so ``-``, ``a:b.mp3`` or ``concat:x|y`` are plain names."""
     return "file:" + os.path.abspath(path)
