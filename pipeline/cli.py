@@ -19,7 +19,9 @@ DEFAULT_MODEL = "spleeter:2stems"
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.audio import EncodeOptions, check_max_duration, check_stall_timeout
+    from models.decoding import check_max_duration
+    from models.encoding import EncodeOptions
+    from models.ffmpeg_process import check_stall_timeout
     from models.provider import load_separator
     from pipeline.separate import check_span, separate_files, track_jobs
 
@@ -147,7 +149,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.audio import CODECS, DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, SAMPLE_FORMATS
+    from models.decoding import DEFAULT_MAX_DURATION
+    from models.encoding import CODECS, SAMPLE_FORMATS
+    from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 
     parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")

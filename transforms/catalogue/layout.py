@@ -34,7 +34,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from models.audio import CODECS
+from models.encoding import CODECS
 from transforms.catalogue.storage import join, literal_glob
 
 RECORD = "_SUCCESS.json"
