@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.audio import ffmpeg_binary
+from models.ffmpeg_process import ffmpeg_binary
 from models.errors import BeamsplitterError, InputError
 from pipeline.scorecard import FIGURE_FILE, TRACKS_FILE
 from transforms.catalogue import storage
