@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models import audio
+from models import decoding, ffmpeg_process
 from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
@@ -35,8 +35,8 @@ class _Decode(beam.DoFn):
         storage.delete_partials(self.layout.track_dir(track.track_id))
         try:
             with storage.local_copy(track.uri) as path:
-                blocks = audio.decode(path, self.config.sample_rate, name=track.uri,
-                                      stall_timeout=self.stall_timeout, max_duration=self.max_duration)
+                blocks = decoding.decode(path, self.config.sample_rate, name=track.uri,
+                                         stall_timeout=self.stall_timeout, max_duration=self.max_duration)
                 # Decoding runs ahead on a thread while the chunks before it are separated.
                 for segment in prefetch(segments(blocks, self.geometry), depth=2):
                     self.chunks.inc()
@@ -62,7 +62,7 @@ class DecodeChunks(beam.PTransform):
     """
 
     def __init__(self, model: str, layout: Layout, scratch: Scratch | None = None,
-                 stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0):
+                 stall_timeout: float = ffmpeg_process.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0):
         super().__init__()
         self.model, self.layout, self.scratch = model, layout, scratch
         self.stall_timeout, self.max_duration = stall_timeout, max_duration

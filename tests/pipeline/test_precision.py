@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from models import audio
+from models import decoding
 from pipeline import demo
 from pipeline.cli import main
 from pipeline.plan import plan
@@ -71,7 +71,7 @@ def test_separate_and_evaluate_take_the_precision(tmp_path, checkpoint_2stems, c
     for precision in ("fp32", "bf16"):
         assert main(["separate", str(track), "-o", str(tmp_path / precision), "--checkpoint", str(checkpoint_2stems),
                      "--precision", precision, "--sample-format", "f32"]) == 0
-        out[precision] = audio.load(str(tmp_path / precision / "song" / "vocals.wav"), 44100)
+        out[precision] = decoding.load(str(tmp_path / precision / "song" / "vocals.wav"), 44100)
     error = np.sum((out["bf16"].astype(np.float64) - out["fp32"]) ** 2)
     assert 0 < error and 10 * np.log10(np.sum(out["fp32"].astype(np.float64) ** 2) / error) > 35
 
