@@ -48,7 +48,7 @@ variable "model" {
 
 variable "accelerator" {
   type        = string
-  description = "resource hint of the inference step alone (right fitting); empty for a CPU-only job"
+  description = "resource hint of the steps that run the model, whole tracks decoded, separated and encoded on its machines (right fitting); empty for a CPU-only job"
   default     = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
 }
 

@@ -121,6 +121,8 @@ def test_parameter_regexes_accept_what_the_job_accepts(metadata):
     assert not matches(parameter(metadata, "manifest"), "gs://catalogue/manifest.txt")
     assert matches(parameter(metadata, "output"), "gs://stems/catalogue")
     assert matches(parameter(metadata, "bitrate"), "192k") and not matches(parameter(metadata, "bitrate"), "192")
+    fan_out = parameter(metadata, "fan_out")
+    assert {f for f in ("auto", "none", "tracks", "chunks", "") if matches(fan_out, f)} == {"auto", "tracks", "chunks"}
     copies = parameter(metadata, "model_copies")
     assert matches(copies, "1") and matches(copies, "12")
     assert not any(matches(copies, bad) for bad in ("0", "-1", "", "two"))
@@ -171,7 +173,8 @@ def test_launch_puts_only_inference_on_gpus(metadata):
     assert flag(launch, "--additional-experiments") == "use_runner_v2"
     assert flag(launch, "--launcher-machine-type") == job.LAUNCHER_MACHINE_TYPE == "n2-standard-2"
     params = launch_parameters(launch)
-    # no worker image: the workers run the template's own image (main.py)
+    # no worker image: the workers run the template's own image (main.py); no fan_out: the job's default, whole
+    # tracks, decoded, separated and encoded on the GPU machines
     assert params == {"manifest": "gs://catalogue/manifest.csv", "output": "gs://proj-beamsplitter-stems/catalogue",
                       "model": "spleeter:4stems", "disk_size_gb": "50", "max_failed_fraction": "0.05",
                       "inference_accelerator": job.GPU_ACCELERATOR, "model_copies": "1"}
@@ -197,13 +200,16 @@ def test_launch_options():
     params = launch_parameters(cpu)
     assert "inference_accelerator" not in params and "model_copies" not in params
     assert params["max_failed_fraction"] == "0.2" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
-    assert flag(cpu, "--max-workers") == "10"
+    assert flag(cpu, "--max-workers") == "10" and "fan_out" not in params
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
                     "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
     params = launch_parameters(t4)
     assert params["inference_accelerator"] == T4 and params["model_copies"] == "2"
     assert flag(t4, "--launcher-machine-type") == "n2-standard-4"
     assert params["checkpoint"] == "gs://models/4stems" and params["codec"] == "flac"
+    # chunk fan-out, where it earns its cost (hours-long mixes on few workers), is asked for
+    (chunks,) = dry_run("dataflow/template.py", *LAUNCH, "--fan-out", "chunks")
+    assert launch_parameters(chunks)["fan_out"] == "chunks"
 
 
 def test_one_job_name_per_prefix_and_model():
