@@ -80,7 +80,7 @@ def environment(*, service_account: str, temp_location: str, staging_location: s
     """The launch request's runtime environment (FlexTemplateRuntimeEnvironment)."""
     refused = [e for e in experiments if e.split("=", 1)[0] in NOT_WITH_RIGHT_FITTING]
     if refused:
-        raise ValueError(f"{refused[0]}: the job puts a GPU on the inference step alone (right fitting)")
+        raise ValueError(f"{refused[0]}: the job puts a GPU on the steps that run the model alone (right fitting)")
     return {"serviceAccountEmail": service_account, "tempLocation": temp_location,
             "stagingLocation": staging_location, "machineType": machine_type, "maxWorkers": max_workers,
             "launcherMachineType": launcher_machine_type, "additionalExperiments": list(experiments)}
