@@ -39,7 +39,9 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--sample_format", default="s16", help="wav/flac sample format: s16, s24, f32")
         parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
                             help="redo tracks that are already done (also --force=true, for templates)")
-        parser.add_argument("--inference_batch_size", type=int, default=4, help="model chunks per inference call")
+        parser.add_argument("--inference_batch_size", type=int, default=4,
+                            help="model chunks per inference call; with --inference_accelerator and whole tracks "
+                                 "also the tracks each worker process decodes at once (default: %(default)s)")
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the step that runs the model (decoding, separation and "
                                  "encoding of whole tracks; with --fan_out=chunks inference alone), e.g. "
