@@ -63,7 +63,7 @@ def write_catalogue(work: Path, n: int, sources: list[Path]) -> Path:
 
 def write_records(prefix: Path, n: int, sources: list[Path], config, sha: str) -> None:
     """A completion record for every track of the first ``n`` rows whose source exists, as a run writes them."""
-    from models.audio import EncodeOptions
+    from models.encoding import EncodeOptions
     from transforms.catalogue import storage
     from transforms.catalogue.layout import Layout, model_folder
     from transforms.catalogue.completion import CompletionRecord

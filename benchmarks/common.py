@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.audio import ffmpeg_binary  # noqa: E402
+from models.ffmpeg_process import ffmpeg_binary  # noqa: E402
 from pipeline import demo  # noqa: E402
 
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")

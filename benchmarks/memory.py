@@ -42,7 +42,7 @@ def main():
         from models.checkpoint import random_weights, write_checkpoint
 
         checkpoint = work / "random" / config.model_dir
-        write_checkpoint(checkpoint, random_weights(config, seed=1, scale=0.6))
+        write_checkpoint(checkpoint, random_weights(config, seed=1))
     else:
         checkpoint = resolve_checkpoint(config)
     common = ["-p", args.model, "--checkpoint", str(checkpoint), "-c", "flac"]

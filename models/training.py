@@ -20,7 +20,6 @@ Shapes: mixtures ``[B, T, F, 2]``, targets and estimates
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -30,7 +29,7 @@ import tensorflow as tf
 
 from models.config import SeparationConfig
 from models.errors import ConfigError
-from models.unet import SeparationNetwork, variable_shapes
+from models.unet import SeparationNetwork, he_uniform, variable_shapes
 
 TRAINABLE = ("kernel", "bias", "gamma", "beta")
 OPTIMIZERS = ("Adam", "Adadelta", "SGD")
@@ -97,19 +96,14 @@ class TrainingParams:
 
 
 def initial_weights(config: SeparationConfig, seed: int) -> dict[str, np.ndarray]:
-    """Fresh weights as Spleeter's layers start: He-uniform kernels, zero biases, identity batch norm.
-
-    He-uniform as Keras computes it: ``limit = sqrt(6 / fan_in)`` with
-    ``fan_in`` the kernel's receptive field times its second-to-last axis
-    (the output channels of a transposed convolution's kernel).
-    """
+    """Fresh weights as Spleeter's layers start: He-uniform kernels (``he_uniform``), zero biases,
+    identity batch norm."""
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in variable_shapes(config).items():
         kind = name.rsplit("/", 1)[1]
         if kind == "kernel":
-            limit = math.sqrt(6.0 / (shape[0] * shape[1] * shape[2]))
-            value = rng.uniform(-limit, limit, shape)
+            value = he_uniform(shape, rng)
         elif kind in ("gamma", "moving_variance"):
             value = np.ones(shape)
         else:  # bias, beta, moving_mean

@@ -94,6 +94,25 @@ def variable_shapes(config: SeparationConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def kernel_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a convolution kernel as Keras counts them (``compute_fans``).
+
+    The receptive field times the second-to-last axis, and times the last. Keras
+    lays out a transposed convolution's kernel ``[kh, kw, out, in]`` and counts it
+    the same way, so its fan-in is its *output* channels: that is how Spleeter's
+    Conv2DTranspose layers drew their He-uniform weights, and what a fresh start
+    here must draw to train as Spleeter's did.
+    """
+    receptive_field = int(np.prod(shape[:-2]))
+    return receptive_field * shape[-2], receptive_field * shape[-1]
+
+
+def he_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A kernel drawn as Keras' HeUniform draws one: uniform within ``sqrt(6 / fan_in)``."""
+    limit = np.sqrt(6.0 / kernel_fans(shape)[0])
+    return rng.uniform(-limit, limit, shape)
+
+
 class SeparationNetwork(tf.Module):
     """All instruments' U-Nets of one configuration, with ``weights`` by checkpoint name (zero where not given)."""
 

@@ -19,7 +19,9 @@ DEFAULT_MODEL = "spleeter:2stems"
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.audio import EncodeOptions, check_max_duration, check_stall_timeout
+    from models.decoding import check_max_duration
+    from models.encoding import EncodeOptions
+    from models.ffmpeg_process import check_stall_timeout
     from models.provider import load_separator
     from pipeline.separate import check_span, separate_files, track_jobs
 
@@ -114,6 +116,20 @@ def _evaluate(args) -> int:
     return evaluate(args.dataset, args.output, args.params_filename, args.checkpoint, args.oracle)
 
 
+def _report(args) -> int:
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import job_args
+    from pipeline.report import write_report
+
+    # Beam's filesystem options (s3 endpoint, credentials...); any other argument is refused.
+    FileSystems.set_options(PipelineOptions(job_args(args.beam_args, "report", own=())))
+    page = write_report(args.output, args.report_dir, args.sample, args.seed, args.evaluation)
+    print(f"report: {page}")
+    return 0
+
+
 def _train(args) -> int:
     from pipeline.options import job_args
     from pipeline.train import TrainRequest, train
@@ -133,7 +149,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.audio import CODECS, DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, SAMPLE_FORMATS
+    from models.decoding import DEFAULT_MAX_DURATION
+    from models.encoding import CODECS, SAMPLE_FORMATS
+    from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 
     parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -225,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "one every worker can reach on distributed runners)")
     train.set_defaults(handler=_train)
 
+    report = commands.add_parser("report", parents=[common], help="write an HTML page on a catalogue output: runs, "
+                                 "failures, stem levels, a sample of tracks to listen to",
+                                 epilog="Apache Beam filesystem options are accepted too (--s3_endpoint_url...).")
+    report.add_argument("output", metavar="OUT", help="the --output of `beamsplitter run`: local, gs:// or s3://")
+    report.add_argument("-o", "--report-dir", "--report_dir", default="report", metavar="DIR",
+                        help="local folder for index.html, its figures and previews (default: %(default)s)")
+    report.add_argument("--sample", type=int, default=5, metavar="N",
+                        help="tracks to preview, mix and stems (default: %(default)s)")
+    report.add_argument("--seed", type=int, default=0, help="seeds the sample (default: %(default)s)")
+    report.add_argument("--evaluation", metavar="DIR",
+                        help="an output of `beamsplitter evaluate`: its scores join the report")
+    report.set_defaults(handler=_report)
+
     export = commands.add_parser("export-model", parents=[common], help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
     _model_options(export)
@@ -276,12 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.started = started
-    if args.command in ("run", "plan", "train"):
+    if args.command in ("run", "plan", "train", "report"):
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     asks_help = {"-h", "--help"} & set(extra)
-    if not args.verbose and args.command != "demo-catalogue" and not asks_help:
+    if not args.verbose and args.command not in ("demo-catalogue", "report") and not asks_help:
         _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

@@ -6,9 +6,10 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from models.audio import (DEFAULT_MAX_DURATION, DEFAULT_STALL_TIMEOUT, EncodeOptions, check_max_duration,
-                          check_stall_timeout)
+from models.decoding import DEFAULT_MAX_DURATION, check_max_duration
+from models.encoding import EncodeOptions
 from models.errors import InputError
+from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT, check_stall_timeout
 from transforms.catalogue import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.audio import EncodeOptions
+from models.encoding import EncodeOptions
 from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
 from pipeline.run import RunSettings, counters, resolve_run
 from transforms.catalogue import storage

@@ -406,6 +406,7 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
     storage.delete_tree_up_to(settings.layout.scratch(settings.run_id),
                               settings.layout.scratch_location or options.output)
     summary = Summary.of(totals, time.monotonic() - started)
+    summary.publish(settings, commits)
     print(summary.text(settings))
     return RunResult(settings, summary, frozenset(commits))
 
@@ -464,6 +465,13 @@ class Summary:
         by_stage = {k.split(".", 1)[1]: v for k, v in found.items() if k.startswith("tracks_failed.")}
         return cls(found.get("tracks_done", 0), found.get("tracks_skipped", 0), sum(by_stage.values()),
                    by_stage, float(found.get("audio_seconds", 0)), wall_seconds, found.get("metadata_rows", 0))
+
+    def publish(self, settings: RunSettings, commits: list[str]) -> None:
+        """Keep the figures beside the run's commit markers: the pipeline's counters, which alone know the
+        skipped tracks, the audio seconds and the wall time, go with the job."""
+        figures = dict(dataclasses.asdict(self), run_id=settings.run_id, model=settings.model_id, commits=commits,
+                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        storage.publish_bytes(json.dumps(figures, indent=1).encode(), settings.layout.run_summary(settings.run_id))
 
     def text(self, settings: RunSettings) -> str:
         reasons = ", ".join(f"{stage}: {n}" for stage, n in sorted(self.failed_by_stage.items()))

@@ -37,9 +37,11 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from models import audio, spectral
+from models import decoding, spectral
 from models.chunking import segments
+from models.encoding import EncodeOptions, remove_partials_of
 from models.errors import BeamsplitterError, InputError
+from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 from models.separator import Separator
 from models.stems import StemWriter
 from models.uris import normalize
@@ -113,12 +115,12 @@ class _Failure:
 def separate_files(
     separator: Separator,
     jobs: Iterable[TrackJob],
-    encoding: audio.EncodeOptions = audio.EncodeOptions(),
+    encoding: EncodeOptions = EncodeOptions(),
     batch_size: int = 4,
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
     mwf: bool = False,
-    stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     max_duration: float = 0.0,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order.
@@ -130,7 +132,7 @@ def separate_files(
     for track in tracks:
         # What an earlier, killed run left of these stems: no run but this one writes them now.
         for path in track.job.outputs.values():
-            audio.remove_partials_of(path)
+            remove_partials_of(path)
     passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
     read = _read(separator, tracks, passes, stall_timeout, max_duration)
     write = functools.partial(_write, separator, encoding, stall_timeout, on_progress, on_result)
@@ -164,8 +166,8 @@ def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...
     for track in tracks:
         try:
             for purpose in passes:
-                blocks = audio.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
-                                      stall_timeout=stall_timeout, max_duration=max_duration)
+                blocks = decoding.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
+                                         stall_timeout=stall_timeout, max_duration=max_duration)
                 for segment in segments(blocks, separator.geometry):
                     chunk = _Chunk(track, segment.index, segment.last, segment.n_samples, purpose)
                     if purpose is Purpose.SEPARATE:

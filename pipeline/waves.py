@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from models.audio import EncodeOptions
+from models.encoding import EncodeOptions
 from transforms.catalogue.index import CatalogueIndex
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import Failure

@@ -7,7 +7,7 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models import audio
+from models import decoding, ffmpeg_process
 from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
@@ -18,6 +18,7 @@ from transforms.catalogue.manifest import FAILURES, Failure
 from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.stash import Scratch
 from transforms.threads import Interleave
+
 
 class _Decode(beam.DoFn):
     def __init__(self, model: str, layout: Layout, scratch: Scratch | None, stall_timeout: float,
@@ -61,8 +62,8 @@ class _Decode(beam.DoFn):
         storage.delete_partials(self.layout.track_dir(track.track_id))
         try:
             with storage.local_copy(track.uri) as path:
-                blocks = audio.decode(path, self.config.sample_rate, name=track.uri,
-                                      stall_timeout=self.stall_timeout, max_duration=self.max_duration)
+                blocks = decoding.decode(path, self.config.sample_rate, name=track.uri,
+                                         stall_timeout=self.stall_timeout, max_duration=self.max_duration)
                 for segment in segments(blocks, self.geometry):
                     samples, uri = segment.samples, None
                     if self.scratch is not None:
@@ -88,7 +89,7 @@ class DecodeChunks(beam.PTransform):
     """
 
     def __init__(self, model: str, layout: Layout, scratch: Scratch | None = None,
-                 stall_timeout: float = audio.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0,
+                 stall_timeout: float = ffmpeg_process.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0,
                  tracks_at_once: int = 1):
         super().__init__()
         self.model, self.layout, self.scratch = model, layout, scratch

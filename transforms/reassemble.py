@@ -25,10 +25,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.audio import DEFAULT_STALL_TIMEOUT, EncodeOptions
 from models.chunking import ChunkGeometry
 from models.config import SeparationConfig, load_config
+from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError
+from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 from models.stems import StemWriter
 from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow

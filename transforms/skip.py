@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models.audio import EncodeOptions
+from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError, InputError
 from transforms.catalogue import storage
 from transforms.catalogue.completion import CompletionRecord

@@ -22,8 +22,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from infra.dataflow import beamsplitter_job as job
 from infra.dataflow import cost_model
 from infra.dataflow import main as flex_main
-from models.audio import CODECS, SAMPLE_FORMATS
 from models.config import embedded_names
+from models.encoding import CODECS, SAMPLE_FORMATS
 from pipeline.options import BeamsplitterOptions
 from tests import services
 from tests.infra.conftest import INFRA, REPO, assert_separated, dry_run, flag, flags, rejects

@@ -253,14 +253,14 @@ def test_cli_2stems_wiener_filter(cli_outputs):
 
 @pytest.fixture(scope="module")
 def decoded_music(inputs) -> np.ndarray:
-    from models import audio
+    from models import decoding
 
-    return audio.load(str(inputs["music"]), 44100)
+    return decoding.load(str(inputs["music"]), 44100)
 
 
 @pytest.mark.parametrize("case,model,source", API_CASES, ids=[c[0] for c in API_CASES])
 def test_api(case, model, source, api_reference, api_checkpoints, decoded_music):
-    from models.audio import to_stereo
+    from models.decoding import to_stereo
     from models.provider import load_separator
 
     with np.load(api_reference[case]) as data:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models import audio
+from models.ffmpeg_process import ffmpeg_binary
 from pipeline import demo
 
 GOOD = {  # track_id -> file under the catalogue folder
@@ -52,14 +52,14 @@ def catalogue(tmp_path_factory) -> Path:
         if name.endswith(".wav"):
             source.rename(folder / name)
         else:
-            subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", str(source), str(folder / name)], check=True)
+            subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(source), str(folder / name)], check=True)
             source.unlink()
     (folder / "notes.mp3").write_text("no music here\n" * 40)
     (folder / "empty.flac").write_bytes(b"")
     (folder / "cut.wav").write_bytes(master.read_bytes()[: master.stat().st_size // 3])
     master.unlink()
     long = demo.make_track(folder / "long.wav", seconds=30.0, seed=5)
-    subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", str(long), str(folder / "long.flac")], check=True)
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(long), str(folder / "long.flac")], check=True)
     flac = (folder / "long.flac").read_bytes()
     (folder / "cut.flac").write_bytes(flac[: len(flac) * 2 // 3])  # decodes to 20 s, then fails
     for path in (long, folder / "long.flac"):

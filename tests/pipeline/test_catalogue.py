@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from models import audio
+from models import decoding
 from models.errors import InputError
+from models.ffmpeg_process import ffmpeg_binary
 from models.provider import load_separator
 from pipeline.run import run
 from pipeline import demo
@@ -94,9 +95,9 @@ def test_every_bad_row_is_one_failure(first_run):
 def test_output_equals_separate(first_run, catalogue, checkpoint_2stems):
     _, prefix = first_run
     separator = load_separator("spleeter:2stems", str(checkpoint_2stems))
-    expected = separator.separate(audio.load(str(catalogue / "two.flac"), 44100))
+    expected = separator.separate(decoding.load(str(catalogue / "two.flac"), 44100))
     for name in INSTRUMENTS:
-        ours = audio.load(str(stem_folder(prefix) / "pop/two" / f"{name}.wav"), 44100)
+        ours = decoding.load(str(stem_folder(prefix) / "pop/two" / f"{name}.wav"), 44100)
         reference = np.round(np.clip(expected[name], -1, 1) * 32768) / 32768
         error = np.sum((ours - reference) ** 2)
         assert error == 0 or 10 * np.log10(np.sum(reference ** 2) / error) >= 90
@@ -147,7 +148,7 @@ def test_grown_manifest_and_changed_source(tmp_path, catalogue, checkpoint_2stem
     status, out = run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
                           "--checkpoint", str(checkpoint_2stems))
     assert status == 0 and f"2 tracks done, {len(GOOD) - 1} skipped, 0 failed" in out
-    vocals = audio.load(str(stem_folder(prefix) / "pop/one/vocals.wav"), 44100)
+    vocals = decoding.load(str(stem_folder(prefix) / "pop/one/vocals.wav"), 44100)
     assert len(vocals) == 6 * 44100
 
     status, out = run_job(capsys, "--manifest", str(folder / "m.csv"), "--output", str(prefix),
@@ -397,7 +398,7 @@ def test_local_waves_hold_local_wave_tracks_tracks(tmp_path, checkpoint_2stems, 
     waves = [sorted(pd.concat(pd.read_parquet(f) for f in model.glob(f"{marker}-*.parquet")).track_id.unique())
              for marker in markers]
     assert waves == [[f"t{i}" for i in range(w * per_wave, (w + 1) * per_wave)] for w in range(len(markers))]
-    probe = subprocess.run([audio.ffmpeg_binary(), "-hide_banner", "-i", str(stem_folder(prefix) / "t0" / "vocals.wav")],
+    probe = subprocess.run([ffmpeg_binary(), "-hide_banner", "-i", str(stem_folder(prefix) / "t0" / "vocals.wav")],
                            capture_output=True, text=True).stderr
     assert "pcm_f32le" in probe
 

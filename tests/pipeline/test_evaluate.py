@@ -27,7 +27,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from models import audio
+from models import decoding
 from pipeline.cli import main
 from tests import music
 from tests import services
@@ -135,7 +135,7 @@ def test_a_random_model_through_the_catalogue_job(evaluations, musdb):
     folders = list((outcome.output / "separation" / "stems").glob("4stems-*/song-a"))
     assert len(folders) == 1
     for instrument in INSTRUMENTS:
-        assert len(audio.load(str(folders[0] / f"{instrument}.wav"), 44100)) == int(SECONDS * 44100)
+        assert len(decoding.load(str(folders[0] / f"{instrument}.wav"), 44100)) == int(SECONDS * 44100)
 
 
 def test_the_oracle_scores_far_above_a_random_model(evaluations):
@@ -212,7 +212,7 @@ def test_dual_mono_and_silent_stems_are_scored(tmp_path):
         for instrument in INSTRUMENTS:
             music.write_wav(root / track / f"{instrument}.wav", stems[instrument], 44100)
         music.write_wav(root / track / "mixture.wav", sum(stems[i] for i in INSTRUMENTS), 44100)
-    left, right = audio.load(str(root / "dual-mono" / "vocals.wav"), 44100).T
+    left, right = decoding.load(str(root / "dual-mono" / "vocals.wav"), 44100).T
     assert np.array_equal(left, right)
     outcome = evaluate(tmp_path / "out", "--dataset", str(root), "--oracle")
     assert outcome.status == 0, outcome.stderr

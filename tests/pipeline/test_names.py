@@ -13,7 +13,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models import audio
+from models.ffmpeg_process import ffmpeg_binary
 from pipeline import demo
 from pipeline.run import run
 from tests import services
@@ -41,7 +41,7 @@ def named(tmp_path_factory):
         if name.endswith(".wav"):
             source.rename(folder / name)
         else:
-            subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", str(source), str(folder / name)], check=True)
+            subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(source), str(folder / name)], check=True)
             source.unlink()
     return folder
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from models import audio
+from models.ffmpeg_process import ffmpeg_binary
 from pipeline import demo
 from pipeline.run import run
 from tests import services
@@ -40,7 +40,7 @@ FAILURES = {"cut": "truncated", "lost": "no such file"}
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-y", *args], check=True)
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import pytest
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
-from models import audio, examples
+from models import decoding, examples
 from models.bsseval import bss_eval
 from models.checkpoint import read_weights
 from models.config import load_config
@@ -167,7 +167,7 @@ def test_trained_checkpoint_separates_and_trains_alike_in_spleeter(scratch, held
     reference = np.load(tmp_path / "spleeter.npz")
     stems = {}
     for name in config.instruments:
-        stems[name] = audio.load(str(tmp_path / "ours" / wav.stem / f"{name}.wav"), 44100)
+        stems[name] = decoding.load(str(tmp_path / "ours" / wav.stem / f"{name}.wav"), 44100)
         snr = snr_db(reference[name], stems[name])
         print(f"{name}: beamsplitter vs spleeter==2.4.2 {snr:.1f} dB")
         assert snr >= MIN_SNR_DB, (name, snr)

@@ -11,8 +11,9 @@ import wave
 import numpy as np
 import pytest
 
-from models import audio
+from models import decoding, encoding
 from models.errors import AudioError, EncodeError, InputError
+from models.ffmpeg_process import BLOCK_SAMPLES, check_stall_timeout, ffmpeg_binary
 
 RATE = 44100
 
@@ -35,35 +36,35 @@ def tone(n, channels, rate=RATE):
 
 def test_stereo_decodes_to_the_same_samples(tmp_path):
     samples = tone(30000, 2)
-    decoded = audio.load(write_pcm(tmp_path / "a.wav", samples), RATE)
+    decoded = decoding.load(write_pcm(tmp_path / "a.wav", samples), RATE)
     assert decoded.dtype == np.float32 and decoded.shape == (30000, 2)
     np.testing.assert_allclose(decoded, np.round(samples * 32767) / 32768, atol=1e-4)
 
 
 def test_mono_is_duplicated_and_extra_channels_dropped(tmp_path):
-    mono = audio.load(write_pcm(tmp_path / "m.wav", tone(5000, 1)), RATE)
+    mono = decoding.load(write_pcm(tmp_path / "m.wav", tone(5000, 1)), RATE)
     np.testing.assert_array_equal(mono[:, 0], mono[:, 1])
     surround = tone(5000, 4)
-    decoded = audio.load(write_pcm(tmp_path / "s.wav", surround), RATE)
+    decoded = decoding.load(write_pcm(tmp_path / "s.wav", surround), RATE)
     np.testing.assert_allclose(decoded, surround[:, :2], atol=1e-4)
 
 
 def test_resampled_to_the_model_rate(tmp_path):
-    decoded = audio.load(write_pcm(tmp_path / "low.wav", tone(22050, 2, 22050), 22050), RATE)
+    decoded = decoding.load(write_pcm(tmp_path / "low.wav", tone(22050, 2, 22050), 22050), RATE)
     assert abs(len(decoded) - RATE) <= 2
 
 
 def test_offset_and_duration_in_seconds(tmp_path):
     samples = tone(RATE * 3, 2)
-    decoded = audio.load(write_pcm(tmp_path / "a.wav", samples), RATE, offset=1.0, duration=0.5)
+    decoded = decoding.load(write_pcm(tmp_path / "a.wav", samples), RATE, offset=1.0, duration=0.5)
     assert len(decoded) == RATE // 2
     np.testing.assert_allclose(decoded, samples[RATE:RATE + RATE // 2], atol=1e-4)
 
 
 def test_blocks_stream_without_holding_the_track(tmp_path):
     path = write_pcm(tmp_path / "a.wav", tone(100000, 2))
-    info = audio.DecodedInfo()
-    sizes = [len(b) for b in audio.decode(path, RATE, info=info, block_samples=4096)]
+    info = decoding.DecodedInfo()
+    sizes = [len(b) for b in decoding.decode(path, RATE, info=info, block_samples=4096)]
     assert max(sizes) <= 4096 and sum(sizes) == 100000
     assert info.samples == 100000 and info.source_channels == 2
 
@@ -88,7 +89,7 @@ def _truncated(path, kind):
 def test_bad_inputs_fail_naming_the_file(tmp_path, make, cause):
     path = make(tmp_path)
     with pytest.raises(AudioError, match=cause) as raised:
-        audio.load(path, RATE)
+        decoding.load(path, RATE)
     assert str(raised.value).startswith(f"{path}: ")
     assert "\n" not in str(raised.value)
 
@@ -96,25 +97,25 @@ def test_bad_inputs_fail_naming_the_file(tmp_path, make, cause):
 def test_truncated_flac_is_refused(tmp_path):
     source = write_pcm(tmp_path / "a.wav", tone(RATE * 4, 2))
     flac = str(tmp_path / "a.flac")
-    subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", source, flac], check=True)
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-i", source, flac], check=True)
     with pytest.raises(AudioError, match="truncated"):
-        audio.load(_truncated(flac, "flac"), RATE)
+        decoding.load(_truncated(flac, "flac"), RATE)
 
 
 @pytest.mark.parametrize("sample_format,tolerance", [("s16", 1 / 32768), ("s24", 2 ** -23), ("f32", 0)])
 def test_wav_sample_formats(tmp_path, sample_format, tolerance):
     samples = tone(20000, 2).astype(np.float32)
     path = str(tmp_path / "out.wav")
-    audio.save(path, samples, RATE, sample_format=sample_format)
-    np.testing.assert_allclose(audio.load(path, RATE), samples, atol=tolerance * 1.01)
+    encoding.save(path, samples, RATE, sample_format=sample_format)
+    np.testing.assert_allclose(decoding.load(path, RATE), samples, atol=tolerance * 1.01)
 
 
 @pytest.mark.parametrize("codec", ["flac", "mp3", "ogg", "m4a", "wma"])
 def test_every_codec_round_trips(tmp_path, codec):
     samples = tone(RATE, 2).astype(np.float32)
     path = str(tmp_path / f"out.{codec}")
-    audio.save(path, samples, RATE, codec=codec, bitrate="192k")
-    decoded = audio.load(path, RATE)
+    encoding.save(path, samples, RATE, codec=codec, bitrate="192k")
+    decoded = decoding.load(path, RATE)
     assert abs(len(decoded) - RATE) < 0.1 * RATE  # lossy codecs add priming/padding
     if codec == "flac":
         np.testing.assert_allclose(decoded, samples, atol=1 / 32768 * 1.01)
@@ -124,12 +125,12 @@ def test_every_codec_round_trips(tmp_path, codec):
 def test_writes_are_atomic_and_repeatable(tmp_path):
     samples = tone(10000, 2).astype(np.float32)
     first, second = tmp_path / "a" / "x.mp3", tmp_path / "b" / "x.mp3"
-    audio.save(str(first), samples, RATE, codec="mp3")
-    audio.save(str(second), samples, RATE, codec="mp3")
+    encoding.save(str(first), samples, RATE, codec="mp3")
+    encoding.save(str(second), samples, RATE, codec="mp3")
     assert first.read_bytes() == second.read_bytes()  # a retried write rewrites the same bytes
     assert sorted(os.listdir(first.parent)) == ["x.mp3"]
 
-    encoder = audio.Encoder(str(tmp_path / "c" / "y.wav"), RATE)
+    encoder = encoding.Encoder(str(tmp_path / "c" / "y.wav"), RATE)
     encoder.write(samples)
     assert not (tmp_path / "c" / "y.wav").exists()  # not under its name until closed
     encoder.abort()
@@ -138,7 +139,7 @@ def test_writes_are_atomic_and_repeatable(tmp_path):
 
 def test_exception_inside_with_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
-        with audio.Encoder(str(tmp_path / "z.flac"), RATE, codec="flac") as encoder:
+        with encoding.Encoder(str(tmp_path / "z.flac"), RATE, codec="flac") as encoder:
             encoder.write(tone(1000, 2))
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
@@ -148,19 +149,19 @@ def test_unwritable_destination_names_the_path(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(EncodeError, match=f"{blocker}/sub/out.wav: cannot create folder"):
-        audio.Encoder(str(blocker / "sub" / "out.wav"), RATE)
+        encoding.Encoder(str(blocker / "sub" / "out.wav"), RATE)
 
 
 def test_unknown_codec(tmp_path):
     with pytest.raises(EncodeError, match="unknown codec 'aiff'"):
-        audio.Encoder(str(tmp_path / "a.aiff"), RATE, codec="aiff")
+        encoding.Encoder(str(tmp_path / "a.aiff"), RATE, codec="aiff")
 
 
 def test_errors_name_the_source_not_its_local_copy(tmp_path):
     copy = tmp_path / "beamsplitter-1234.mp3"
     copy.write_text("not audio at all\n" * 20)
     with pytest.raises(AudioError) as raised:
-        list(audio.decode(str(copy), RATE, name="gs://bucket/album/song.mp3"))
+        list(decoding.decode(str(copy), RATE, name="gs://bucket/album/song.mp3"))
     assert str(raised.value).startswith("gs://bucket/album/song.mp3: not decodable audio (")
     assert str(copy) not in str(raised.value)
 
@@ -171,7 +172,7 @@ def test_any_file_name_is_read_as_that_file(tmp_path, monkeypatch, name):
     samples = tone(RATE, 2)
     write_pcm(tmp_path / name, samples)
     monkeypatch.chdir(tmp_path)
-    decoded = audio.load(name, RATE)
+    decoded = decoding.load(name, RATE)
     np.testing.assert_allclose(decoded, np.round(samples * 32767) / 32768, atol=1e-4)
 
 
@@ -190,7 +191,7 @@ def _indirection(tmp_path, kind):
                         "m=audio 5004 RTP/AVP 97\na=rtpmap:97 L16/44100/2\n")
     else:  # image2: a name with a frame-number pattern makes ffmpeg read frame1.png, frame2.png...
         path = tmp_path / "frame%d.png"
-        subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "color=red:size=16x16",
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "color=red:size=16x16",
                         "-frames:v", "1", str(tmp_path / "frame1.png")], check=True)
         path.write_bytes((tmp_path / "frame1.png").read_bytes())
     return str(path)
@@ -200,7 +201,7 @@ def _indirection(tmp_path, kind):
 def test_playlists_and_other_indirections_are_refused(tmp_path, kind):
     path = _indirection(tmp_path, kind)
     with pytest.raises(AudioError) as raised:
-        audio.load(path, RATE)
+        decoding.load(path, RATE)
     assert str(raised.value) == f"{path}: a playlist/indirection format ({kind}) is not an audio file"
 
 
@@ -209,10 +210,10 @@ def test_audio_formats_still_decode(tmp_path, extension):
     source = write_pcm(tmp_path / "source.wav", tone(RATE * 2, 2))
     path = str(tmp_path / f"song.{extension}")
     if extension != "wav":
-        subprocess.run([audio.ffmpeg_binary(), "-v", "error", "-i", source, path], check=True)
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-i", source, path], check=True)
     else:
         path = source
-    assert abs(len(audio.load(path, RATE)) - 2 * RATE) < 0.05 * RATE
+    assert abs(len(decoding.load(path, RATE)) - 2 * RATE) < 0.05 * RATE
 
 
 def test_a_stalled_source_fails_with_the_timeout_and_its_ffmpeg_is_killed(tmp_path, stalled_source):
@@ -222,7 +223,7 @@ def test_a_stalled_source_fails_with_the_timeout_and_its_ffmpeg_is_killed(tmp_pa
     source = stalled_source(tmp_path / "stalled.wav", seconds=120)
     started, decoded = time.monotonic(), 0
     with pytest.raises(AudioError) as raised:
-        for block in audio.decode(str(source.path), RATE, stall_timeout=3):
+        for block in decoding.decode(str(source.path), RATE, stall_timeout=3):
             decoded += len(block)
     assert str(raised.value) == (f"{source.path}: no data from the source for 3 s (--stall_timeout); "
                                  "decoding stopped")
@@ -235,14 +236,14 @@ def test_a_slow_consumer_never_trips_the_timeout(tmp_path):
     """The clock measures ffmpeg's silence while we wait on it, not the time we spend elsewhere."""
     path = write_pcm(tmp_path / "a.wav", tone(RATE * 3, 2))
     blocks = 0
-    for _ in audio.decode(path, RATE, block_samples=RATE, stall_timeout=0.5):
+    for _ in decoding.decode(path, RATE, block_samples=RATE, stall_timeout=0.5):
         blocks += 1
         time.sleep(1.0)
     assert blocks == 3
 
 
 def test_an_encoder_that_takes_no_data_fails_with_the_timeout(tmp_path):
-    encoder = audio.Encoder(str(tmp_path / "out.flac"), RATE, codec="flac", stall_timeout=2)
+    encoder = encoding.Encoder(str(tmp_path / "out.flac"), RATE, codec="flac", stall_timeout=2)
     os.kill(encoder._process.pid, signal.SIGSTOP)  # as stuck as ffmpeg on a stalled destination
     block = tone(RATE, 2).astype(np.float32)
     started = time.monotonic()
@@ -258,8 +259,8 @@ def test_an_encoder_that_takes_no_data_fails_with_the_timeout(tmp_path):
 def test_stall_timeout_must_be_positive():
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--stall_timeout"):
-            audio.check_stall_timeout(bad, "--stall_timeout")
-    assert audio.check_stall_timeout(0.5, "--stall_timeout") == 0.5
+            check_stall_timeout(bad, "--stall_timeout")
+    assert check_stall_timeout(0.5, "--stall_timeout") == 0.5
 
 
 
@@ -271,7 +272,7 @@ def test_a_source_that_drips_slower_than_it_plays_fails_by_its_deadline(tmp_path
     source = dripping_source(tmp_path / "dripping.wav", seconds=2)
     decoded = 0
     with pytest.raises(AudioError) as raised:
-        for block in audio.decode(str(source.path), RATE, stall_timeout=3):
+        for block in decoding.decode(str(source.path), RATE, stall_timeout=3):
             decoded += len(block)
     message = str(raised.value)
     assert re.fullmatch(re.escape(f"{source.path}: past its decoding deadline of ") + r"\d+ s \(--stall_timeout 3 s "
@@ -286,56 +287,56 @@ def test_a_two_hour_file_of_93_kb_is_refused_before_decoding(tmp_path):
 
     path = write_silent_flac(tmp_path / "silence.flac", 7200.0)
     assert 90_000 < path.stat().st_size < 96_000
-    assert audio.probe_duration(str(path)) == 7200.0
-    blocks = audio.decode(str(path), RATE, max_duration=audio.DEFAULT_MAX_DURATION)
+    assert decoding.probe_duration(str(path)) == 7200.0
+    blocks = decoding.decode(str(path), RATE, max_duration=decoding.DEFAULT_MAX_DURATION)
     with pytest.raises(AudioError) as raised:
         next(blocks)
     assert str(raised.value) == f"{path}: lasts 7200.0 s, longer than --max_duration 5400 s; not decoded"
     # The span to decode is what counts, and 0 is no limit.
-    assert len(audio.load(str(path), RATE, offset=7190.0)) == 10 * RATE
-    assert len(next(audio.decode(str(path), RATE, max_duration=0))) == audio.BLOCK_SAMPLES
+    assert len(decoding.load(str(path), RATE, offset=7190.0)) == 10 * RATE
+    assert len(next(decoding.decode(str(path), RATE, max_duration=0))) == BLOCK_SAMPLES
 
 
 def test_a_file_that_decodes_past_what_it_declares_stops_at_the_limit(tmp_path):
     from tests.conftest import write_silent_flac
 
     path = write_silent_flac(tmp_path / "lies.flac", 30.0, declared=5.0)
-    assert audio.probe_duration(str(path)) == 5.0
+    assert decoding.probe_duration(str(path)) == 5.0
     decoded = 0
     with pytest.raises(AudioError) as raised:
-        for block in audio.decode(str(path), RATE, max_duration=10):
+        for block in decoding.decode(str(path), RATE, max_duration=10):
             decoded += len(block)
     assert str(raised.value) == f"{path}: decodes to more than --max_duration 10 s; decoding stopped"
-    assert 10 * RATE - audio.BLOCK_SAMPLES < decoded <= 10 * RATE  # never a sample past the limit
-    assert len(audio.load(str(path), RATE)) == 30 * RATE  # without a limit, all of it
+    assert 10 * RATE - BLOCK_SAMPLES < decoded <= 10 * RATE  # never a sample past the limit
+    assert len(decoding.load(str(path), RATE)) == 30 * RATE  # without a limit, all of it
 
 
 def test_a_track_as_long_as_the_limit_passes(tmp_path):
     path = write_pcm(tmp_path / "a.wav", tone(3 * RATE, 2))
-    assert sum(len(b) for b in audio.decode(path, RATE, max_duration=3)) == 3 * RATE
+    assert sum(len(b) for b in decoding.decode(path, RATE, max_duration=3)) == 3 * RATE
     with pytest.raises(AudioError, match="lasts 3.0 s, longer than --max_duration 2.5 s"):
-        list(audio.decode(path, RATE, max_duration=2.5))
+        list(decoding.decode(path, RATE, max_duration=2.5))
 
 
 def test_max_duration_must_be_zero_or_more():
     for bad in (-1, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--max_duration"):
-            audio.check_max_duration(bad, "--max_duration")
-    assert audio.check_max_duration(0, "--max_duration") == 0
+            decoding.check_max_duration(bad, "--max_duration")
+    assert decoding.check_max_duration(0, "--max_duration") == 0
 
 # Run as a separate process by the test below: decodes a source that stalls and encodes what it
 # delivers, each ffmpeg started on a thread that then ends (as Beam's and the engine's worker
 # threads do); once the source has gone quiet, its decoder waits on it, as on a stalled mount.
 _VICTIM = """
 import sys, threading, time
-from models import audio
+from models import decoding, encoding
 
 source, output = sys.argv[1:]
-blocks = audio.decode(source, 44100, block_samples=4410)
+blocks = decoding.decode(source, 44100, block_samples=4410)
 first, encoders = [], []
 starter = threading.Thread(target=lambda: first.append(next(blocks)))
 starter.start(); starter.join()
-starter = threading.Thread(target=lambda: encoders.append(audio.Encoder(output, 44100, codec="flac")))
+starter = threading.Thread(target=lambda: encoders.append(encoding.Encoder(output, 44100, codec="flac")))
 starter.start(); starter.join()
 encoders[0].write(first[0])
 last = [time.monotonic()]

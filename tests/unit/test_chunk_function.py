@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from models import audio
+from models import decoding
 from models.chunking import segments
 from models.provider import load_separator
 
@@ -28,7 +28,7 @@ def separator(checkpoint_2stems):
 @pytest.fixture(scope="module")
 def chunks(separator, music_track) -> np.ndarray:
     """Four distinct chunks ``[4, span, 2]``: the music's three (the last mostly padding) and noise."""
-    music = [s.samples for s in segments([audio.load(str(music_track), 44100)], separator.geometry)]
+    music = [s.samples for s in segments([decoding.load(str(music_track), 44100)], separator.geometry)]
     noise = 0.1 * np.random.default_rng(4).standard_normal(music[0].shape)
     return np.stack(music + [noise]).astype(np.float32)
 

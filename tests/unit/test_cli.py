@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import audio
+from models import decoding
 
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 
@@ -34,9 +34,9 @@ def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
     assert errors[1] == f"error: {missing}: no such file"
     folder = tmp_path / "out" / music_track.parent.name / music_track.stem
     assert sorted(p.name for p in folder.iterdir()) == ["accompaniment.flac", "vocals.flac"]
-    stems = [audio.load(str(folder / f"{n}.flac"), 44100) for n in ("vocals", "accompaniment")]
+    stems = [decoding.load(str(folder / f"{n}.flac"), 44100) for n in ("vocals", "accompaniment")]
     assert [len(s) for s in stems] == [int(7.5 * 44100)] * 2
-    mix = audio.load(str(music_track), 44100, duration=7.5)
+    mix = decoding.load(str(music_track), 44100, duration=7.5)
     # the two stems add back up to the mix (masks sum to one below F)
     residual = mix - stems[0] - stems[1]
     assert 10 * np.log10(np.sum(mix ** 2) / np.sum(residual ** 2)) > 20
@@ -80,8 +80,8 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
                  "-s", "1.5")
     assert result.returncode == 0, result.stderr
-    vocals = audio.load(str(tmp_path / music_track.stem / "vocals.wav"), 44100)
-    assert len(vocals) == len(audio.load(str(music_track), 44100)) - int(1.5 * 44100)
+    vocals = decoding.load(str(tmp_path / music_track.stem / "vocals.wav"), 44100)
+    assert len(vocals) == len(decoding.load(str(music_track), 44100)) - int(1.5 * 44100)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -296,7 +296,7 @@ def test_separate_names_every_folder_it_wrote_to(tmp_path, checkpoint_2stems, mu
 
 
 def test_encode_options_check_takes_what_ffmpeg_takes():
-    from models.audio import EncodeOptions
+    from models.encoding import EncodeOptions
     from models.errors import InputError
 
     for bitrate in ("128k", "320000", "1.5M", "96K", None):

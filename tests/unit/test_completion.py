@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from models.audio import EncodeOptions
+from models.encoding import EncodeOptions
 from transforms.catalogue.completion import CompletionRecord
 
 WAV = EncodeOptions()

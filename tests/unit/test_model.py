@@ -11,7 +11,8 @@ from models.config import embedded_names, load_config
 from models.errors import ConfigError, ModelError
 from models.export import export_saved_model
 from models.separator import Separator
-from models.unet import variable_shapes
+from models.training import initial_weights
+from models.unet import he_uniform, kernel_fans, variable_shapes
 
 
 def test_embedded_configurations():
@@ -53,6 +54,30 @@ def test_variables_match_the_released_checkpoint(checkpoint_2stems):
     reader = tf.train.load_checkpoint(str(checkpoint_2stems / "model"))
     released = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items() if k != "global_step"}
     assert variable_shapes(load_config("spleeter:2stems")) == released
+
+
+@pytest.mark.parametrize("layer, channels_in", [("Conv2D", 2), ("Conv2DTranspose", 512)])
+def test_kernels_are_drawn_as_keras_draws_them(layer, channels_in):
+    """Keras' He-uniform fan-in of a Conv2D kernel and of a Conv2DTranspose one ([kh, kw, out, in]),
+    whose fan-in Keras takes from its output channels: both initialisers draw within Keras' limit."""
+    import keras
+    from keras.src.initializers.random_initializers import compute_fans
+
+    built = getattr(keras.layers, layer)(256, 5, kernel_initializer="he_uniform")
+    built.build((None, 64, 64, channels_in))
+    shape = tuple(built.kernel.shape)
+    assert kernel_fans(shape) == compute_fans(shape)
+    limit = np.sqrt(6.0 / compute_fans(shape)[0])
+    for kernel in (built.kernel.numpy(), he_uniform(shape, np.random.default_rng(0))):
+        assert 0.99 * limit < np.abs(kernel).max() <= limit
+
+    # The networks' own kernels, fresh (training) and random (tests, at scale 1), follow the same rule.
+    config = load_config("spleeter:2stems")
+    for weights in (initial_weights(config, seed=0), random_weights(config, seed=0, scale=1.0)):
+        for name in ("conv2d_1/kernel", "conv2d_transpose_1/kernel"):  # [5, 5, 16, 32], [5, 5, 128, 512]
+            kernel = weights[name]
+            limit = np.sqrt(6.0 / compute_fans(kernel.shape)[0])
+            assert 0.99 * limit < np.abs(kernel).max() <= limit * (1 + 1e-6), name
 
 
 def test_checkpoint_round_trip_and_clear_errors(tmp_path, checkpoint_2stems):

@@ -2,14 +2,18 @@
 
 import functools
 import gzip
+import hashlib
 import http.server
 import json
 import logging
 import os
+import re
+import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zlib
 
 import pytest
@@ -17,7 +21,7 @@ import pytest
 from models.checkpoint import random_weights, write_checkpoint
 from models.config import load_config
 from models.errors import ModelError
-from models.provider import DIGESTS, load_separator, resolve_checkpoint
+from models.provider import CONNECT_TIMEOUT_S, DIGESTS, DOWNLOAD_TIMEOUT_S, load_separator, resolve_checkpoint
 from tests.conftest import REPO_ROOT
 
 CONFIG = load_config("spleeter:4stems")
@@ -52,6 +56,30 @@ def served(www):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+@pytest.fixture
+def silent_host():
+    """A loopback address that takes no connection: its listen queue is full, so the kernel drops the
+    SYNs of a connect, as a firewall dropping packets to an unreachable host does."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        with socket.create_connection(server.getsockname()):  # fills the queue; never accepted
+            yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+class SlowHandler(http.server.SimpleHTTPRequestHandler):
+    """Sends a file in 1 MiB blocks, 20 ms apart: a download that takes a while, as over a real link."""
+
+    def copyfile(self, source, outputfile):
+        while block := source.read(1 << 20):
+            outputfile.write(block)
+            outputfile.flush()
+            time.sleep(0.02)
+
+    def log_message(self, *args):
+        pass
 
 
 def write_bomb(path, member_bytes: int):
@@ -189,3 +217,36 @@ def test_a_cache_entry_that_cannot_be_fetched_again_is_a_clear_error(tmp_path, c
     assert f"cache entry {cache / '9stems'}: model.index is not the file it was published with" in message
     assert "; removed; downloading failed: " in message and "\n" not in message
     assert not (cache / "9stems").exists()
+
+
+def test_an_unreachable_source_is_given_up_in_seconds_and_the_next_one_fetched(tmp_path, www, cache, silent_host,
+                                                                               monkeypatch, capfd):
+    mirror = tmp_path / "mirror" / "v1.4.0"
+    mirror.mkdir(parents=True)
+    (mirror / "4stems.tar.gz").symlink_to(www / "4stems.tar.gz")
+    archive = (www / "4stems.tar.gz").read_bytes()
+    (mirror / "checksum.json").write_text(json.dumps({"4stems": hashlib.sha256(archive).hexdigest()}))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=str(mirror.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    slow = f"http://127.0.0.1:{server.server_port}/v1.4.0"
+    monkeypatch.setenv("BEAMSPLITTER_RELEASE_MIRRORS", f"{silent_host}/v1.4.0 {slow}/")
+    started = time.monotonic()
+    try:
+        assert resolve_checkpoint(CONFIG) == cache / "4stems"
+    finally:
+        server.shutdown()
+    # The connect timeout gave the silent host up, not the read timeout of a download that stalls.
+    assert time.monotonic() - started < DOWNLOAD_TIMEOUT_S
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith(("fetching", "gave"))]
+    assert said == [
+        f"fetching 4stems weights from {silent_host}/v1.4.0/4stems.tar.gz",
+        f"gave that source up: {silent_host}/v1.4.0/checksum.json: download failed (no connection to 127.0.0.1 "
+        f"within {CONNECT_TIMEOUT_S} s)",
+        f"fetching 4stems weights from {slow}/4stems.tar.gz",
+    ]
+    # tqdm's bar: bytes so far of the total the server declared, up to all of them.
+    total = f"{len(archive) / (1 << 20):.0f}M"
+    bars = re.findall(r"4stems\.tar\.gz: +(\d+)%\|[^|]*\| *([\d.]+[kMG]?)/([\d.]+[kMG]?)", err)
+    assert bars and bars[-1][0] == "100" and {bar[2] for bar in bars} == {total}, err[-2000:]
+    assert (cache / "4stems" / DIGESTS).is_file()

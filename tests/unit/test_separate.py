@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from models import audio
-from models.audio import EncodeOptions
+from models import decoding, encoding
+from models.encoding import EncodeOptions
 from pipeline.separate import TrackJob, track_jobs, separate_files, stem_path
 from models.errors import InputError
 from models.provider import load_separator
@@ -19,7 +19,7 @@ def separator(checkpoint_2stems):
 
 def test_batched_tracks_equal_separate_runs(tmp_path, separator, music_track):
     short = str(tmp_path / "short.wav")
-    audio.save(short, audio.load(str(music_track), 44100, offset=2.0, duration=5.0), 44100, sample_format="f32")
+    encoding.save(short, decoding.load(str(music_track), 44100, offset=2.0, duration=5.0), 44100, sample_format="f32")
     sources = [str(music_track), short, str(music_track)]
     jobs = [TrackJob(src, {name: str(tmp_path / f"{i}-{name}.wav") for name in separator.instruments})
             for i, src in enumerate(sources)]
@@ -28,9 +28,9 @@ def test_batched_tracks_equal_separate_runs(tmp_path, separator, music_track):
                              on_progress=progress.append)
     assert [r.ok for r in results] == [True, True, True]
     for job, result in zip(jobs, results):
-        expected = separator.separate(audio.load(job.source, 44100))
+        expected = separator.separate(decoding.load(job.source, 44100))
         for name in separator.instruments:
-            ours = audio.load(job.outputs[name], 44100)
+            ours = decoding.load(job.outputs[name], 44100)
             assert ours.shape == expected[name].shape
             error = np.sum((ours - expected[name]) ** 2)
             assert error == 0 or 10 * np.log10(np.sum(expected[name] ** 2) / error) > 90
@@ -93,7 +93,7 @@ def test_a_stem_that_would_land_on_an_input_is_refused(tmp_path, monkeypatch):
 def test_a_format_that_leaves_a_missing_output_folder_writes_its_stems(tmp_path, separator, monkeypatch):
     # separate -f '../escape/{instrument}.{codec}' -o fmt5, fmt5 not there: the stems go to ./escape/.
     monkeypatch.chdir(tmp_path)
-    audio.save("short.wav", demo_samples(2.0), 44100)
+    encoding.save("short.wav", demo_samples(2.0), 44100)
     jobs = track_jobs(["file://" + str(tmp_path / "short.wav")], "fmt5", "../escape/{instrument}.{codec}",
                      separator.instruments, "wav")
     assert jobs[0].outputs == {name: str(tmp_path / "escape" / f"{name}.wav") for name in separator.instruments}
@@ -170,13 +170,13 @@ def test_max_duration_is_the_longest_track_that_passes(tmp_path, separator, musi
     """A 5 s track passes a 5 s limit and no limit (0); a 4.5 s limit fails it before decoding, and a
     file that hides its length (a WAV streamed with no length) at the limit."""
     short = str(tmp_path / "short.wav")
-    audio.save(short, audio.load(str(music_track), 44100, duration=5.0), 44100)
+    encoding.save(short, decoding.load(str(music_track), 44100, duration=5.0), 44100)
     hidden = tmp_path / "hidden.wav"  # a streamed WAV: its header gives no length, so only decoding tells
     data = bytearray(open(short, "rb").read())
     at = data.index(b"data") + 4
     data[4:8] = data[at:at + 4] = b"\xff\xff\xff\xff"
     hidden.write_bytes(bytes(data))
-    assert audio.probe_duration(str(hidden)) is None
+    assert decoding.probe_duration(str(hidden)) is None
     for limit, ok in ((5.0, True), (0.0, True), (4.5, False)):
         jobs = [TrackJob(source, {name: str(tmp_path / f"{limit}" / f"{i}-{name}.wav")
                                   for name in separator.instruments}) for i, source in enumerate((short, str(hidden)))]

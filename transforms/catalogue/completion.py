@@ -12,7 +12,7 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 
-from models.audio import EncodeOptions
+from models.encoding import EncodeOptions
 from transforms.catalogue import storage
 
 

@@ -7,6 +7,7 @@
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<commit>-*.parquet         one row per (track, instrument)
       metadata/<model>/_committed/run-<commit>        written once that commit's metadata has landed
+      metadata/<model>/_runs/run-<run_id>.json        a finished run's figures (read by `beamsplitter report`)
       failures/run-<commit>-*.parquet                 one row per failed track or row
       failures/run-<commit>-verdict.json              a distributed run failed over --max_failed_fraction
       scratch/<model>/<run_id>/                       separated chunks between inference and
@@ -33,12 +34,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from models.audio import CODECS
+from models.encoding import CODECS
 from transforms.catalogue.storage import join, literal_glob
 
 RECORD = "_SUCCESS.json"
 MODEL_CARD = "_MODEL.json"
 COMMITTED = "_committed"
+RUNS = "_runs"
 LEASE = "_LEASE.json"
 # Names the layout writes beside and inside the tracks' folders: a track_id with
 # one of them as a path component would mix its folder with the layout's own
@@ -121,6 +123,17 @@ class Layout:
     def commit_marker(self, commit: str) -> str:
         # Under a "_" folder: dataset readers (pyarrow, Spark) skip it when reading metadata/.
         return join(self.metadata_folder(), COMMITTED, f"run-{commit}")
+
+    def run_summary(self, run_id: str) -> str:
+        """A finished run's figures (done, skipped, failed by stage, audio and wall seconds), as JSON.
+
+        Beside the commit markers, not among them: a marker's name is a commit, and a run may have several.
+        """
+        return join(self.metadata_folder(), RUNS, f"run-{run_id}.json")
+
+    def run_summaries(self) -> tuple[str, str]:
+        """Where to look for run summaries: (folder, glob), as ``storage.find`` takes them."""
+        return self.metadata_folder(), f"{RUNS}/run-*.json"
 
     def metadata_folder(self) -> str:
         return join(self.prefix, "metadata", self.model)

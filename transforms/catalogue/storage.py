@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from models import audio
+from models import decoding, encoding
 from models.errors import AudioError, BeamsplitterError
 
 COPY_BLOCK = 8 << 20
@@ -139,7 +139,7 @@ def local_copy(uri: str) -> Iterator[str]:
 def load_audio(uri: str, sample_rate: int) -> np.ndarray:
     """The whole of ``uri`` decoded as float32 ``[n_samples, 2]``; errors name ``uri``, not its local copy."""
     with local_copy(uri) as path:
-        return np.concatenate(list(audio.decode(path, sample_rate, name=uri)))
+        return np.concatenate(list(decoding.decode(path, sample_rate, name=uri)))
 
 
 def publish_file(local_path: str, uri: str) -> None:
@@ -160,7 +160,7 @@ def _publish(uri: str, write, mime_type: str) -> None:
     try:
         if is_local(uri):
             os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-            temp = audio.partial_path(uri)
+            temp = encoding.partial_path(uri)
             with open(temp, "wb") as out:
                 write(out)
             os.replace(temp, uri)
@@ -178,7 +178,7 @@ def delete_partials(folder: str) -> None:
     """
     if is_local(folder) and os.path.isdir(folder):
         for name in os.listdir(folder):
-            if audio.is_partial(name):
+            if encoding.is_partial(name):
                 try:
                     os.unlink(os.path.join(folder, name))
                 except FileNotFoundError:
