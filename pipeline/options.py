@@ -44,17 +44,20 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                             help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
                                  "AVX512_BF16 and on GPUs; part of the model folder (default: %(default)s)")
-        parser.add_argument("--inference_batch_size", type=int, default=4, help="model chunks per inference call")
+        parser.add_argument("--inference_batch_size", type=int, default=4,
+                            help="model chunks per inference call; with --inference_accelerator and whole tracks "
+                                 "also the tracks each worker process decodes at once (default: %(default)s)")
         parser.add_argument("--inference_accelerator", default=None,
-                            help="resource hint for the inference step only, e.g. "
+                            help="resource hint for the step that runs the model (decoding, separation and "
+                                 "encoding of whole tracks; with --fan_out=chunks inference alone), e.g. "
                                  "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
         parser.add_argument("--fan_out", default="auto", choices=FAN_OUTS,
                             help="how work spreads over workers: 'tracks' (each worker separates whole tracks, "
                                  "no audio crosses a shuffle), 'chunks' (model chunks go to the inference step "
                                  "and back through scratch storage under the output prefix, only references "
                                  "are shuffled), "
-                                 "'none' (one process); auto: none on the local runner, chunks with "
-                                 "--inference_accelerator, else tracks")
+                                 "'none' (one process); auto: none on the local runner, else tracks; with "
+                                 "--inference_accelerator the whole-track step runs on the accelerator's machines")
         parser.add_argument("--scratch_location", default=None,
                             help="--fan_out=chunks: where chunks wait between the steps (default: PREFIX/scratch); "
                                  "a bucket or prefix that deletes old objects and keeps no deleted ones")
@@ -117,11 +120,6 @@ class BeamsplitterOptions(PipelineOptions):
             raise InputError(f"--max_failed_fraction {self.max_failed_fraction:g}: give a share from 0 to 1")
         if self.model_copies is not None and self.model_copies < 1:
             raise InputError(f"--model_copies {self.model_copies}: give at least 1")
-        if self.inference_accelerator and self.fan_out in ("none", "tracks"):
-            # A runner splits a fused step where resource hints change: the track's
-            # chunks would then reach in-order reassembly from several workers.
-            raise InputError(f"--fan_out={self.fan_out} cannot go with --inference_accelerator, which puts the "
-                             "inference step alone on accelerator machines; use --fan_out=chunks (its default)")
 
     def manifest_limits(self) -> manifest.Limits:
         return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
@@ -133,16 +131,15 @@ class BeamsplitterOptions(PipelineOptions):
     def fan_out_mode(self, local: bool) -> str:
         """``--fan_out`` with ``auto`` settled for the runner at hand.
 
-        On a CPU cluster whole tracks per worker is cheapest: nothing but track
-        references crosses a shuffle. With an accelerator only the inference
-        step runs on the accelerator's machines, so model chunks must travel
-        to it and back.
+        Whole tracks per worker is cheapest, with an accelerator too: nothing
+        but track references crosses a shuffle, and the accelerator's machines
+        decode, separate and encode (several tracks at once, so that the
+        model gets full batches). Chunk fan-out, which parks every chunk in
+        scratch storage, is only ever asked for.
         """
         if self.fan_out != "auto":
             return self.fan_out
-        if local:
-            return "none"
-        return "chunks" if self.inference_accelerator else "tracks"
+        return "none" if local else "tracks"
 
     def shared_model_copies(self) -> int | None:
         """Models per machine shared across SDK processes, or None for one per process."""

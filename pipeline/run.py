@@ -188,6 +188,11 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
                                    o.shared_model_copies(), scratch, o.precision)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
+    # In order (fan-out tracks or none) the model's step is the whole track's: decoding and writing
+    # carry the hint too, so that all three stay fused on the accelerator's machines, and several
+    # tracks are decoded at once to fill the model's batches (one chunk of each, at worst).
+    track_hints = {} if scratch else hints
+    tracks_at_once = o.inference_batch_size if o.inference_accelerator and not scratch else 1
     encoding = o.encode_options()
 
     if wave is None:  # the whole catalogue, read and checked by the workers
@@ -201,13 +206,15 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     recovered = unlanded | "RecoverRows" >> RecoverRows(layout, commit)
     if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
-    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(o.model, layout, scratch, o.stall_timeout, o.max_duration)
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(
+        o.model, layout, scratch, o.stall_timeout, o.max_duration, tracks_at_once).with_resource_hints(**track_hints)
     chunks = decoded.chunks
     if scratch:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
-    assembled = separated | "ReassembleTracks" >> ReassembleTracks(layout, o.model, settings.model_id, encoding,
-                                                                  settings.run_id, commit, scratch, o.stall_timeout)
+    assembled = separated | "ReassembleTracks" >> ReassembleTracks(
+        layout, o.model, settings.model_id, encoding, settings.run_id, commit, scratch,
+        o.stall_timeout).with_resource_hints(**track_hints)
     committed = ((assembled.metadata, recovered)
                  | "AllMetadata" >> beam.Flatten()
                  | "CountRows" >> beam.Map(_count, "metadata_rows")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -9,27 +11,52 @@ from models import decoding, ffmpeg_process
 from models.chunking import ChunkGeometry, segments
 from models.config import load_config
 from models.errors import BeamsplitterError
+from transforms.background import rewindow
 from transforms.catalogue import storage
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import FAILURES, Failure
 from transforms.chunks import KeyedTrackChunk, TrackChunk
 from transforms.stash import Scratch
-from transforms.threads import prefetch
+from transforms.threads import Interleave
 
 
 class _Decode(beam.DoFn):
     def __init__(self, model: str, layout: Layout, scratch: Scratch | None, stall_timeout: float,
-                 max_duration: float):
+                 max_duration: float, tracks_at_once: int):
         self.model, self.layout, self.scratch = model, layout, scratch
         self.stall_timeout, self.max_duration = stall_timeout, max_duration
+        self.tracks_at_once = tracks_at_once
 
     def setup(self):
         self.config = load_config(self.model)
         self.geometry = ChunkGeometry.of(self.config)
         self.chunks = Metrics.counter("beamsplitter", "chunks")
+        # Decoding runs ahead on threads, a track each, while the chunks before are separated; with several
+        # tracks at once, one slow decoder never leaves the model waiting when others have chunks ready.
+        # Two chunks (4.2 MB each) wait per track being decoded.
+        self.decoders = Interleave(self.tracks_at_once, depth=2 * self.tracks_at_once)
 
-    def process(self, todo):
-        track, fingerprint = todo
+    def start_bundle(self):
+        self.decoders.discard()  # a failed bundle's
+
+    def process(self, todo, windowed=beam.DoFn.WindowedValueParam):
+        yield from self._outputs(self.decoders.add(windowed, self._track(*todo)))
+
+    def finish_bundle(self):
+        yield from self._outputs(self.decoders.drain())
+
+    def teardown(self):
+        self.decoders.close()
+
+    def _outputs(self, ready) -> Iterator:
+        # On the bundle's thread: Beam's metrics belong to it.
+        for source, output in ready:
+            if not isinstance(output, beam.pvalue.TaggedOutput):
+                self.chunks.inc()
+            yield rewindow(source, output)
+
+    def _track(self, track, fingerprint) -> Iterator:
+        """On a decoder's thread: the track's chunks, then its failure if its decoding failed."""
         # What a killed writer left in the track's folder goes before the track is redone (or fails):
         # under the run's lease no other writer is there.
         storage.delete_partials(self.layout.track_dir(track.track_id))
@@ -37,9 +64,7 @@ class _Decode(beam.DoFn):
             with storage.local_copy(track.uri) as path:
                 blocks = decoding.decode(path, self.config.sample_rate, name=track.uri,
                                          stall_timeout=self.stall_timeout, max_duration=self.max_duration)
-                # Decoding runs ahead on a thread while the chunks before it are separated.
-                for segment in prefetch(segments(blocks, self.geometry), depth=2):
-                    self.chunks.inc()
+                for segment in segments(blocks, self.geometry):
                     samples, uri = segment.samples, None
                     if self.scratch is not None:
                         uri = self.scratch.uri(track.track_id, segment.index, "in")
@@ -59,14 +84,19 @@ class DecodeChunks(beam.PTransform):
     A source from which ffmpeg gets no data for ``stall_timeout`` seconds fails, and so does one
     longer than ``max_duration`` seconds (0: no limit). Before a track is decoded, the temporary
     files that a killed writer left in its folder under ``layout`` are removed.
+    ``tracks_at_once`` tracks of a bundle are decoded at the same time, their chunks handed on as
+    they come (each track's in order), so that the model's batches fill from several tracks.
     """
 
     def __init__(self, model: str, layout: Layout, scratch: Scratch | None = None,
-                 stall_timeout: float = ffmpeg_process.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0):
+                 stall_timeout: float = ffmpeg_process.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0,
+                 tracks_at_once: int = 1):
         super().__init__()
         self.model, self.layout, self.scratch = model, layout, scratch
         self.stall_timeout, self.max_duration = stall_timeout, max_duration
+        self.tracks_at_once = tracks_at_once
 
     def expand(self, todo):
-        decode = _Decode(self.model, self.layout, self.scratch, self.stall_timeout, self.max_duration)
+        decode = _Decode(self.model, self.layout, self.scratch, self.stall_timeout, self.max_duration,
+                         self.tracks_at_once)
         return todo | beam.ParDo(decode).with_output_types(KeyedTrackChunk).with_outputs(FAILURES, main="chunks")

@@ -113,8 +113,8 @@ class SeparateChunks(beam.PTransform):
     With ``stash`` (chunk fan-out), the chunks' samples come from scratch
     storage, each separated chunk is written there, and the output is
     ``(track_id, StashedChunk)`` references instead.
-    ``resource_hints`` (e.g. ``accelerator=...``) apply to this step alone, so
-    only inference lands on GPU machines; all of its parts carry them, so that
+    ``resource_hints`` (e.g. ``accelerator=...``) apply to this step (with chunk
+    fan-out to it alone, so only inference lands on GPU machines); all of its parts carry them, so that
     they stay fused and neither spectrograms nor separated chunks cross a shuffle.
     """
 

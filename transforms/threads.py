@@ -8,7 +8,9 @@ consuming thread, where it is raised with its traceback:
 * ``prefetch`` (and ``prefetch_batches``) runs a generator ahead of its
   consumer, on a thread of its own;
 * ``Background`` runs per-item work on worker threads behind its submitter and
-  hands the results back in submission order.
+  hands the results back in submission order;
+* ``Interleave`` runs several streams at once, each on a thread of its own,
+  and hands their items over as they come (each stream's in its order).
 
 ``beamsplitter separate`` (pipeline/separate.py) strings its reader, model and
 writer with them; the Beam steps use them through transforms/background.py.
@@ -149,6 +151,90 @@ class Background:
         while self._pending and (len(self._pending) > keep or self._pending[0][1].done()):
             tag, future = self._pending.popleft()
             yield tag, future.result()
+
+
+class Interleave:
+    """Up to ``streams`` iterables produced at once, each on a thread of its own, their items merged.
+
+    ``add`` and ``drain`` yield ``(tag, item)`` pairs as the streams produce
+    them: one stream's items in its order, different streams' as they come, so
+    that a slow stream never holds up the items of the others. At most
+    ``depth`` items wait to be taken (and one more per stream), so memory stays
+    flat. An exception raised by a stream is raised where its items are taken,
+    after the items before it; ``close`` (or ``discard``) stops every stream and
+    closes its iterable, on its own thread.
+    """
+
+    def __init__(self, streams: int, depth: int):
+        self.streams = max(1, streams)
+        self._items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def add(self, tag: Any, items: Iterable[T]) -> Iterator[tuple[Any, T]]:
+        """Starts producing ``items``; yields what is ready (iterate it: with ``streams`` running, it first
+        hands over items until one of them ends)."""
+        while len(self._threads) >= self.streams:
+            yield from self._take(block=True)
+        thread = threading.Thread(target=self._produce, args=(tag, items), name="beamsplitter-interleave",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        while True:
+            try:
+                yield from self._take(block=False)
+            except queue.Empty:
+                return
+
+    def drain(self) -> Iterator[tuple[Any, T]]:
+        """Every item still to come, until all streams have ended."""
+        while self._threads:
+            yield from self._take(block=True)
+
+    def discard(self) -> None:
+        """Stop every stream; what they produced and have not handed over is dropped."""
+        self._stop.set()  # a stream waiting to hand over an item sees it within 0.1 s
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        self._items = queue.Queue(maxsize=self._items.maxsize)
+        self._stop.clear()
+
+    close = discard
+
+    def _take(self, block: bool) -> Iterator[tuple[Any, T]]:
+        tag, item, error, thread = self._items.get(block=block)
+        if item is not _END:
+            yield tag, item
+            return
+        thread.join()
+        self._threads.remove(thread)
+        if error is not None:
+            raise error
+
+    def _produce(self, tag: Any, items: Iterable[T]) -> None:
+        thread, iterator = threading.current_thread(), iter(items)
+
+        def put(item, error=None) -> bool:
+            while not self._stop.is_set():
+                try:
+                    self._items.put((tag, item, error, thread), timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:
+            put(_END, exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # ends the stream's subprocesses when it was stopped early
 
 
 def ordered_map(work: Callable[[Any], T], items: Iterable, threads: int = 8, window: int = 256) -> Iterator[T]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 
-# Every step but inference (reading the catalogue, decoding, reassembly, encoding, Parquet) runs on
-# these: ffmpeg and numpy want cores, reassembly about 21 MB per instrument and minute of audio.
+# The steps without the model run on these: reading the catalogue, skipping done tracks, Parquet (and
+# with --fan_out=chunks decoding, reassembly and encoding: ffmpeg and numpy want cores).
 CPU_MACHINE_TYPE = "n2-standard-8"
-# The inference step alone runs on GPU machines (Dataflow right fitting, from the step's resource
-# hint): one L4 on a g2-standard-8, whose 8 vCPUs also run the STFTs around the network.
+# The steps that run the model run on GPU machines (Dataflow right fitting, from their resource
+# hint): by default whole tracks, decoded, separated and encoded there, on one L4 on a g2-standard-8,
+# whose 8 vCPUs run ffmpeg and the STFTs around the network; with --fan_out=chunks inference alone.
 GPU_ACCELERATOR = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
 # Models per GPU machine, shared by its SDK processes (Dataflow starts one per vCPU) through
 # RunInference's model sharing: GPU memory holds one model, not eight (infra/README.md, "GPU workers").
@@ -33,7 +34,7 @@ MAX_FAILED_FRACTION = 0.05
 DISK_SIZE_GB = 50  # the GPU image unpacks to about 10 GB
 # GPUs and custom containers need Runner v2 (the Python default; stated so that no one turns it off).
 EXPERIMENTS = ("use_runner_v2",)
-# Service options a job with the inference step's accelerator hint must not carry: worker_accelerator
+# Service options a job with the model steps' accelerator hint must not carry: worker_accelerator
 # puts a GPU on every worker, which Dataflow's right fitting rules out (and use_nvidia_mps is set
 # through it).
 NOT_WITH_RIGHT_FITTING = ("worker_accelerator", "use_nvidia_mps")
@@ -54,18 +55,20 @@ def job_name(*, output: str, model: str, prefix: str = "beamsplitter") -> str:
 def parameters(*, manifest: str, output: str, model: str, accelerator: str | None = GPU_ACCELERATOR,
                model_copies: int = MODEL_COPIES, checkpoint: str | None = None, codec: str | None = None,
                bitrate: str | None = None, disk_size_gb: int = DISK_SIZE_GB,
-               max_failed_fraction: float = MAX_FAILED_FRACTION, scratch_location: str | None = None) -> dict[str, str]:
+               max_failed_fraction: float = MAX_FAILED_FRACTION, scratch_location: str | None = None,
+               fan_out: str | None = None) -> dict[str, str]:
     """The template's parameters (metadata.json) and the pipeline options passed with them.
 
     No worker image among them: the workers run the template's own image (main.py).
     ``model_copies`` goes with ``accelerator``; a CPU-only job leaves both to the job's defaults
-    (no hint, one model per SDK process).
+    (no hint, one model per SDK process). ``fan_out`` left out: the job's default, whole tracks.
     """
     params = {"manifest": manifest, "output": output, "model": model, "disk_size_gb": str(disk_size_gb),
               "max_failed_fraction": f"{max_failed_fraction:g}"}
     if accelerator:
         params.update(inference_accelerator=accelerator, model_copies=str(model_copies))
-    optional = {"checkpoint": checkpoint, "codec": codec, "bitrate": bitrate, "scratch_location": scratch_location}
+    optional = {"checkpoint": checkpoint, "codec": codec, "bitrate": bitrate, "scratch_location": scratch_location,
+                "fan_out": fan_out}
     params.update({name: value for name, value in optional.items() if value})
     return params
 
@@ -77,7 +80,7 @@ def environment(*, service_account: str, temp_location: str, staging_location: s
     """The launch request's runtime environment (FlexTemplateRuntimeEnvironment)."""
     refused = [e for e in experiments if e.split("=", 1)[0] in NOT_WITH_RIGHT_FITTING]
     if refused:
-        raise ValueError(f"{refused[0]}: the job puts a GPU on the inference step alone (right fitting)")
+        raise ValueError(f"{refused[0]}: the job puts a GPU on the steps that run the model alone (right fitting)")
     return {"serviceAccountEmail": service_account, "tempLocation": temp_location,
             "stagingLocation": staging_location, "machineType": machine_type, "maxWorkers": max_workers,
             "launcherMachineType": launcher_machine_type, "additionalExperiments": list(experiments)}

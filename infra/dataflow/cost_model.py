@@ -77,7 +77,7 @@ class Inputs:
     # D_sd: days the scratch bucket keeps deleted objects (soft delete). 0: Terraform's scratch bucket;
     # 7: Cloud Storage's default, where scratch sits in a bucket without a policy of its own.
     scratch_soft_delete_days: float = 0.0
-    fan_out: str = "chunks"  # the job's --fan_out: chunks (GPU shape) or tracks (CPU only)
+    fan_out: str = "chunks"  # the job's --fan_out: chunks (inference alone on GPUs) or tracks (its default)
     gpu_worker_vcpus: int = 8  # g2-standard-8
     gpu_worker_gb: float = 32.0
     gpus_per_worker: int = 1

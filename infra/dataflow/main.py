@@ -69,9 +69,9 @@ def check_launch(options: PipelineOptions, environ=os.environ) -> None:
     * S3 credentials among the options: a job's options are readable by anyone who can list jobs.
     * Workers on another image than this one: the code that launched the run is the code that runs it.
     * Dataflow without a worker image: Beam's default image has no beamsplitter in it.
-    * The inference step's accelerator hint together with the ``worker_accelerator`` service
+    * The model steps' accelerator hint together with the ``worker_accelerator`` service
       option (a GPU on every worker) or in streaming mode: Dataflow's right fitting, which puts only
-      the inference step on GPU machines, is for batch jobs without ``worker_accelerator``.
+      the steps that run the model on GPU machines, is for batch jobs without ``worker_accelerator``.
     """
     secrets = [name for name in CREDENTIAL_OPTIONS if options.get_all_options().get(name)]
     if secrets:
@@ -91,7 +91,7 @@ def check_launch(options: PipelineOptions, environ=os.environ) -> None:
         experiments = options.view_as(DebugOptions).experiments or []
         whole = [o for o in (*service, *experiments) if o.split("=", 1)[0] == "worker_accelerator"]
         if whole:
-            raise LaunchError(f"{whole[0]}: with --inference_accelerator only the inference step gets a GPU "
+            raise LaunchError(f"{whole[0]}: with --inference_accelerator only the steps that run the model get a GPU "
                               "(right fitting); drop the worker_accelerator service option")
         if options.view_as(StandardOptions).streaming:
             raise LaunchError("--inference_accelerator needs a batch job (Dataflow's right fitting), not --streaming")

@@ -12,9 +12,10 @@ infra/docker/build.py. IMAGE is the launch image, and the launcher makes it the 
 cannot drift apart. With Terraform, the spec is Terraform's (variable `image`; `terraform apply`
 moves to a new image) and `build` is for projects without it. A job's name comes from its output prefix and model
 (beamsplitter_job.job_name), so Dataflow refuses a second job on the same prefix while one runs,
-whoever launched the first. Launches put the inference step
-alone on GPU machines (--accelerator, with --model-copies models per GPU machine; --cpu-only for
-neither); every other step runs on --machine-type, the launcher on --launcher-machine-type.
+whoever launched the first. Launches put the steps that run the model on GPU machines
+(--accelerator, with --model-copies models per GPU machine; --cpu-only for neither): whole tracks,
+decoded, separated and encoded there, or with --fan-out chunks inference alone; every other step
+runs on --machine-type, the launcher on --launcher-machine-type.
 Job definition and defaults: beamsplitter_job.py.
 """
 
@@ -47,7 +48,7 @@ def launch_commands(args) -> list[list[str]]:
                                 model_copies=args.model_copies,
                                 checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate,
                                 max_failed_fraction=args.max_failed_fraction,
-                                scratch_location=args.scratch_location)
+                                scratch_location=args.scratch_location, fan_out=args.fan_out)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
                                   max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
@@ -86,7 +87,7 @@ def parse(argv: list[str] | None):
     launch.add_argument("--machine-type", default=job.CPU_MACHINE_TYPE,
                         help="machines of the CPU steps (default: %(default)s)")
     launch.add_argument("--accelerator", default=job.GPU_ACCELERATOR,
-                        help="resource hint of the inference step (default: %(default)s)")
+                        help="resource hint of the steps that run the model (default: %(default)s)")
     launch.add_argument("--model-copies", type=positive, default=job.MODEL_COPIES,
                         help="models per GPU machine, shared by its SDK processes (default: %(default)s)")
     launch.add_argument("--cpu-only", action="store_true",
@@ -94,6 +95,9 @@ def parse(argv: list[str] | None):
     launch.add_argument("--launcher-machine-type", default=job.LAUNCHER_MACHINE_TYPE,
                         help="machine of the template launcher, which loads TensorFlow (default: %(default)s)")
     launch.add_argument("--max-workers", type=int, default=job.MAX_WORKERS)
+    launch.add_argument("--fan-out", choices=("tracks", "chunks"),
+                        help="the job's --fan_out: tracks (its default) or chunks, which sends every model chunk "
+                             "through scratch storage (hours-long mixes on few workers)")
     launch.add_argument("--scratch-location", type=common.gcs_uri,
                         help="where chunk fan-out parks chunks, in a bucket without soft delete "
                              "(Terraform's scratch bucket); default: OUTPUT/scratch")

@@ -13,13 +13,14 @@ locals {
     disk_size_gb = tostring(var.disk_size_gb)
     # A run in which too many tracks failed fails its job, which the alert policies report (alerts.tf).
     max_failed_fraction = tostring(var.max_failed_fraction)
-    # Where chunk fan-out (the default with an accelerator) parks its chunks: the bucket without soft delete.
+    # Where chunk fan-out parks its chunks, if a run asks for it (the job's default is whole tracks,
+    # with or without an accelerator): the bucket without soft delete.
     scratch_location = "gs://${google_storage_bucket.scratch.name}/scratch"
   }
   # beamsplitter_job.job_name in HCL: one job name per output prefix and model, whoever launches it
   # (Dataflow refuses a second job of a name while one runs; tests compare the two).
   job_name = "${var.name}-${trim(lower(replace(trimprefix(var.model, "spleeter:"), "/[^A-Za-z0-9]+/", "-")), "-")}-${substr(sha256("${trimsuffix(local.output, "/")}|${var.model}"), 0, 12)}"
-  # Sent with an accelerator only: the inference step's hint, and how many models each GPU machine
+  # Sent with an accelerator only: the hint of the steps that run the model, and how many models each GPU machine
   # loads for all of its SDK processes. A CPU-only job (accelerator = "") leaves both to the job's
   # defaults: no hint, one model per SDK process.
   gpu_parameters = {

@@ -48,7 +48,7 @@ variable "model" {
 
 variable "accelerator" {
   type        = string
-  description = "resource hint of the inference step alone (right fitting); empty for a CPU-only job"
+  description = "resource hint of the steps that run the model, whole tracks decoded, separated and encoded on its machines (right fitting); empty for a CPU-only job"
   default     = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
 }
 
@@ -88,7 +88,7 @@ variable "experiments" {
   type    = list(string)
   default = ["use_runner_v2"]
   validation {
-    # Right fitting puts a GPU on the inference step alone; worker_accelerator (and use_nvidia_mps,
+    # Right fitting puts a GPU on the steps that run the model alone; worker_accelerator (and use_nvidia_mps,
     # set through it) would put one on every worker.
     condition     = alltrue([for e in var.experiments : !contains(["worker_accelerator", "use_nvidia_mps"], split("=", e)[0])])
     error_message = "No worker_accelerator or use_nvidia_mps: the job's accelerator is the inference step's resource hint."

@@ -121,6 +121,8 @@ def test_parameter_regexes_accept_what_the_job_accepts(metadata):
     assert not matches(parameter(metadata, "manifest"), "gs://catalogue/manifest.txt")
     assert matches(parameter(metadata, "output"), "gs://stems/catalogue")
     assert matches(parameter(metadata, "bitrate"), "192k") and not matches(parameter(metadata, "bitrate"), "192")
+    fan_out = parameter(metadata, "fan_out")
+    assert {f for f in ("auto", "none", "tracks", "chunks", "") if matches(fan_out, f)} == {"auto", "tracks", "chunks"}
     copies = parameter(metadata, "model_copies")
     assert matches(copies, "1") and matches(copies, "12")
     assert not any(matches(copies, bad) for bad in ("0", "-1", "", "two"))
@@ -171,7 +173,8 @@ def test_launch_puts_only_inference_on_gpus(metadata):
     assert flag(launch, "--additional-experiments") == "use_runner_v2"
     assert flag(launch, "--launcher-machine-type") == job.LAUNCHER_MACHINE_TYPE == "n2-standard-2"
     params = launch_parameters(launch)
-    # no worker image: the workers run the template's own image (main.py)
+    # no worker image: the workers run the template's own image (main.py); no fan_out: the job's default, whole
+    # tracks, decoded, separated and encoded on the GPU machines
     assert params == {"manifest": "gs://catalogue/manifest.csv", "output": "gs://proj-beamsplitter-stems/catalogue",
                       "model": "spleeter:4stems", "disk_size_gb": "50", "max_failed_fraction": "0.05",
                       "inference_accelerator": job.GPU_ACCELERATOR, "model_copies": "1"}
@@ -197,13 +200,16 @@ def test_launch_options():
     params = launch_parameters(cpu)
     assert "inference_accelerator" not in params and "model_copies" not in params
     assert params["max_failed_fraction"] == "0.2" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
-    assert flag(cpu, "--max-workers") == "10"
+    assert flag(cpu, "--max-workers") == "10" and "fan_out" not in params
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
                     "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
     params = launch_parameters(t4)
     assert params["inference_accelerator"] == T4 and params["model_copies"] == "2"
     assert flag(t4, "--launcher-machine-type") == "n2-standard-4"
     assert params["checkpoint"] == "gs://models/4stems" and params["codec"] == "flac"
+    # chunk fan-out, where it earns its cost (hours-long mixes on few workers), is asked for
+    (chunks,) = dry_run("dataflow/template.py", *LAUNCH, "--fan-out", "chunks")
+    assert launch_parameters(chunks)["fan_out"] == "chunks"
 
 
 def test_one_job_name_per_prefix_and_model():
@@ -391,11 +397,19 @@ def test_entry_file_refuses_while_a_run_holds_the_prefix(tmp_path, tiny_catalogu
 ACCELERATOR_HINT = "beam:resources:accelerator:v1"  # apache_beam.transforms.resources.AcceleratorHint.urn
 
 
-def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_checkpoint, loopback_only, capsys):
+# The steps of chunk fan-out, through which every chunk goes by scratch storage.
+SCRATCH_STEPS = ("SpreadChunks/", "SeparateChunks/Stash", "ReassembleTracks/GroupChunks")
+
+
+@pytest.mark.parametrize("fan_out", [[], ["--fan_out=chunks"]], ids=["default", "chunks"])
+def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_checkpoint, loopback_only, capsys,
+                                              fan_out):
     """What the Flex Template launcher does with main.py: with --template_location, Beam's DataflowRunner
     stages the pipeline and writes the job's graph there instead of submitting a job, and returns a
     result without a job; the launch must end well, the launcher submitting the graph it finds.
-    Staging goes to the GCS emulator; nothing here reaches beyond loopback (--no_auth: no credentials)."""
+    Staging goes to the GCS emulator; nothing here reaches beyond loopback (--no_auth: no credentials).
+    With an accelerator the job separates whole tracks by default, the hint on every step of a track,
+    and has no scratch step; --fan_out=chunks puts the hint on the inference step alone, with scratch."""
     graph = tmp_path / "job.json"
     with services.gcs_emulator() as gcs:
         job_id = flex_main.launch(
@@ -404,7 +418,7 @@ def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_c
              f"--template_location={graph}",
              "--manifest", str(tiny_catalogue / "manifest.csv"), "--output", gcs.url("stems"),
              "--checkpoint", str(random_checkpoint("spleeter:2stems")),
-             f"--inference_accelerator={job.GPU_ACCELERATOR}", "--model_copies=2"],
+             f"--inference_accelerator={job.GPU_ACCELERATOR}", "--model_copies=2", *fan_out],
             {"BEAMSPLITTER_IMAGE": IMAGE})
         assert job_id is None
         assert "2 catalogue rows, job graph at " + str(graph) in capsys.readouterr().out
@@ -428,18 +442,30 @@ def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_c
     assert all(i["useSingleCorePerContainer"] for i in images)
     assert "use_multiple_sdk_containers" in options["experiments"]
 
-    # the accelerator hint sits on the inference step, and nowhere else
     environments = pipeline.components.environments
     transforms = pipeline.components.transforms
     hinted = {t.unique_name: environments[t.environment_id].resource_hints[ACCELERATOR_HINT]
               for t in transforms.values()
               if t.environment_id and ACCELERATOR_HINT in environments[t.environment_id].resource_hints}
     assert set(hinted.values()) == {job.GPU_ACCELERATOR.encode()}
-    assert all(name.startswith("SeparateChunks/") for name in hinted), sorted(hinted)
     assert any("RunInference" in name for name in hinted), sorted(hinted)
     unhinted = {t.unique_name for t in transforms.values() if t.environment_id and t.unique_name not in hinted}
-    assert any(name.startswith("DecodeChunks/") for name in unhinted)
-    assert any(name.startswith("ReassembleTracks/") for name in unhinted)
+    scratch_steps = sorted(t.unique_name for t in transforms.values() if t.unique_name.startswith(SCRATCH_STEPS))
+    steps_hinted = {name.split("/", 1)[0] for name in hinted}
+    if not fan_out:
+        # the hint on decoding, inference and writing alike, which stay fused: no chunk leaves its worker
+        assert not scratch_steps
+        assert steps_hinted == {"DecodeChunks", "SeparateChunks", "ReassembleTracks"}, sorted(hinted)
+        run_unhinted = [t.unique_name for t in transforms.values() if t.unique_name in unhinted and not t.subtransforms]
+        assert not [name for name in run_unhinted if name.split("/", 1)[0] in steps_hinted], run_unhinted
+        assert any(name.startswith("SpreadTracks/") for name in unhinted)
+    else:
+        # the hint on the inference step, and nowhere else; chunks travel through scratch storage
+        assert {step for step in SCRATCH_STEPS if any(name.startswith(step) for name in scratch_steps)} == set(
+            SCRATCH_STEPS)
+        assert steps_hinted == {"SeparateChunks"}, sorted(hinted)
+        assert any(name.startswith("DecodeChunks/") for name in unhinted)
+        assert any(name.startswith("ReassembleTracks/") for name in unhinted)
     assert {e.payload and beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
             for e in environments.values()} == {IMAGE}
 

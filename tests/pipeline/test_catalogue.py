@@ -103,6 +103,25 @@ def test_output_equals_separate(first_run, catalogue, checkpoint_2stems):
         assert error == 0 or 10 * np.log10(np.sum(reference ** 2) / error) >= 90
 
 
+def test_several_tracks_at_once_write_the_same_stems(first_run, catalogue, checkpoint_2stems, tmp_path):
+    """With an accelerator a worker decodes --inference_batch_size tracks at once and the model's batches
+    mix their chunks (issue 18, item 4; the local runner ignores the hint itself): the same bytes, and
+    the same failures, the half-decoded track's included."""
+    _, prefix = first_run
+    ours = tmp_path / "prefix"
+    status = run(["--manifest", str(catalogue / "manifest.csv"), "--output", str(ours),
+                  "--checkpoint", str(checkpoint_2stems), "--inference_accelerator=type:nvidia-l4;count:1",
+                  "--inference_batch_size=3"]).exit_status
+    assert status == 1
+    for track_id in GOOD:
+        for name in INSTRUMENTS:
+            relative = Path(track_id) / f"{name}.wav"
+            assert (stem_folder(ours) / relative).read_bytes() == (stem_folder(prefix) / relative).read_bytes()
+    assert not (stem_folder(ours) / "half").exists()
+    failures = pq.read_table(ours / "failures").to_pandas()
+    assert sorted(failures.message) == sorted(pq.read_table(prefix / "failures").to_pandas().message)
+
+
 def test_second_run_rewrites_nothing(first_run, catalogue, checkpoint_2stems, capsys):
     _, prefix = first_run
     stems_before = files_under(prefix / "stems")

@@ -265,6 +265,22 @@ def test_one_model_shared_by_the_processes_of_a_machine(small_catalogue, checkpo
     assert models and set(models) == {"_AutoProxyWrapper"}, models  # a proxy to the one shared model
 
 
+def test_whole_tracks_with_an_accelerator_on_embedded_flink(small_catalogue, checkpoint_2stems, local_small,
+                                                           embedded_flink, tmp_path, monkeypatch):
+    """--inference_accelerator on a distributed runner (issue 18, item 4): whole tracks by default,
+    several decoded at once into one shared model's batches, the same bytes, and no chunk through
+    scratch storage. (Flink ignores the hint itself; the Dataflow job graph test checks where it sits.)"""
+    from transforms.stash import Scratch
+
+    parked = []
+    monkeypatch.setattr(Scratch, "save", lambda self, array, uri: parked.append(uri))
+    run_catalogue(small_catalogue / "m.csv", tmp_path, checkpoint_2stems,
+                  "--inference_accelerator=type:nvidia-l4;count:1", *embedded_flink.pipeline_options(parallelism=2),
+                  failures=1)
+    check_same_as_local(str(tmp_path), local_small, {"lost": "no such file"})
+    assert parked == []
+
+
 def test_catalogue_on_s3(small_catalogue, checkpoint_2stems, local_small):
     """s3:// through Beam's S3 filesystem against moto's S3 server on loopback."""
     from apache_beam.options.pipeline_options import PipelineOptions

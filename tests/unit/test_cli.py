@@ -115,7 +115,6 @@ def test_export_model(tmp_path, checkpoint_2stems):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--fan_out=tracks", "--inference_accelerator=type:nvidia-l4;count:1"], "cannot go with --inference_accelerator"),
     (["--model_copies=0"], "--model_copies 0: give at least 1"),
     (["--stall_timeout=-5"], "--stall_timeout -5: give the seconds ffmpeg may go without data, above 0"),
     (["--max-duration=nan"], "--max_duration nan: give the longest track to decode in seconds, or 0 for no limit"),
@@ -250,6 +249,26 @@ def test_an_output_inside_the_folder_an_input_glob_lists_is_refused(tmp_path, mo
             options.check()
     else:
         options.check()
+
+
+@pytest.mark.parametrize("args,local,mode,copies", [
+    ([], False, "tracks", None),
+    ([], True, "none", None),
+    # Issue 18, item 4: whole tracks on accelerator machines too, one model per machine.
+    (["--inference_accelerator=type:nvidia-l4;count:1"], False, "tracks", 1),
+    (["--inference_accelerator=type:nvidia-l4;count:1", "--fan_out=tracks"], False, "tracks", 1),
+    (["--inference_accelerator=type:nvidia-l4;count:1", "--fan_out=none"], False, "none", 1),
+    (["--inference_accelerator=type:nvidia-l4;count:1", "--fan_out=chunks"], False, "chunks", 1),
+    (["--inference_accelerator=type:nvidia-l4;count:1", "--model_copies=2"], False, "tracks", 2),
+])
+def test_fan_out_and_model_copies_by_default(args, local, mode, copies):
+    from pipeline.options import BeamsplitterOptions
+
+    options = BeamsplitterOptions(["--input", "in/*.wav", "--output", "out", *args])
+    options.check()  # accepted
+    assert options.fan_out_mode(local) == mode
+    assert options.shared_model_copies() == copies
+
 
 def test_an_unreachable_object_store_fails_at_once_in_one_line(tmp_path):
     """Without a network a gs:// manifest hung for two minutes, then printed a credentials traceback."""

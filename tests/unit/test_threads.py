@@ -12,7 +12,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.background import rewindow
-from transforms.threads import Background, ordered_map, prefetch, prefetch_batches
+from transforms.threads import Background, Interleave, ordered_map, prefetch, prefetch_batches
 
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():
@@ -170,3 +170,81 @@ def test_rewindow_keeps_tags_and_windows():
     tagged = rewindow(source, TaggedOutput("failures", "bad"))
     assert (plain.value, plain.timestamp, plain.windows) == ("out", source.timestamp, source.windows)
     assert tagged.tag == "failures" and tagged.value.value == "bad" and tagged.value.timestamp == source.timestamp
+
+
+def test_interleave_runs_its_streams_at_once_each_in_order():
+    """A stream waiting on another's progress (a slow decoder beside a quick one) never holds it up:
+    one at a time, ``slow`` would wait for ``quick`` forever."""
+    quick_started = threading.Event()
+
+    def slow():
+        yield "s0"
+        assert quick_started.wait(10), "the second stream did not start beside the first"
+        yield "s1"
+
+    def quick():
+        quick_started.set()
+        yield from ("q0", "q1", "q2")
+
+    streams = Interleave(streams=2, depth=1)
+    got = [*streams.add("slow", slow()), *streams.add("quick", quick()), *streams.drain()]
+    streams.close()
+    assert sorted(got) == [("quick", "q0"), ("quick", "q1"), ("quick", "q2"), ("slow", "s0"), ("slow", "s1")]
+    assert [item for tag, item in got if tag == "quick"] == ["q0", "q1", "q2"]
+    assert got.index(("quick", "q0")) < got.index(("slow", "s1"))
+
+
+def test_interleave_holds_at_most_its_streams_and_depth():
+    running, most = set(), [0]
+    lock = threading.Lock()
+
+    def stream(name):
+        with lock:
+            running.add(name)
+            most[0] = max(most[0], len(running))
+        try:
+            yield from range(5)
+        finally:
+            with lock:
+                running.discard(name)
+
+    streams = Interleave(streams=3, depth=2)
+    got = []
+    for name in range(10):
+        got.extend(streams.add(name, stream(name)))
+        assert streams._items.qsize() <= 2
+    got.extend(streams.drain())
+    streams.close()
+    assert most[0] == 3
+    assert sorted(got) == [(name, i) for name in range(10) for i in range(5)]
+    for name in range(10):
+        assert [i for tag, i in got if tag == name] == list(range(5))
+
+
+def test_interleave_raises_a_streams_error_after_its_items_and_discard_closes_the_others():
+    closed = threading.Event()
+
+    def failing():
+        yield 1
+        raise ValueError("corrupt block")
+
+    def endless():
+        try:
+            while True:
+                yield "more"
+        finally:
+            closed.set()
+
+    streams = Interleave(streams=2, depth=1)
+    got = []
+    with pytest.raises(ValueError, match="corrupt block"):
+        for pair in [*streams.add("endless", endless()), *streams.add("failing", failing())]:
+            got.append(pair)
+        for pair in streams.drain():
+            got.append(pair)
+    assert ("failing", 1) in got
+    streams.discard()
+    assert closed.wait(5), "the other stream's generator was not closed"
+    # usable again after a discard (a DoFn's next bundle)
+    assert list(streams.add("again", iter([7]))) + list(streams.drain()) == [("again", 7)]
+    streams.close()
