@@ -5,7 +5,7 @@ could use: run one after another on one thread, they take turns. Two tools
 overlap them, both keeping order and carrying a failure across to the
 consuming thread, where it is raised with its traceback:
 
-* ``prefetch`` (and ``prefetch_batches``) runs a generator ahead of its
+* ``prefetch_batches`` runs a generator ahead of its
   consumer, on a thread of its own;
 * ``Background`` runs per-item work on worker threads behind its submitter and
   hands the results back in submission order;
@@ -19,7 +19,6 @@ writer with them; the Beam steps use them through transforms/background.py.
 from __future__ import annotations
 
 import collections
-import contextlib
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -89,13 +88,6 @@ def prefetch_batches(items: Iterable[T], depth: int, size: int) -> Iterator[list
     finally:
         stop.set()
         producer.join()
-
-
-def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
-    """The items of ``items``, produced up to ``depth`` ahead on a thread of their own (see ``prefetch_batches``)."""
-    with contextlib.closing(prefetch_batches(items, depth, 1)) as batches:
-        for batch in batches:
-            yield from batch
 
 
 class Background:

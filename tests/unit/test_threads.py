@@ -3,6 +3,7 @@ order, bounds, errors and early stops."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -12,8 +13,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.background import rewindow
-from transforms.threads import Background, Interleave, ordered_map, prefetch, prefetch_batches
+from transforms.threads import Background, Interleave, ordered_map, prefetch_batches
 
+
+def prefetch(items, depth: int):
+    """The items one by one, as ``prefetch_batches`` of size 1 hands them over."""
+    with contextlib.closing(prefetch_batches(items, depth, 1)) as batches:
+        for batch in batches:
+            yield from batch
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():
     produced = []
