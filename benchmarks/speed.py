@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import BEAMSPLITTER, REPO, machine, measure, reference_spleeter, table, track
+from common import BEAMSPLITTER, REPO, ffmpeg_binary, machine, measure, reference_spleeter, table, track
 
 
 def checkpoint_for(model: str, work: Path) -> Path:
@@ -73,6 +73,21 @@ def network_only(model: str, checkpoint: str, precision: str, batch_size: int, t
     return {"chunks": len(magnitudes), "seconds": time.perf_counter() - started}
 
 
+def host_stages(tracks: list[str], stems: int, work: Path) -> float:
+    """CPU seconds ffmpeg spends decoding ``tracks`` and encoding ``stems`` 16-bit WAV stems of each: what
+    a worker's CPUs still do when the chunk maths runs on an accelerator (the cost model's host figure)."""
+    ffmpeg, cpu = ffmpeg_binary(), 0.0
+    for i, path in enumerate(tracks):
+        raw = work / f"decoded-{i}.f32"
+        decoded = measure([ffmpeg, "-v", "error", "-y", "-i", path, "-f", "f32le", "-ac", "2", "-ar", "44100", str(raw)])
+        cpu += decoded.cpu_s
+        for stem in range(stems):
+            cpu += measure([ffmpeg, "-v", "error", "-y", "-f", "f32le", "-ac", "2", "-ar", "44100", "-i", str(raw),
+                            "-c:a", "pcm_s16le", str(work / f"stem-{stem}.wav")]).cpu_s
+        raw.unlink()
+    return cpu
+
+
 def precisions_here(asked: list[str]) -> list[str]:
     from models.errors import InputError
     from models.precision import check_precision
@@ -95,12 +110,15 @@ def main():
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "beamsplitter-bench"))
+    parser.add_argument("--json", help="also write the figures here, for infra/dataflow/cost_model.py --measured")
     parser.add_argument("--network-only", help=argparse.SUPPRESS)  # MODEL CHECKPOINT PRECISION TRACKS (JSON)
     args = parser.parse_args()
     if args.network_only:
         model, checkpoint, precision, tracks = json.loads(args.network_only)
         print(json.dumps(network_only(model, checkpoint, precision, args.batch_size, tracks)))
         return
+
+    from models.config import load_config
 
     work = Path(args.workdir)
     tracks = [str(track(work / "tracks", f"t{args.seconds:.0f}-{i}", args.seconds, seed=i))
@@ -110,13 +128,15 @@ def main():
     spleeter = reference_spleeter()
     precisions = precisions_here(args.precisions.split(","))
     print(f"{args.tracks} tracks x {args.seconds:.0f} s, batch {args.batch_size}, on {machine()}\n")
-    rows = []
+    rows, figures = [], {"machine": machine(), "audio_seconds": audio_s, "cpu_s_per_audio_minute": {},
+                         "host_cpu_s_per_audio_minute": {}, "x_realtime": {}, "spleeter_x_realtime": {}}
     for name in args.models.split(","):
         model = f"spleeter:{name}"
         checkpoint = checkpoint_for(model, work)
         sp = measure([str(spleeter), "separate", *tracks, "-o", str(work / "sp"), "-p", model,
                       "-d", str(args.seconds + 1)], {"MODEL_PATH": str(checkpoint.parent)})
         sp_speed = audio_s / sp.wall_s
+        figures["spleeter_x_realtime"][name] = sp_speed
         rows.append([name, "spleeter separate 2.4.2 (fp32)", f"{sp.wall_s:.1f}", f"{sp_speed:.1f}x", "1.00x",
                      f"{sp.cpu_s / (audio_s / 60):.1f}", f"{sp.peak_rss_mb / 1024:.2f}", "", ""])
         for precision in precisions:
@@ -130,10 +150,18 @@ def main():
                 check=True, capture_output=True, text=True, cwd=REPO).stdout.strip().splitlines()[-1])
             speed, warm = audio_s / run.wall_s, audio_s / max(run.wall_s - start.wall_s, 1e-9)
             ceiling = audio_s / bound["seconds"]
+            figures["cpu_s_per_audio_minute"][f"{name}-{precision}"] = run.cpu_s / (audio_s / 60)
+            figures["x_realtime"][f"{name}-{precision}"] = speed
             rows.append([name, f"beamsplitter separate ({precision})", f"{run.wall_s:.1f}", f"{speed:.1f}x",
                          f"{speed / sp_speed:.2f}x", f"{run.cpu_s / (audio_s / 60):.1f}",
                          f"{run.peak_rss_mb / 1024:.2f}", f"{start.wall_s:.1f}",
                          f"{warm:.1f}x of {ceiling:.1f}x: {warm / ceiling:.0%}"])
+        host = host_stages(tracks, len(load_config(model).instruments), work)
+        figures["host_cpu_s_per_audio_minute"][name] = host / (audio_s / 60)
+        rows.append([name, "decoding and encoding alone (ffmpeg, WAV stems)", "", "", "",
+                     f"{host / (audio_s / 60):.2f}", "", "", ""])
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
     print(table(["model", "run", "wall s", "x realtime", "vs Spleeter", "CPU s per audio min", "peak RSS GB",
                  "start-up s", "without start-up, of the network-only bound"], rows))
 

@@ -203,6 +203,105 @@ def estimate(i: Inputs) -> dict[str, float]:
     }
 
 
+# --- configurations priced from measured figures (--measured) ---------------------------------------
+
+# The U-Net's arithmetic (models/unet.py), per instrument and model chunk of T frames x F bins: each
+# convolution does 2 FLOPs (a multiply and an add) per kernel weight and output position; a transposed
+# one per kernel weight and input position. Encoder: six 5x5 stride-2 convolutions; decoder: six 5x5
+# stride-2 transposed ones, each of the first five fed its output joined to the encoder's of that level;
+# then a 4x4 convolution from 1 to 2 channels. 12.2 GFLOP per instrument and 11.9 s chunk.
+ENCODER_FILTERS = (16, 32, 64, 128, 256, 512)
+DECODER_FILTERS = (256, 128, 64, 32, 16, 1)
+KERNEL_TAPS, OUTPUT_TAPS = 5 * 5, 4 * 4
+CHUNK_FRAMES, CHUNK_BINS, CHUNK_SECONDS = 512, 1024, 512 * 1024 / 44_100
+
+
+def unet_flops(frames: int = CHUNK_FRAMES, bins: int = CHUNK_BINS, channels: int = 2) -> float:
+    """FLOPs of one instrument's U-Net on one chunk of magnitudes ``[frames, bins, channels]``."""
+    flops, inputs, h, w = 0.0, channels, frames, bins
+    for filters in ENCODER_FILTERS:
+        h, w = h // 2, w // 2
+        flops += 2 * h * w * KERNEL_TAPS * inputs * filters
+        inputs = filters
+    for level, filters in enumerate(DECODER_FILTERS):
+        flops += 2 * h * w * KERNEL_TAPS * inputs * filters
+        h, w = h * 2, w * 2
+        skip = ENCODER_FILTERS[-2 - level] if level < len(DECODER_FILTERS) - 1 else 0
+        inputs = filters + skip
+    return flops + 2 * frames * bins * OUTPUT_TAPS * 1 * channels
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """A Dataflow GPU worker: its accelerator's published dense tensor throughput (TFLOPS) and example list
+    prices. Estimates, not measurements: no GPU ran this project's network for these figures."""
+
+    name: str
+    machine: str
+    vcpus: int
+    gb: float
+    price: float  # $ per GPU-hour, example list price
+    tflops: dict  # precision -> published dense peak
+
+
+GPUS = (Gpu("L4", "g2-standard-8", 8, 32.0, 0.56, {"fp32": 30.3, "bf16": 121.0}),
+        Gpu("T4", "n1-standard-8", 8, 30.0, 0.35, {"fp32": 8.1}))  # no bf16 on a T4
+# Share of the published peak a batch of U-Net chunks is assumed to reach (convolutions of 16 to 512
+# channels; cuDNN rarely passes half the peak on such layers). An assumption, to replace by a measurement.
+GPU_UTILISATION = 0.3
+# Per track, besides scratch: its source read (a metadata get and a media get: Class B) and its S stems,
+# completion record and share of the metadata file written (one upload each: Class A).
+SOURCE_CLASS_B_PER_TRACK = 2
+WRITES_CLASS_A_PER_TRACK = 2  # plus one per stem
+
+
+def configurations(measured: dict, tracks: int, mean_seconds: float, vcpu_price: float, mem_price: float,
+                   class_a_price: float, class_b_price: float, cpu_worker_vcpus: int = 8,
+                   cpu_worker_gb: float = 32.0) -> list[dict]:
+    """$ per ``tracks`` tracks of each configuration, whole tracks per worker (no scratch, no shuffle of
+    audio), from ``measured`` (benchmarks/speed.py --json): CPU workers at the measured CPU seconds per
+    audio minute; GPU workers at the slower of the estimated network and the measured decoding and
+    encoding on their own vCPUs."""
+    audio_minutes = tracks * mean_seconds / 60
+    rows = []
+    for key, cpu_s in sorted(measured["cpu_s_per_audio_minute"].items()):
+        model, precision = key.rsplit("-", 1)
+        stems = int(model.removesuffix("stems"))
+        io = tracks * ((WRITES_CLASS_A_PER_TRACK + stems) * class_a_price
+                       + SOURCE_CLASS_B_PER_TRACK * class_b_price) / 10_000
+        worker_h = audio_minutes * cpu_s / cpu_worker_vcpus / 3600
+        rate = cpu_worker_vcpus * vcpu_price + cpu_worker_gb * mem_price
+        rows.append({"model": model, "precision": precision, "workers": f"CPU, n2-standard-{cpu_worker_vcpus}",
+                     "basis": f"measured: {cpu_s:.1f} CPU s per audio minute", "worker_hours": worker_h,
+                     "cost": worker_h * rate + io})
+        host_s = measured["host_cpu_s_per_audio_minute"].get(model)
+        if host_s is None:
+            continue
+        for gpu in (g for g in GPUS if precision in g.tflops):
+            network_s = stems * unet_flops() / CHUNK_SECONDS * 60 / (gpu.tflops[precision] * 1e12 * GPU_UTILISATION)
+            worker_s = max(network_s, host_s / gpu.vcpus)
+            bound = "the GPU" if network_s >= host_s / gpu.vcpus else "decoding and encoding"
+            worker_h = audio_minutes * worker_s / 3600
+            rate = gpu.price + gpu.vcpus * vcpu_price + gpu.gb * mem_price
+            rows.append({"model": model, "precision": precision, "workers": f"{gpu.name}, {gpu.machine}",
+                         "basis": f"estimate: network {network_s:.3f} s per audio minute, bound by {bound}",
+                         "worker_hours": worker_h, "cost": worker_h * rate + io})
+    return rows
+
+
+def configurations_markdown(rows: list[dict], tracks: int) -> str:
+    lines = [f"| model | precision | workers | worker-hours | $ per {tracks:,} tracks | basis |",
+             "| --- | --- | --- | ---: | ---: | --- |"]
+    for row in sorted(rows, key=lambda r: (r["model"], r["cost"])):
+        lines.append(f"| {row['model']} | {row['precision']} | {row['workers']} | {row['worker_hours']:,.0f} | "
+                     f"{row['cost']:,.0f} | {row['basis']} |")
+    lines.append("")
+    for model in sorted({r["model"] for r in rows}):
+        best = min((r for r in rows if r["model"] == model), key=lambda r: r["cost"])
+        lines.append(f"cheapest for {model}: {best['workers']}, {best['precision']} (${best['cost']:,.0f})")
+    return "\n".join(lines)
+
+
 SHUFFLE_LABELS = {
     "chunks": "shuffle data (GB) = (2n + N·(1+S))·Q/1e9",
     "tracks": "shuffle data (GB) = N·(2+S)·Q/1e9",
@@ -299,12 +398,17 @@ def parse(argv: list[str] | None) -> tuple[Inputs | None, dict]:
         else:
             parser.add_argument(option, type=kind, default=field.default, help="default: %(default)s")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    parser.add_argument("--measured", metavar="FIGURES",
+                        help="benchmarks/speed.py --json's figures: price CPU and GPU configurations of whole-track "
+                             "workers for --tracks tracks of --mean-seconds (prices as given) and name the cheapest")
     parser.add_argument("--traffic", action="store_true",
                         help="print bytes shuffled and through scratch storage per minute of audio and per track "
                              "of --mean-seconds (default 210) instead; with --shuffle-price, --class-a-price and "
                              "--class-b-price, what they cost per million tracks")
     args = vars(parser.parse_args(argv))
-    flags = {"json": args.pop("json"), "traffic": args.pop("traffic")}
+    flags = {"json": args.pop("json"), "traffic": args.pop("traffic"), "measured": args.pop("measured")}
+    if flags["measured"]:
+        return None, {**flags, **args}
     if flags["traffic"]:
         args["mean_seconds"] = args["mean_seconds"] or 210.0
         if args["mean_seconds"] <= 0:
@@ -321,6 +425,16 @@ def parse(argv: list[str] | None) -> tuple[Inputs | None, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     inputs, flags = parse(argv)
+    if inputs is None and flags["measured"]:
+        with open(flags["measured"]) as f:
+            measured = json.load(f)
+        tracks, mean_seconds = flags["tracks"] or 1_000_000, flags["mean_seconds"] or 210.0
+        rows = configurations(measured, tracks, mean_seconds, flags["vcpu_price"] or 0.056,
+                              flags["mem_price"] or 0.003557, flags["class_a_price"] or 0.05,
+                              flags["class_b_price"] or 0.004)
+        print(json.dumps(rows, indent=2) if flags["json"] else
+              f"measured on {measured['machine']}\n\n{configurations_markdown(rows, tracks)}")
+        return 0
     if inputs is None:
         prices = (flags["shuffle_price"], flags["class_a_price"], flags["class_b_price"])
         print(traffic_markdown(flags["mean_seconds"], flags["sample_rate"], flags["channels"],

@@ -7,6 +7,7 @@ import ast
 import os
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
@@ -778,3 +779,43 @@ def test_dag_plans_then_launches_the_template(dag_module):
     used = set(re.findall(r"var\.json\.beamsplitter\.(\w+)", json.dumps([plan.kwargs, separate.kwargs])))
     assert used == VARIABLE_KEYS
     assert all(key in dag_module.__doc__ for key in VARIABLE_KEYS)
+
+
+def test_the_cost_models_flops_are_the_networks():
+    """The GPU estimates rest on unet_flops: counted here from the checkpoint's own kernels instead
+    (2 FLOPs per weight and output position, per input position for a transposed convolution)."""
+    from models.config import load_config
+    from models.unet import variable_shapes
+
+    config = load_config("spleeter:2stems")
+    kernels = [(name, shape) for name, shape in variable_shapes(config).items() if name.endswith("/kernel")]
+    one_instrument = kernels[:len(kernels) // len(config.instruments)]
+    flops, convolutions, transposed = 0, 0, 0
+    for name, shape in one_instrument:
+        if name.startswith("conv2d_transpose"):
+            level = 6 - transposed  # its input is at the resolution its encoder twin wrote
+            transposed += 1
+        elif convolutions < 6:
+            convolutions += 1
+            level = convolutions
+        else:  # the output convolution, at full resolution
+            level = 0
+        flops += 2 * (config.T >> level) * (config.F >> level) * math.prod(shape)
+    assert flops == cost_model.unet_flops(config.T, config.F)
+
+
+def test_measured_figures_price_cpu_and_gpu_configurations(tmp_path, capsys):
+    figures = {"machine": "a test", "cpu_s_per_audio_minute": {"2stems-fp32": 18.0, "2stems-bf16": 12.0},
+               "host_cpu_s_per_audio_minute": {"2stems": 0.6}}
+    rows = cost_model.configurations(figures, tracks=1000, mean_seconds=210.0, vcpu_price=0.056, mem_price=0.0,
+                                     class_a_price=0.05, class_b_price=0.004)
+    cpu = {r["precision"]: r for r in rows if r["workers"].startswith("CPU")}
+    # 1000 tracks x 3.5 min x 18 CPU s / 8 vCPUs = 2.1875 worker-hours at 8 x 0.056 $/h, plus 4 uploads and 2 gets a track
+    io = 1000 * (4 * 0.05 + 2 * 0.004) / 10_000
+    assert cpu["fp32"]["cost"] == pytest.approx(2.1875 * 8 * 0.056 + io)
+    assert cpu["bf16"]["cost"] < cpu["fp32"]["cost"]
+    assert {r["workers"].split(",")[0] for r in rows if r["precision"] == "bf16"} == {"CPU", "L4"}  # no bf16 on a T4
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps(figures))
+    assert cost_model.main(["--measured", str(path), "--tracks", "1000"]) == 0
+    assert "cheapest for 2stems: " in capsys.readouterr().out
