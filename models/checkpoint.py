@@ -11,11 +11,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from models.config import SeparationConfig
 from models.errors import ModelError
-from models.unet import he_uniform, variable_shapes
+
+# TensorFlow (and the network, which needs it) is imported by the functions that read or write
+# tensors: finding, fetching and checking a checkpoint must not wait seconds on its import.
 
 PREFIX = "model"
 BUNDLE_FILES = ("model.index", "model.data-00000-of-00001")
@@ -27,6 +28,10 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 def read_weights(directory: Path, config: SeparationConfig) -> dict[str, np.ndarray]:
     """The network weights of ``config`` from Spleeter checkpoint ``directory``."""
+    import tensorflow as tf
+
+    from models.unet import variable_shapes
+
     if not is_checkpoint_dir(directory):
         raise ModelError(f"{directory}: not a Spleeter checkpoint (expected {', '.join(BUNDLE_FILES)})")
     try:
@@ -51,6 +56,8 @@ def read_weights(directory: Path, config: SeparationConfig) -> dict[str, np.ndar
 
 def write_checkpoint(directory: Path, weights: dict[str, np.ndarray], global_step: int = 0) -> None:
     """Write ``weights`` as a Spleeter checkpoint that Spleeter itself can load."""
+    import tensorflow as tf
+
     directory.mkdir(parents=True, exist_ok=True)
     names = sorted(weights) + ["global_step"]
     tensors = [tf.constant(weights[n], tf.float32) for n in names[:-1]]
@@ -87,6 +94,8 @@ def random_weights(config: SeparationConfig, seed: int, scale: float = 0.4) -> d
     2.9 %), and the instruments are clearly distinct; at 0.6 5stems saturates
     10 % of its masks, where errors would be invisible.
     """
+    from models.unet import he_uniform, variable_shapes
+
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in variable_shapes(config).items():

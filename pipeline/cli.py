@@ -56,6 +56,14 @@ def _separate(args) -> int:
     return 1 if failures else 0
 
 
+def _fetch(args) -> int:
+    from models.config import load_config
+    from models.provider import resolve_checkpoint
+
+    print(resolve_checkpoint(load_config(args.params_filename), args.checkpoint))
+    return 0
+
+
 def _export_model(args) -> int:
     from models.export import export_saved_model
     from models.provider import load_separator
@@ -269,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an output of `beamsplitter evaluate`: its scores join the report")
     report.set_defaults(handler=_report)
 
+    fetch = commands.add_parser("fetch", parents=[common], help="fetch a model's weights into the cache (saying from "
+                                "where) and print their folder; `run` and `separate` fetch them too when needed")
+    _model_options(fetch)
+    fetch.set_defaults(handler=_fetch)
+
     export = commands.add_parser("export-model", parents=[common], help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
     _model_options(export)
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     asks_help = {"-h", "--help"} & set(extra)
-    if not args.verbose and args.command not in ("demo-catalogue", "report") and not asks_help:
+    if not args.verbose and args.command not in ("demo-catalogue", "report", "fetch") and not asks_help:
         _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

@@ -12,6 +12,8 @@ import pytest
 
 from models import decoding
 
+REPO = Path(__file__).resolve().parents[2]
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 
 
@@ -344,3 +346,18 @@ def test_job_help_lists_the_options_that_matter_without_loading_tensorflow():
     probe = "import sys; from pipeline.cli import main; main(['run', '--help']); print('tensorflow' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert shown.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_fetch_finds_the_weights_without_loading_tensorflow(checkpoint_2stems):
+    """`beamsplitter fetch` (scripts/run's first step) says where weights come from before TensorFlow's
+    seconds-long import, which it never needs: it prints the folder, or one line for a bad model."""
+    probe = ("import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+             "print('tensorflow' in sys.modules); sys.exit(code)")
+    found = subprocess.run([sys.executable, "-c", probe, "fetch", "--checkpoint", str(checkpoint_2stems)],
+                           capture_output=True, text=True, cwd=REPO)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [str(checkpoint_2stems), "False"]
+    refused = subprocess.run([sys.executable, "-c", probe, "fetch", "-p", "spleeter:7stems"], capture_output=True,
+                             text=True, cwd=REPO)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: unknown model configuration 'spleeter:7stems'")
