@@ -13,7 +13,6 @@ import pytest
 from models import decoding
 
 REPO = Path(__file__).resolve().parents[2]
-
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 
 
