@@ -14,7 +14,7 @@ only integrated loudness: no loudness range, no true peak), it is exact against
 the ``ebur128`` the figures are checked with, and it is as quick. Measured on a
 4-minute stereo 44.1 kHz stem (two busy cores): ebur128 took 0.6 s beyond
 decoding without the true peak and 1.5 s with it (4x oversampling), where
-pyloudnorm 0.4's integrated loudness alone took 0.9-1.3 s on the same samples;
+pyloudnorm 0.2's integrated loudness alone took 0.9-1.3 s on the same samples;
 inside the encoder, 16-bit WAV took 0.5 s without the filter, 1.3-3.3 s with it.
 
 Silence has no loudness: when no block passes the -70 LUFS gate ebur128 says
