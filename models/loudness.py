@@ -34,6 +34,7 @@ FILTER = "ebur128=peak=true:framelog=verbose"
 # What ebur128 reports for integrated loudness when every block fell below the absolute gate.
 ABSOLUTE_GATE_LUFS = -70.0
 
+_SUMMARY = re.compile(r"ebur128\S* @ 0x[0-9a-f]+\] Summary:")
 _FIGURES = {"integrated": re.compile(r"\s*I:\s+(\S+) LUFS"), "range": re.compile(r"\s*LRA:\s+(\S+) LU$"),
             "peak": re.compile(r"\s*Peak:\s+(\S+) dBFS")}
 
@@ -49,7 +50,7 @@ class Loudness:
     @classmethod
     def from_summary(cls, lines: list[str]) -> "Loudness | None":
         """The figures of ebur128's summary among ffmpeg's ``lines``; None when there is none."""
-        start = next((n for n, line in enumerate(lines) if re.search(r"ebur128\S* @ 0x[0-9a-f]+\] Summary:", line)), None)
+        start = next((n for n, line in enumerate(lines) if _SUMMARY.search(line)), None)
         if start is None:
             return None
         found = {}
