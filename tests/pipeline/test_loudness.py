@@ -44,8 +44,8 @@ def ebur128(path: str) -> dict[str, float]:
                              "-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
                             capture_output=True, text=True, check=True)
     summary = result.stderr[result.stderr.rindex("Summary:"):]
-    return {name: float(re.search(pattern, summary)[1])
-            for name, pattern in (("I", r"I:\s+(\S+) LUFS"), ("LRA", r"LRA:\s+(\S+) LU\n"), ("Peak", r"Peak:\s+(\S+) dBFS"))}
+    patterns = {"I": r"I:\s+(\S+) LUFS", "LRA": r"LRA:\s+(\S+) LU\n", "Peak": r"Peak:\s+(\S+) dBFS"}
+    return {name: float(re.search(pattern, summary)[1]) for name, pattern in patterns.items()}
 
 
 def test_loudness_matches_ffmpegs_ebur128_on_every_written_stem(metadata):
@@ -78,5 +78,5 @@ def test_vocal_activity_and_instrumentals(metadata):
     silence = metadata[("silence", "vocals")]
     assert silence["vocal_activity"] == 0.0 and silence["instrumental"] is True
     for track in TRACKS:  # the track's figures, on each of its rows
-        assert (metadata[(track, "accompaniment")]["vocal_activity"], metadata[(track, "accompaniment")]["instrumental"]) \
-            == (metadata[(track, "vocals")]["vocal_activity"], metadata[(track, "vocals")]["instrumental"])
+        rows = metadata[(track, "accompaniment")], metadata[(track, "vocals")]
+        assert len({(row["vocal_activity"], row["instrumental"]) for row in rows}) == 1, track
