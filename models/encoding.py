@@ -22,6 +22,7 @@ import numpy as np
 from models.errors import EncodeError, InputError
 from models.ffmpeg_process import (BLOCK_SAMPLES, DEFAULT_STALL_TIMEOUT, StderrReader, ffmpeg_binary, file_url,
                                    spawner, wait_or_kill)
+from models.loudness import FILTER as LOUDNESS_FILTER, Loudness
 
 # codec -> (ffmpeg muxer, ffmpeg audio encoder); wav's encoder depends on the sample format.
 CODECS = {
@@ -125,10 +126,15 @@ class Encoder:
     renamed into place by ``close()``; ``abort()`` (or leaving a ``with`` block
     by an exception) removes it, so a half-written stem never exists under its
     final name.
+
+    ``measure_loudness``: the samples also go through ebur128 (models/loudness.py),
+    a second output of the same ffmpeg that leaves the file's bytes as they
+    are; ``loudness`` holds its figures once ``close()`` has published the file.
     """
 
     def __init__(self, path: str, sample_rate: int, codec: str = "wav", bitrate: str | None = "128k",
-                 sample_format: str = "s16", stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+                 sample_format: str = "s16", stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+                 measure_loudness: bool = False):
         if codec not in CODECS:
             raise EncodeError(f"{path}: unknown codec {codec!r} (choose from {', '.join(CODECS)})")
         if sample_format not in SAMPLE_FORMATS:
@@ -151,13 +157,17 @@ class Encoder:
             output["b:a"] = bitrate
         # bitexact: no encoder version or timestamps in the file, so a retried
         # write produces the same bytes.
-        cmd = (ffmpeg.input("pipe:0", f="f32le", ar=sample_rate, ac=2, protocol_whitelist="pipe")
-               .output(self._url, **output)
-               .global_args("-nostdin", "-hide_banner", "-nostats", "-v", "error")
+        source = ffmpeg.input("pipe:0", f="f32le", ar=sample_rate, ac=2, protocol_whitelist="pipe")
+        outputs = [source.output(self._url, **output)]
+        if measure_loudness:  # ebur128 logs its summary at info level, errors are told apart by their level
+            outputs.append(source.output("-", f="null", af=LOUDNESS_FILTER))
+        cmd = (ffmpeg.merge_outputs(*outputs)
+               .global_args("-nostdin", "-hide_banner", "-nostats",
+                            "-loglevel", "level+info" if measure_loudness else "error")
                .overwrite_output()
                .compile(cmd=ffmpeg_binary()))
         self._process = spawner.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._stderr = StderrReader(self._process.stderr)
+        self._stderr = StderrReader(self._process.stderr, levelled=measure_loudness)
         self._stderr.start()
         # Non-blocking, so that a write waits for ffmpeg at most stall_timeout.
         self._stdin = self._process.stdin.fileno()
@@ -167,6 +177,8 @@ class Encoder:
         self.stall_timeout = stall_timeout
         self.samples = 0
         self.published = False
+        self.measure_loudness = measure_loudness
+        self.loudness: Loudness | None = None
 
     def write(self, block: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(block, dtype="<f4")).cast("B")
@@ -201,6 +213,11 @@ class Encoder:
         if returncode != 0:
             self.abort()
             raise EncodeError(f"{self.path}: encoding failed ({self._stderr.cause(self._url)})")
+        if self.measure_loudness:
+            self.loudness = Loudness.from_summary(self._stderr.info)
+            if self.loudness is None:
+                self.abort()
+                raise EncodeError(f"{self.path}: ffmpeg's ebur128 gave no loudness summary")
         try:
             os.replace(self._temp, self.path)
         except OSError as exc:

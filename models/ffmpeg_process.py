@@ -109,16 +109,35 @@ def wait_or_kill(process: subprocess.Popen, timeout: float) -> int | None:
         return None
 
 
-class StderrReader(threading.Thread):
-    """Drains ffmpeg's stderr so the pipe never fills and blocks the process."""
+# A line of ffmpeg run with ``-loglevel level+info``: its component, its level, the message.
+_LEVELLED = re.compile(r"((?:\[[^\]]+ @ 0x[0-9a-f]+\] )?)\[(quiet|panic|fatal|error|warning|info)\] ?(.*)")
 
-    def __init__(self, stream):
+
+class StderrReader(threading.Thread):
+    """Drains ffmpeg's stderr so the pipe never fills and blocks the process.
+
+    ``levelled``: ffmpeg logs at info level with each message's level named
+    (``-loglevel level+info``, for a filter's report such as ebur128's
+    summary); its errors go to ``lines``, as under ``-v error``, and the rest
+    to ``info``. A message of several lines names its level on its first.
+    """
+
+    def __init__(self, stream, levelled: bool = False):
         super().__init__(daemon=True)
-        self.stream, self.lines = stream, []
+        self.stream, self.levelled, self.lines, self.info = stream, levelled, [], []
 
     def run(self):
+        error = False
         for raw in self.stream:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            if self.levelled:
+                match = _LEVELLED.match(line)
+                if match:
+                    error, line = match[2] in ("panic", "fatal", "error"), match[1] + match[3]
+                if not error:
+                    self.info.append(line)
+                    continue
+            self.lines.append(line)
 
     def refused_format(self) -> str | None:
         """The demuxer ffmpeg detected, when -format_whitelist refused it."""

@@ -10,7 +10,10 @@ The one stem writer of ``beamsplitter separate`` and of the catalogue job:
 
 So a stem exists under its final name only when the whole track was
 separated; a track that fails part-way leaves nothing behind. Each stem's
-peak and energy are measured on the way, for the catalogue's metadata.
+peak and energy are measured on the way, for the catalogue's metadata; with
+``measure=True`` its loudness too (by its encoder: models/loudness.py) and,
+for models with a vocals stem, the track's vocal activity
+(models/vocal_activity.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import numpy as np
 from models.chunking import ChunkGeometry, OverlapAdd
 from models.encoding import EncodeOptions, Encoder
 from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
+from models.loudness import Loudness
+from models.vocal_activity import VocalActivity, is_instrumental
+
+VOCALS = "vocals"
 
 
 class StemWriter:
@@ -29,14 +36,14 @@ class StemWriter:
     """
 
     def __init__(self, outputs: dict[str, str], geometry: ChunkGeometry, sample_rate: int,
-                 encoding: EncodeOptions, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+                 encoding: EncodeOptions, stall_timeout: float = DEFAULT_STALL_TIMEOUT, measure: bool = False):
         self.outputs = dict(outputs)
         self.joiner = OverlapAdd(geometry)
         self.encoders: dict[str, Encoder] = {}
         try:
             for name, path in self.outputs.items():
                 self.encoders[name] = Encoder(path, sample_rate, encoding.codec, encoding.bitrate,
-                                           encoding.sample_format, stall_timeout)
+                                              encoding.sample_format, stall_timeout, measure_loudness=measure)
         except BaseException:
             self.abort()
             raise
@@ -44,6 +51,7 @@ class StemWriter:
         self.energy = dict.fromkeys(self.outputs, 0.0)
         self.n_samples: int | None = None  # the track's length, once its last chunk is in
         self.channels = 2
+        self.vocal_activity = VocalActivity(sample_rate) if measure and VOCALS in self.outputs else None
 
     def add(self, index: int, stems: np.ndarray, n_samples: int | None = None) -> int:
         """Chunk ``index``'s stems; ``n_samples`` (the track's length) with the last chunk.
@@ -58,6 +66,8 @@ class StemWriter:
                 if samples.size:
                     self.peak[name] = max(self.peak[name], float(np.abs(samples).max()))
                     self.energy[name] += float(np.square(samples, dtype=np.float64).sum())
+            if self.vocal_activity is not None and final.shape[1]:
+                self.vocal_activity.add(final[list(self.outputs).index(VOCALS)], final.sum(axis=0))
         except BaseException:
             self.abort()
             raise
@@ -68,6 +78,15 @@ class StemWriter:
     def rms(self, name: str) -> float:
         """Root mean square of stem ``name`` over the track (full scale 1.0)."""
         return float(np.sqrt(self.energy[name] / max(1, (self.n_samples or 0) * self.channels)))
+
+    def loudness(self, name: str) -> Loudness | None:
+        """Stem ``name``'s loudness, once ``close()`` has published it; None unless measured."""
+        return self.encoders[name].loudness
+
+    def vocal_presence(self) -> tuple[float | None, bool | None]:
+        """``(vocal_activity, instrumental)`` of the track; ``(None, None)`` unless measured."""
+        share = self.vocal_activity.share() if self.vocal_activity is not None else None
+        return share, is_instrumental(share)
 
     def close(self) -> None:
         """Finish every stem and move it to its final name; on any error, remove them all."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.demo import make_track, render, synthesize, write_wav
 
-__all__ = ["make_mono_22k", "make_multitrack", "make_track", "make_training_set", "synthesize",
+__all__ = ["make_mono_22k", "make_multitrack", "make_song", "make_track", "make_training_set", "synthesize",
            "synthesize_stems", "write_wav"]
 
 
@@ -29,6 +29,17 @@ def synthesize_stems(seconds: float = 30.0, seed: int = 0, sample_rate: int = 44
     stems = {name: (part * gain).astype(np.float32) for name, part in parts.items()}
     stems["accompaniment"] = ((parts["other"] + parts["bass"] + parts["drums"]) * gain).astype(np.float32)
     return stems
+
+
+def make_song(path: str | Path, seconds: float, seed: int = 0, vocals_from: float | None = 0.0,
+              channels: int = 2) -> Path:
+    """A demo track whose espeak-ng vocals sound only from ``vocals_from`` seconds on (None: an
+    instrumental, the same music without them), peak at -1 dBFS, as 16-bit 44.1 kHz WAV."""
+    parts, _ = render(seconds, seed, 44100, channels)
+    vocals = parts["vocals"]
+    vocals[:len(vocals) if vocals_from is None else int(round(vocals_from * 44100))] = 0.0
+    mix = vocals + parts["other"] + parts["bass"] + parts["drums"]
+    return write_wav(path, mix * (10 ** (-1 / 20) / np.max(np.abs(mix))), 44100)
 
 
 def make_mono_22k(path: str | Path, seconds: float = 20.0, seed: int = 1) -> Path:

@@ -30,6 +30,7 @@ from models.config import SeparationConfig, load_config
 from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError
 from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
+from models.loudness import Loudness
 from models.stems import StemWriter
 from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
@@ -38,6 +39,12 @@ from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout, is_stem_file, stem_file
 from transforms.catalogue.manifest import FAILURES, Failure, Track, carried_columns
 from transforms.stash import Scratch
+
+
+def loudness_columns(loudness: Loudness | None) -> dict:
+    """A stem's loudness as metadata columns (null for silence, or when not measured)."""
+    return {"loudness_lufs": loudness and loudness.integrated_lufs, "loudness_range_lu": loudness and loudness.range_lu,
+            "true_peak_dbtp": loudness and loudness.true_peak_dbtp}
 
 
 class TrackWriter:
@@ -59,7 +66,7 @@ class TrackWriter:
             name: os.path.join(self.scratch, stem_file(name, codec)) for name in config.instruments}
         try:
             self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding,
-                                    job.stall_timeout)
+                                    job.stall_timeout, measure=True)
         except BaseException:
             self._drop_scratch()
             raise
@@ -93,11 +100,13 @@ class TrackWriter:
         self._drop_scratch()
         processed_at = datetime.datetime.now(datetime.timezone.utc)
         encoding = job.encoding.as_written()
+        vocal_activity, instrumental = stems.vocal_presence()  # the track's, on each of its rows
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
             "duration_s": stems.n_samples / config.sample_rate, "sample_rate": config.sample_rate,
             "channels": config.n_channels, **encoding, "model": job.model_id, "peak": stems.peak[name],
-            "rms": stems.rms(name), "run_id": job.run_id, "processed_at": processed_at,
+            "rms": stems.rms(name), **loudness_columns(stems.loudness(name)), "vocal_activity": vocal_activity,
+            "instrumental": instrumental, "run_id": job.run_id, "processed_at": processed_at,
         } for name, uri in self.uris.items()]
         carried = carried_columns(track.extra)  # the manifest's own columns, renamed where named like ours
         for row in rows:

@@ -36,7 +36,10 @@ FAILURE_SCHEMA = pa.schema([
 METADATA_SCHEMA = pa.schema([
     ("track_id", pa.string()), ("instrument", pa.string()), ("uri", pa.string()), ("source_uri", pa.string()),
     ("duration_s", pa.float64()), ("sample_rate", pa.int32()), ("channels", pa.int32()), ("codec", pa.string()),
-    ("bitrate", pa.string()), ("sample_format", pa.string()), ("model", pa.string()), ("peak", pa.float32()), ("rms", pa.float32()), ("run_id", pa.string()),
+    ("bitrate", pa.string()), ("sample_format", pa.string()), ("model", pa.string()), ("peak", pa.float32()), ("rms", pa.float32()),
+    # models/loudness.py, models/vocal_activity.py; null for silence, and for models without a vocals stem.
+    ("loudness_lufs", pa.float64()), ("loudness_range_lu", pa.float64()), ("true_peak_dbtp", pa.float64()),
+    ("vocal_activity", pa.float64()), ("instrumental", pa.bool_()), ("run_id", pa.string()),
     ("processed_at", pa.timestamp("us", tz="UTC")),
 ])
 

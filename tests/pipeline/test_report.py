@@ -125,11 +125,8 @@ def thousand_rows(out: Path, audio: Path, tracks: int = 500) -> None:
                          "loudness_lufs": -30.0 + (t % 20) - 10 * i, "loudness_range_lu": 3.0 + t % 8,
                          "true_peak_dbtp": -6.0 + (t % 6), "vocal_activity": 0.0 if silent else (t % 10) / 10,
                          "instrumental": instrumental})
-    schema = pa.schema([*METADATA_SCHEMA, ("loudness_lufs", pa.float64()), ("loudness_range_lu", pa.float64()),
-                        ("true_peak_dbtp", pa.float64()), ("vocal_activity", pa.float64()),
-                        ("instrumental", pa.bool_())])
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), buffer)
     storage.publish_bytes(buffer.getvalue(), f"{layout.metadata('20260101T000000Z-abcdef')}-00000-of-00001.parquet")
     storage.publish_bytes(b'{"files": 1}', layout.commit_marker("20260101T000000Z-abcdef"))
     failures = [{"track_id": f"bad-{n}", "source_uri": f"/music/bad-{n}.mp3", "stage": "decode",

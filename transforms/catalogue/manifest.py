@@ -55,7 +55,8 @@ BOM = b"\xef\xbb\xbf"
 #: these names is carried as ``manifest_<name>``.
 METADATA_COLUMNS = frozenset({
     "track_id", "instrument", "uri", "source_uri", "duration_s", "sample_rate", "channels", "codec", "bitrate",
-    "sample_format", "model", "peak", "rms", "run_id", "processed_at"})
+    "sample_format", "model", "peak", "rms", "loudness_lufs", "loudness_range_lu", "true_peak_dbtp", "vocal_activity",
+    "instrumental", "run_id", "processed_at"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
