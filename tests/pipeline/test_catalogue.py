@@ -131,7 +131,11 @@ def test_second_run_rewrites_nothing(first_run, catalogue, checkpoint_2stems, ca
     assert status == 1
     assert f"0 tracks done, {len(GOOD)} skipped, {len(BAD)} failed" in out
     assert files_under(prefix / "stems") == stems_before
-    assert files_under(prefix / "metadata") == metadata_before
+    # Only the run's own figures are added (for `beamsplitter report`): no metadata file is written again.
+    metadata_after = files_under(prefix / "metadata")
+    added = set(metadata_after) - set(metadata_before)
+    assert len(added) == 1 and "/_runs/run-" in next(iter(added)), added
+    assert {path: metadata_after[path] for path in metadata_before} == metadata_before
 
 
 def test_grown_manifest_and_changed_source(tmp_path, catalogue, checkpoint_2stems, capsys):
