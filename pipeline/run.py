@@ -273,8 +273,8 @@ def _check_failed_fraction(_, limit: float, verdict: str, _metadata, _failures, 
 
 
 # What the runner lost, by what its error says. Flink's job server passes on only the root cause of a
-# failed job; these are the causes the fault runs on a local Flink cluster gave (README, "Running on
-# Flink"): a job with no slot (TimeoutException from Flink's slot request check), a TaskManager killed,
+# failed job; these are the causes the fault runs on a local Flink cluster gave (docs/flink.md):
+# a job with no slot (TimeoutException from Flink's slot request check), a TaskManager killed,
 # an SDK worker process killed (with a restart strategy, the restarts that found it dead).
 RUNNER_FAILURES = (
     (re.compile(r"NoResourceAvailableException|Timeout has occurred: \d+ ms"),

@@ -159,9 +159,9 @@ def test_grown_manifest_and_changed_source(tmp_path, catalogue, checkpoint_2stem
                           "--checkpoint", str(checkpoint_2stems), "--force")
     assert f"{len(GOOD) + 1} tracks done, 0 skipped" in out
 
-    # The README's query for the current row of every stem: one each, from the run that wrote it.
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    query = re.search(r"```sql\n(select .*? = 1)\n```", readme, re.S)[1].replace("out/", f"{prefix}/")
+    # docs/catalogue.md's query for the current row of every stem: one each, from the run that wrote it.
+    page = (Path(__file__).parents[2] / "docs" / "catalogue.md").read_text()
+    query = re.search(r"```sql\n(select .*? = 1)\n```", page, re.S)[1].replace("out/", f"{prefix}/")
     current = duckdb.connect().execute(query).df()
     assert len(pq.read_table(prefix / "metadata").to_pandas()) == 2 * (len(GOOD) + 2 + len(GOOD) + 1)  # 3 runs
     assert sorted(zip(current.track_id, current.instrument)) == sorted(

@@ -1,4 +1,4 @@
-"""A Flink cluster losing parts of itself while a job runs, as in README's "Running on Flink".
+"""A Flink cluster losing parts of itself while a job runs, as in docs/flink.md.
 
 One 3-minute track and one short one, on a standalone cluster with one slot and a Beam worker pool: an SDK
 worker process, then the TaskManager, is SIGKILLed while the long track is in flight. Each run ends with

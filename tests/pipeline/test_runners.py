@@ -29,7 +29,7 @@ from tests.pipeline.conftest import write_manifest
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 REPO = Path(__file__).resolve().parents[2]
 GB = 1 << 30
-# The SDK worker's peak RSS on the 33-minute mix, 2stems (README: "Running on Flink").
+# The SDK worker's peak RSS on the 33-minute mix, 2stems (docs/flink.md).
 WORKER_RSS_BOUND_2STEMS = 2.5 * GB
 
 BALLAD = "Café del Mar - l'été, 1999.wav"  # 3.5 min; accents, a quote, a comma

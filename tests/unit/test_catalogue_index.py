@@ -69,7 +69,7 @@ def test_ids_equal_but_for_case_are_one_track(tmp_path):
 
 
 def test_an_input_glob_takes_every_file_below_its_folder(tmp_path, monkeypatch):
-    """'music/**/*.mp3', the README's example, missed the files directly in music/ (Beam's ** needs a folder)."""
+    """'music/**/*.mp3', docs/catalogue.md's example, missed the files directly in music/ (Beam's ** needs a folder)."""
     for name in ("top.mp3", "a/one.mp3", "a/b/two.mp3", "a/skip.wav"):
         (tmp_path / "music" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "music" / name).write_bytes(b"x")

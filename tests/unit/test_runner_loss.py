@@ -1,6 +1,6 @@
 """A job the runner failed: what its root cause, the one line Flink's job server passes on, says was lost.
 
-The causes are those the fault runs on a local Flink cluster gave (README, "Running on Flink");
+The causes are those the fault runs on a local Flink cluster gave (docs/flink.md);
 tests/pipeline/test_flink_faults.py provokes the first three for real.
 """
 
