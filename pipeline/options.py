@@ -112,7 +112,8 @@ class BeamsplitterOptions(PipelineOptions):
             if getattr(self, option) < least:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
         self.encode_options().check()
-        check_precision(self.precision)
+        if is_local(self):
+            check_precision(self.precision)  # elsewhere each worker checks its own CPU as it loads the model
         for option in ("local_wave_tracks", "inference_batch_size"):
             if getattr(self, option) < 1:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least 1")

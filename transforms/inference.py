@@ -67,9 +67,11 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
 
     def load_model(self):
         from models.errors import ModelError
+        from models.precision import check_precision
         from models.provider import load_separator
 
         _enable_gpu_memory_growth()
+        check_precision(self.precision)  # this worker's CPU (or GPU), not the launcher's
         # Beam shares a model only within one pipeline; the local runner builds
         # a pipeline per wave of tracks, and each would load and trace it again.
         with _MODELS_LOCK:

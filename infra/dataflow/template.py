@@ -48,7 +48,8 @@ def launch_commands(args) -> list[list[str]]:
                                 model_copies=args.model_copies,
                                 checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate,
                                 max_failed_fraction=args.max_failed_fraction,
-                                scratch_location=args.scratch_location, fan_out=args.fan_out)
+                                scratch_location=args.scratch_location, fan_out=args.fan_out,
+                                precision=args.precision)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
                                   max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
@@ -98,6 +99,9 @@ def parse(argv: list[str] | None):
     launch.add_argument("--fan-out", choices=("tracks", "chunks"),
                         help="the job's --fan_out: tracks (its default) or chunks, which sends every model chunk "
                              "through scratch storage (hours-long mixes on few workers)")
+    launch.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="the job's --precision: fp32 (its default) or bf16, on GPU workers or CPU workers with "
+                             "AMX or AVX512_BF16")
     launch.add_argument("--scratch-location", type=common.gcs_uri,
                         help="where chunk fan-out parks chunks, in a bucket without soft delete "
                              "(Terraform's scratch bucket); default: OUTPUT/scratch")

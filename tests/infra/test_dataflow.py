@@ -201,7 +201,7 @@ def test_launch_options():
     params = launch_parameters(cpu)
     assert "inference_accelerator" not in params and "model_copies" not in params
     assert params["max_failed_fraction"] == "0.2" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
-    assert flag(cpu, "--max-workers") == "10" and "fan_out" not in params
+    assert flag(cpu, "--max-workers") == "10" and "fan_out" not in params and "precision" not in params
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
                     "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
     params = launch_parameters(t4)
@@ -211,6 +211,8 @@ def test_launch_options():
     # chunk fan-out, where it earns its cost (hours-long mixes on few workers), is asked for
     (chunks,) = dry_run("dataflow/template.py", *LAUNCH, "--fan-out", "chunks")
     assert launch_parameters(chunks)["fan_out"] == "chunks"
+    (bf16,) = dry_run("dataflow/template.py", *LAUNCH, "--precision", "bf16")
+    assert launch_parameters(bf16)["precision"] == "bf16"
 
 
 def test_one_job_name_per_prefix_and_model():
