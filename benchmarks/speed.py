@@ -74,8 +74,11 @@ def network_only(model: str, checkpoint: str, precision: str, batch_size: int, t
 
 
 def host_stages(tracks: list[str], stems: int, work: Path) -> float:
-    """CPU seconds ffmpeg spends decoding ``tracks`` and encoding ``stems`` 16-bit WAV stems of each: what
-    a worker's CPUs still do when the chunk maths runs on an accelerator (the cost model's host figure)."""
+    """CPU seconds ffmpeg spends decoding ``tracks`` and encoding ``stems`` 16-bit WAV stems of each, their
+    loudness measured as the catalogue job's encoder measures it: what a worker's CPUs still do when the
+    chunk maths runs on an accelerator (the cost model's host figure)."""
+    from models.loudness import FILTER
+
     ffmpeg, cpu = ffmpeg_binary(), 0.0
     for i, path in enumerate(tracks):
         raw = work / f"decoded-{i}.f32"
@@ -83,7 +86,8 @@ def host_stages(tracks: list[str], stems: int, work: Path) -> float:
         cpu += decoded.cpu_s
         for stem in range(stems):
             cpu += measure([ffmpeg, "-v", "error", "-y", "-f", "f32le", "-ac", "2", "-ar", "44100", "-i", str(raw),
-                            "-c:a", "pcm_s16le", str(work / f"stem-{stem}.wav")]).cpu_s
+                            "-c:a", "pcm_s16le", str(work / f"stem-{stem}.wav"), "-af", FILTER, "-f", "null",
+                            "-"]).cpu_s
         raw.unlink()
     return cpu
 
@@ -158,7 +162,7 @@ def main():
                          f"{warm:.1f}x of {ceiling:.1f}x: {warm / ceiling:.0%}"])
         host = host_stages(tracks, len(load_config(model).instruments), work)
         figures["host_cpu_s_per_audio_minute"][name] = host / (audio_s / 60)
-        rows.append([name, "decoding and encoding alone (ffmpeg, WAV stems)", "", "", "",
+        rows.append([name, "decoding, encoding and loudness alone (ffmpeg, WAV stems)", "", "", "",
                      f"{host / (audio_s / 60):.2f}", "", "", ""])
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
