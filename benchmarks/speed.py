@@ -50,8 +50,8 @@ def checkpoint_for(model: str, work: Path) -> Path:
 
 
 def network_only(model: str, checkpoint: str, precision: str, batch_size: int, tracks: list[str]) -> dict:
-    """Seconds the network alone takes over every chunk of ``tracks`` (run in a process of its own:
-    a precision is a process-wide TensorFlow setting)."""
+    """Seconds the network alone takes over every chunk of ``tracks`` (run in a process of its own, as the
+    ``separate`` it bounds: no other model's threads or memory beside it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from models import spectral
     from models.decoding import load

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import shutil
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.ffmpeg_process import ffmpeg_binary
+from models import decoding, encoding
 from models.errors import BeamsplitterError, InputError
 from pipeline.scorecard import FIGURE_FILE, TRACKS_FILE
 from transforms.catalogue import storage
@@ -35,7 +34,7 @@ from transforms.catalogue.layout import Layout, commit_of, marker_commit
 PAGE = "index.html"
 FIGURES, PREVIEWS = "figures", "previews"
 PREVIEW_SECONDS = 30.0
-PREVIEW_TIMEOUT = 120.0  # seconds for ffmpeg to cut one preview
+PREVIEW_RATE = 44_100
 NOT_MEASURED = "not measured by this run"
 # Metadata columns drawn as distributions per instrument: (column, axis label, to dB first). Loudness,
 # true peak and vocal activity are only there when the run measured them.
@@ -45,8 +44,10 @@ DISTRIBUTIONS = (
     ("loudness_lufs", "integrated loudness (LUFS)", False),
     ("loudness_range_lu", "loudness range (LU)", False),
     ("true_peak_dbtp", "true peak (dBTP)", False),
-    ("vocal_activity", "vocal activity (share of the stem)", False),
+    ("vocal_activity", "vocal activity (share of the track's 1 s frames)", False),
 )
+# Columns that hold one value per track, repeated on each of its stems' rows: drawn once, from this stem.
+TRACK_COLUMNS = {"vocal_activity": "vocals"}
 
 
 class ReportError(BeamsplitterError):
@@ -303,20 +304,21 @@ def _truth(value) -> bool:
 
 
 def cut_preview(uri: str, start: float, destination: str) -> None:
-    """``PREVIEW_SECONDS`` of ``uri`` from ``start``, as a small stereo MP3 at ``destination``."""
-    with storage.local_copy(uri) as path:
-        try:
-            done = subprocess.run([ffmpeg_binary(), "-v", "error", "-nostdin", "-y", "-ss", f"{start:.3f}",
-                                   "-t", f"{PREVIEW_SECONDS:g}", "-i", path, "-vn", "-map_metadata", "-1", "-ac", "2",
-                                   "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "96k", destination],
-                                  capture_output=True, text=True, timeout=PREVIEW_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise ReportError(f"{uri}: no preview (ffmpeg took over {PREVIEW_TIMEOUT:g} s)") from None
-    if done.returncode:
-        raise ReportError(f"{uri}: no preview ({(done.stderr.strip().splitlines() or ['ffmpeg failed'])[-1]})")
-    if os.path.getsize(destination) < 1000:  # ffmpeg writes a file of no audio when it starts past the end
-        os.unlink(destination)
-        raise ReportError(f"{uri}: no audio from {start:.1f} s on")
+    """``PREVIEW_SECONDS`` of ``uri`` from ``start``, as a small stereo MP3 at ``destination``.
+
+    Decoded as the job decodes a catalogue's sources (files only: no playlist or protocol in a
+    source reaches other files or hosts; the stall timeout), and encoded by the stems' encoder.
+    """
+    try:
+        with storage.local_copy(uri) as path:
+            samples = decoding.load(path, PREVIEW_RATE, start, PREVIEW_SECONDS)
+        if not len(samples):
+            raise ReportError(f"{uri}: no audio from {start:.1f} s on")
+        encoding.save(destination, samples, PREVIEW_RATE, codec="mp3", bitrate="96k")
+    except ReportError:
+        raise
+    except BeamsplitterError as exc:
+        raise ReportError(f"{uri}: no preview ({exc})") from None
 
 
 def sample_tracks(table: pa.Table, n: int, seed: int) -> list[tuple[str, str]]:
@@ -396,6 +398,8 @@ def build_report(output: Output, folder: str, sample: int = 5, seed: int = 0,
     distributions = []
     for column, label, to_db in DISTRIBUTIONS:
         values = column_values(table, column, to_db)
+        if column in TRACK_COLUMNS:
+            values = {k: v for k, v in values.items() if k == TRACK_COLUMNS[column]}
         image = None
         if values:
             image = f"{FIGURES}/{column}.png"

@@ -71,12 +71,12 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
         from models.provider import load_separator
 
         _enable_gpu_memory_growth()
-        check_precision(self.precision)  # this worker's CPU (or GPU), not the launcher's
         # Beam shares a model only within one pipeline; the local runner builds
         # a pipeline per wave of tracks, and each would load and trace it again.
         with _MODELS_LOCK:
             key = (self.model, self.checkpoint, self.precision)
             if key not in _MODELS:
+                check_precision(self.precision)  # this worker's CPU (or GPU), not the launcher's
                 _MODELS[key] = load_separator(self.model, self.checkpoint, self.precision)
             separator = _MODELS[key]
         if self.checkpoint_sha256 and separator.checkpoint_sha256 != self.checkpoint_sha256:

@@ -213,7 +213,7 @@ def estimate(i: Inputs) -> dict[str, float]:
 ENCODER_FILTERS = (16, 32, 64, 128, 256, 512)
 DECODER_FILTERS = (256, 128, 64, 32, 16, 1)
 KERNEL_TAPS, OUTPUT_TAPS = 5 * 5, 4 * 4
-CHUNK_FRAMES, CHUNK_BINS, CHUNK_SECONDS = 512, 1024, 512 * 1024 / 44_100
+CHUNK_FRAMES, CHUNK_BINS, CHUNK_SECONDS = 512, 1024, CHUNK_STEP / 44_100
 
 
 def unet_flops(frames: int = CHUNK_FRAMES, bins: int = CHUNK_BINS, channels: int = 2) -> float:
@@ -426,12 +426,17 @@ def parse(argv: list[str] | None) -> tuple[Inputs | None, dict]:
 def main(argv: list[str] | None = None) -> int:
     inputs, flags = parse(argv)
     if inputs is None and flags["measured"]:
-        with open(flags["measured"]) as f:
-            measured = json.load(f)
-        tracks, mean_seconds = flags["tracks"] or 1_000_000, flags["mean_seconds"] or 210.0
-        rows = configurations(measured, tracks, mean_seconds, flags["vcpu_price"] or 0.056,
-                              flags["mem_price"] or 0.003557, flags["class_a_price"] or 0.05,
-                              flags["class_b_price"] or 0.004)
+        try:
+            with open(flags["measured"]) as f:
+                measured = json.load(f)
+            tracks, mean_seconds = flags["tracks"] or 1_000_000, flags["mean_seconds"] or 210.0
+            rows = configurations(measured, tracks, mean_seconds, flags["vcpu_price"] or 0.056,
+                                  flags["mem_price"] or 0.003557, flags["class_a_price"] or 0.05,
+                                  flags["class_b_price"] or 0.004, flags["cpu_worker_vcpus"], flags["cpu_worker_gb"])
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            print(f"error: --measured {flags['measured']}: not benchmarks/speed.py --json figures ({exc!r})",
+                  file=sys.stderr)
+            return 2
         print(json.dumps(rows, indent=2) if flags["json"] else
               f"measured on {measured['machine']}\n\n{configurations_markdown(rows, tracks)}")
         return 0

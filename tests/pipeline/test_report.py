@@ -73,8 +73,12 @@ def test_the_page_loads_whole_in_chromium(reported):
     _, page, state, _, _, _, _ = reported
     assert state.console_errors == []
     assert state.broken() == []
-    # peak and RMS histograms and the evaluation's figure; mix and two stems for each of the three tracks done
-    assert len(state.images) == 3 and len(state.audio) == 9
+    # a histogram of each level the run measured and the evaluation's figure; mix and two stems for each of
+    # the three tracks done
+    assert sorted(i["src"] for i in state.images) == sorted(
+        [f"figures/{column}.png" for column in ("peak", "rms", "loudness_lufs", "loudness_range_lu",
+                                                 "true_peak_dbtp", "vocal_activity")] + ["figures/evaluation-sdr.png"])
+    assert len(state.audio) == 9
     assert all("://" not in src for src in [i["src"] for i in state.images] + [a["src"] for a in state.audio])
     screenshot = page.parent / "screenshot.png"
     assert screenshot.stat().st_size > 10_000
@@ -86,7 +90,8 @@ def test_the_page_holds_runs_failures_levels_and_the_evaluation(reported):
     (run_row,) = [row for row in rows if row[0].startswith("20")]  # a run id starts with its date
     assert run_row[2:6] == ["3", "0", "1", "1"]  # done, skipped, failed, failed at decode
     assert ["decode", "AudioError", "{source}: no such file", "1", "gone"] in rows
-    assert NOT_MEASURED in text  # loudness, vocal activity and instrumentals: not measured by this run yet
+    assert NOT_MEASURED not in text  # the run measured loudness, vocal activity and instrumentals
+    assert "of 3)" in text  # the instrumentals' share, of the three tracks done
     assert sorted(headings) == sorted(["demo-01", HOSTILE, "instrumental"])
     assert "vocals · SDR" in text and "1 of them are tracks of this output" in text
 
