@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from models import decoding, encoding
 from models.errors import BeamsplitterError, InputError
+from models.bsseval import median_over_tracks
 from pipeline.scorecard import FIGURE_FILE, TRACKS_FILE
 from transforms.catalogue import storage
 from transforms.catalogue.layout import Layout, commit_of, marker_commit
@@ -36,6 +37,7 @@ FIGURES, PREVIEWS = "figures", "previews"
 PREVIEW_SECONDS = 30.0
 PREVIEW_RATE = 44_100
 NOT_MEASURED = "not measured by this run"
+SCORE_ORDER = ("sdr", "sir", "isr", "sar")  # BSSEval's scores, as the page lists them
 # Metadata columns drawn as distributions per instrument: (column, axis label, to dB first). Loudness,
 # true peak and vocal activity are only there when the run measured them.
 DISTRIBUTIONS = (
@@ -363,14 +365,14 @@ def read_evaluation(folder: str) -> pa.Table:
 
 
 def evaluation_of(folder: str, scores: pa.Table, catalogue_tracks: set[str], report_folder: str) -> Evaluation:
-    by_instrument: dict = defaultdict(lambda: defaultdict(list))
-    metrics = [name for name in ("sdr", "sir", "isr", "sar") if name in scores.column_names]
-    for row in scores.to_pylist():
-        for name in metrics:
-            if row[name] is not None and math.isfinite(row[name]):
-                by_instrument[row["instrument"]][name].append(row[name])
-    medians = {instrument: {name: float(np.median(values[name])) if values[name] else math.nan for name in metrics}
-               for instrument, values in sorted(by_instrument.items())}
+    # SiSEC's figure, as `evaluate` prints it: the median over tracks of each track's median over frames.
+    metrics = [name for name in SCORE_ORDER if name in scores.column_names]
+    instruments = np.array(scores.column("instrument").to_pylist(), dtype=object)
+    values = {name: np.array([math.nan if v is None else v for v in scores.column(name).to_pylist()], np.float64)
+              for name in metrics}
+    medians = {instrument: {name: float(median_over_tracks(values[name][instruments == instrument]))
+                            for name in metrics}
+               for instrument in sorted(set(instruments))}
     figure = None
     source = storage.join(folder.rstrip("/"), FIGURE_FILE)
     if storage.exists(source):
@@ -571,7 +573,7 @@ def _render_sample(report: Report) -> str:
 
 
 def _render_evaluation(ev: Evaluation) -> str:
-    metrics = sorted({m for values in ev.medians.values() for m in values}, key=("sdr", "sir", "isr", "sar").index)
+    metrics = sorted({m for values in ev.medians.values() for m in values}, key=SCORE_ORDER.index)
     rows = "".join(f"<tr><td>{_e(instrument)}</td>" + "".join(f'<td class="n">{v[m]:.2f}</td>' for m in metrics)
                    + "</tr>" for instrument, v in ev.medians.items())
     figure = f'<img src="{_e(ev.figure)}" alt="SDR per instrument">' if ev.figure else ""
