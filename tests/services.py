@@ -431,6 +431,9 @@ def s3_server(bucket: str) -> Iterator[S3Server]:
     try:
         with _environ(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1"):
             endpoint = f"http://127.0.0.1:{port}"
+            # moto keeps its buckets in this process's memory, whichever server started them: every test
+            # starts from an empty store, not from the objects an earlier test left in a same-named bucket.
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
             found = S3Server(endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
             found.client.create_bucket(Bucket=bucket)
             yield found
