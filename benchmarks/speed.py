@@ -144,7 +144,7 @@ def main():
         rows.append([name, "spleeter separate 2.4.2 (fp32)", f"{sp.wall_s:.1f}", f"{sp_speed:.1f}x", "1.00x",
                      f"{sp.cpu_s / (audio_s / 60):.1f}", f"{sp.peak_rss_mb / 1024:.2f}", "", ""])
         for precision in precisions:
-            command = [BEAMSPLITTER, "separate", "-p", model, "--checkpoint", str(checkpoint), "--batch-size",
+            command = [BEAMSPLITTER, "separate", "-p", model, "--checkpoint", str(checkpoint), "--inference_batch_size",
                        str(args.batch_size), "--precision", precision]
             start = measure([*command, second, "-o", str(work / "start")])
             run = measure([*command, *tracks, "-o", str(work / "bs")])

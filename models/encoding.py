@@ -34,7 +34,7 @@ CODECS = {
     "wma": ("asf", "wmav2"),
 }
 LOSSY = {"mp3", "ogg", "m4a", "wma"}
-SAMPLE_FORMATS = {  # --sample-format -> (wav encoder, flac sample_fmt)
+SAMPLE_FORMATS = {  # --sample_format -> (wav encoder, flac sample_fmt)
     "s16": ("pcm_s16le", "s16"),
     "s24": ("pcm_s24le", "s32"),
     "f32": ("pcm_f32le", None),
@@ -97,10 +97,10 @@ class EncodeOptions:
         if self.codec not in CODECS:
             raise InputError(f"--codec {self.codec}: unknown codec (choose from {', '.join(CODECS)})")
         if self.sample_format not in SAMPLE_FORMATS:
-            raise InputError(f"--sample-format {self.sample_format}: unknown sample format "
+            raise InputError(f"--sample_format {self.sample_format}: unknown sample format "
                              f"(choose from {', '.join(SAMPLE_FORMATS)})")
         if self.codec == "flac" and SAMPLE_FORMATS[self.sample_format][1] is None:
-            raise InputError(f"--sample-format {self.sample_format} cannot go with --codec flac: FLAC has no float "
+            raise InputError(f"--sample_format {self.sample_format} cannot go with --codec flac: FLAC has no float "
                              "samples (use s16 or s24, or --codec wav for f32)")
         if self.bitrate is not None and not _BITRATE.fullmatch(str(self.bitrate)):
             raise InputError(f"--bitrate {self.bitrate}: give bits per second as digits with an optional "

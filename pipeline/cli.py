@@ -13,28 +13,18 @@ import time
 
 from models.errors import BeamsplitterError, InputError
 
-DEFAULT_MODEL = "spleeter:2stems"
-
-
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.decoding import check_max_duration
-    from models.encoding import EncodeOptions
-    from models.ffmpeg_process import check_stall_timeout
-    from models.precision import check_precision
     from models.provider import load_separator
+    from pipeline import arguments
     from pipeline.separate import check_span, separate_files, track_jobs
 
     # Every option is checked before the model loads and the first track is decoded.
-    check_stall_timeout(args.stall_timeout, "--stall-timeout")
-    check_max_duration(args.max_duration, "--max-duration")
-    encoding = EncodeOptions(args.codec, args.bitrate, args.sample_format).check()
+    encoding = arguments.check(args)
     check_span(args.offset, args.duration)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: give at least 1")
-    separator = load_separator(args.params_filename, args.checkpoint, check_precision(args.precision))
-    jobs = track_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
+    separator = load_separator(args.model, args.checkpoint, args.precision)
+    jobs = track_jobs(args.files, args.output, args.filename_format, separator.instruments, args.codec,
                       args.offset, args.duration)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
@@ -51,7 +41,7 @@ def _separate(args) -> int:
                 bar.write(f"error: {result.error}", file=sys.stderr)
 
         separate_files(separator, jobs, encoding,
-                       batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
+                       batch_size=args.inference_batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
                        stall_timeout=args.stall_timeout, max_duration=args.max_duration)
     return 1 if failures else 0
 
@@ -60,7 +50,7 @@ def _fetch(args) -> int:
     from models.config import load_config
     from models.provider import resolve_checkpoint
 
-    print(resolve_checkpoint(load_config(args.params_filename), args.checkpoint))
+    print(resolve_checkpoint(load_config(args.model), args.checkpoint))
     return 0
 
 
@@ -68,9 +58,9 @@ def _export_model(args) -> int:
     from models.export import export_saved_model
     from models.provider import load_separator
 
-    separator = load_separator(args.params_filename, args.checkpoint)
+    separator = load_separator(args.model, args.checkpoint)
     export_saved_model(separator, args.directory)
-    print(f"{args.params_filename}: SavedModel written to {args.directory}")
+    print(f"{args.model}: SavedModel written to {args.directory}")
     return 0
 
 
@@ -120,11 +110,11 @@ def _demo_catalogue(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from models.precision import check_precision
+    from pipeline import arguments
     from pipeline.evaluate import evaluate
 
-    return evaluate(args.dataset, args.output, args.params_filename, args.checkpoint, args.oracle,
-                    check_precision(args.precision))
+    arguments.check(args)
+    return evaluate(args.dataset, args.output, args.model, args.checkpoint, args.oracle, args.precision)
 
 
 def _report(args) -> int:
@@ -151,26 +141,8 @@ def _train(args) -> int:
         augment=args.augment, min_level_db=args.min_level_db, beam_args=job_args(args.beam_args, "train")))
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", "--params_filename", default=DEFAULT_MODEL,
-                        help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems "
-                             "(each also -16kHz), or a JSON file (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="checkpoint folder or gs://, s3://, https:// URI "
-                                             "(default: MODEL_PATH, the cache, then the official release)")
-
-
-def _precision_option(parser: argparse.ArgumentParser) -> None:
-    from models.precision import DEFAULT_PRECISION, PRECISIONS
-
-    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                        help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or AVX512_BF16 "
-                             "and on GPUs (default: %(default)s)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from models.decoding import DEFAULT_MAX_DURATION
-    from models.encoding import CODECS, SAMPLE_FORMATS
-    from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
+    from pipeline import arguments
 
     parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -181,13 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     separate = commands.add_parser("separate", parents=[common], help="separate audio files into stems on this machine")
     separate.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything ffmpeg reads)")
-    separate.add_argument("-o", "--output_path", default=os.path.join(tempfile.gettempdir(), "separated_audio"),
-                          help="output folder (default: %(default)s)")
-    _model_options(separate)
-    separate.add_argument("-c", "--codec", default="wav", choices=sorted(CODECS), help="default: %(default)s")
-    separate.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
-    separate.add_argument("--sample-format", default="s16", choices=sorted(SAMPLE_FORMATS),
-                          help="sample format of wav and flac stems (default: %(default)s)")
+    arguments.add_output(separate, os.path.join(tempfile.gettempdir(), "separated_audio"), "output folder")
+    arguments.add_model(separate)
+    arguments.add_encoding(separate)
     separate.add_argument("-f", "--filename_format", default="{filename}/{instrument}.{codec}",
                           help="stem path under the output folder; placeholders {filename}, {foldername}, "
                                "{instrument}, {codec} (default: %(default)s)")
@@ -196,14 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seconds to separate from the offset (default: the whole track)")
     separate.add_argument("--mwf", action="store_true",
                           help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
-    separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
-    _precision_option(separate)
-    separate.add_argument("--stall-timeout", "--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
-                          metavar="SECONDS", help="a track fails when ffmpeg delivers or takes no data for this "
-                                                  "long (default: %(default)g)")
-    separate.add_argument("--max-duration", "--max_duration", type=float, default=DEFAULT_MAX_DURATION,
-                          metavar="SECONDS", help="an input longer than this (from --offset, up to --duration) "
-                                                  "fails without being separated; 0: no limit (default: %(default)g)")
+    arguments.add_batch(separate)
+    arguments.add_decoding(separate)
     separate.set_defaults(handler=_separate)
 
     run = commands.add_parser("run", parents=[common], add_help=False,
@@ -224,12 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="musdb-style folder (<track>/mixture.wav, <track>/<instrument>.wav) or a manifest "
                                "(.csv, .jsonl, .parquet: track_id, mixture, one column per instrument); "
                                "local, gs:// or s3://")
-    evaluate.add_argument("-o", "--output", required=True, metavar="OUT",
-                          help="folder for frames.parquet, tracks.parquet, sdr.png and the separated stems")
-    _model_options(evaluate)
+    arguments.add_output(evaluate, what="folder for frames.parquet, tracks.parquet, sdr.png and the separated stems",
+                         required=True)
+    arguments.add_model(evaluate)
     evaluate.add_argument("--oracle", action="store_true",
                           help="separate with ideal ratio masks from the true stems instead of the model")
-    _precision_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     train = commands.add_parser("train", parents=[common], help="train or fine-tune a model on tracks with their stems (the "
@@ -279,12 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch", parents=[common], help="fetch a model's weights into the cache (saying from "
                                 "where) and print their folder; `run` and `separate` fetch them too when needed")
-    _model_options(fetch)
+    arguments.add_model(fetch, precision=False)
     fetch.set_defaults(handler=_fetch)
 
     export = commands.add_parser("export-model", parents=[common], help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
-    _model_options(export)
+    arguments.add_model(export, precision=False)
     export.set_defaults(handler=_export_model)
     return parser
 

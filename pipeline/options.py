@@ -6,11 +6,9 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from models.decoding import DEFAULT_MAX_DURATION, check_max_duration
 from models.encoding import EncodeOptions
 from models.errors import InputError
-from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT, check_stall_timeout
-from models.precision import DEFAULT_PRECISION, PRECISIONS, check_precision
+from pipeline import arguments
 from transforms.catalogue import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
@@ -31,22 +29,12 @@ class BeamsplitterOptions(PipelineOptions):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--manifest", help="catalogue manifest: .csv, .jsonl or .parquet, local, gs:// or s3://")
         source.add_argument("--input", help="glob of audio files taken as the catalogue (track_id from the path)")
-        parser.add_argument("--output", help="output prefix: local folder, gs:// or s3://")
-        parser.add_argument("-p", "--params_filename", "--model", dest="model", default="spleeter:2stems",
-                            help="model configuration (default: %(default)s)")
-        parser.add_argument("--checkpoint", default=None,
-                            help="checkpoint folder or URI; on distributed runners give one every worker can read")
-        parser.add_argument("-c", "--codec", default="wav", help="stem codec (default: %(default)s)")
-        parser.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
-        parser.add_argument("--sample_format", default="s16", help="wav/flac sample format: s16, s24, f32")
+        arguments.add_output(parser)
+        arguments.add_model(parser)
+        arguments.add_encoding(parser)
         parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
                             help="redo tracks that are already done (also --force=true, for templates)")
-        parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                            help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
-                                 "AVX512_BF16 and on GPUs; part of the model folder (default: %(default)s)")
-        parser.add_argument("--inference_batch_size", type=int, default=4,
-                            help="model chunks per inference call; with --inference_accelerator and whole tracks "
-                                 "also the tracks each worker process decodes at once (default: %(default)s)")
+        arguments.add_batch(parser)
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the step that runs the model (decoding, separation and "
                                  "encoding of whole tracks; with --fan_out=chunks inference alone), e.g. "
@@ -64,12 +52,7 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--model_copies", type=int, default=None,
                             help="models per worker machine, shared by its SDK processes (Beam's model_copies); "
                                  "default: 1 with --inference_accelerator, else one model per SDK process")
-        parser.add_argument("--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
-                            help="a track fails when ffmpeg delivers or takes no data for this long "
-                                 "(default: %(default)g)")
-        parser.add_argument("--max_duration", type=float, default=DEFAULT_MAX_DURATION, metavar="SECONDS",
-                            help="a track longer than this fails without being separated; 0: no limit "
-                                 "(default: %(default)g)")
+        arguments.add_decoding(parser)
         parser.add_argument("--max_failed_fraction", type=float, default=1.0, metavar="F",
                             help="the run fails as a whole (exit status 3; on a distributed runner a failed "
                                  "job) when more than this share of the tracks it tried failed "
@@ -105,18 +88,13 @@ class BeamsplitterOptions(PipelineOptions):
             # Each run would then take the stems of the one before for new tracks.
             raise InputError(f"--output {self.output} lies inside the folder that --input {self.input} lists; "
                              "write the stems outside it")
-        check_stall_timeout(self.stall_timeout, "--stall_timeout")
-        check_max_duration(self.max_duration, "--max_duration")
         for option, least in (("max_manifest_row_bytes", 1), ("max_manifest_row_group_bytes", 1),
                               ("max_manifest_columns", 0)):  # 0 columns: track_id and uri only
             if getattr(self, option) < least:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
-        self.encode_options().check()
-        if is_local(self):
-            check_precision(self.precision)  # elsewhere each worker checks its own CPU as it loads the model
-        for option in ("local_wave_tracks", "inference_batch_size"):
-            if getattr(self, option) < 1:
-                raise InputError(f"--{option} {getattr(self, option)}: give at least 1")
+        arguments.check(self, local=is_local(self))
+        if self.local_wave_tracks < 1:
+            raise InputError(f"--local_wave_tracks {self.local_wave_tracks}: give at least 1")
         if not 0 <= self.max_failed_fraction <= 1:
             raise InputError(f"--max_failed_fraction {self.max_failed_fraction:g}: give a share from 0 to 1")
         if self.model_copies is not None and self.model_copies < 1:
@@ -161,7 +139,10 @@ def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ..
     parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, exit_on_error=False)
     for cls in own:
         cls._add_argparse_args(parser)
-    spellings = {name.replace("-", "_"): name for name in parser._option_string_actions if name.startswith("--")}
+    spellings = {}  # the documented spelling (declared first) of each option, by its underscored form
+    for name in parser._option_string_actions:
+        if name.startswith("--"):
+            spellings.setdefault(name.replace("-", "_"), name)
     normal = []
     for arg in argv:
         name, equals, value = arg.partition("=")

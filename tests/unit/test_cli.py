@@ -88,19 +88,19 @@ def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
 @pytest.mark.parametrize("args,message", [
     (["-p", "spleeter:3stems"], "error: unknown model configuration 'spleeter:3stems'"),
     (["-f", "{filename}.{codec}"], "would overwrite one of"),
-    (["--stall-timeout", "0"], "error: --stall-timeout 0: give the seconds ffmpeg may go without data, above 0"),
-    (["--max-duration", "-1"], "error: --max-duration -1: give the longest track to decode in seconds, or 0 for "
+    (["--stall-timeout", "0"], "error: --stall_timeout 0: give the seconds ffmpeg may go without data, above 0"),
+    (["--max-duration", "-1"], "error: --max_duration -1: give the longest track to decode in seconds, or 0 for "
                                "no limit"),
     # Options that ffmpeg would refuse only at encoding, after every track was decoded and separated
     # (issue 11, items 6 and 7), or blame on the audio (item 8): refused before the model loads.
     (["-b", "999x"], "error: --bitrate 999x: give bits per second as digits with an optional k or M"),
     (["-b", "0"], "error: --bitrate 0: give a bitrate above 0"),
-    (["-c", "flac", "--sample-format", "f32"], "error: --sample-format f32 cannot go with --codec flac: FLAC has "
+    (["-c", "flac", "--sample-format", "f32"], "error: --sample_format f32 cannot go with --codec flac: FLAC has "
                                                "no float samples"),
     (["-s", "-3"], "error: --offset -3: give the start in seconds, 0 or more"),
     (["-d", "-5"], "error: --duration -5: give the seconds to separate, above 0"),
     (["-d", "0"], "error: --duration 0: give the seconds to separate, above 0"),
-    (["--batch-size", "0"], "error: --batch-size 0: give at least 1"),
+    (["--batch-size", "0"], "error: --inference_batch_size 0: give at least 1"),
 ])
 def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
     result = run("separate", str(music_track), str(music_track), "-o", str(tmp_path), *args)
@@ -121,11 +121,11 @@ def test_export_model(tmp_path, checkpoint_2stems):
     (["--max-duration=nan"], "--max_duration nan: give the longest track to decode in seconds, or 0 for no limit"),
     # Encoding options, checked before the first track is decoded (issue 11, items 6 and 7).
     (["-c", "xyz"], "--codec xyz: unknown codec (choose from wav, flac, mp3, ogg, m4a, wma)"),
-    (["--sample_format", "s8"], "--sample-format s8: unknown sample format (choose from s16, s24, f32)"),
+    (["--sample_format", "s8"], "--sample_format s8: unknown sample format (choose from s16, s24, f32)"),
     (["-b", "999x"], "--bitrate 999x: give bits per second as digits with an optional k or M"),
-    (["-c", "flac", "--sample_format=f32"], "--sample-format f32 cannot go with --codec flac"),
+    (["-c", "flac", "--sample_format=f32"], "--sample_format f32 cannot go with --codec flac"),
     # The README's spelling reaches the job (it was dropped with a Beam warning), typos are refused (item 9).
-    (["-c", "flac", "--sample-format", "f32"], "--sample-format f32 cannot go with --codec flac"),
+    (["-c", "flac", "--sample-format", "f32"], "--sample_format f32 cannot go with --codec flac"),
     (["--local-wave-tracks=0"], "--local_wave_tracks 0: give at least 1"),
     (["--forcee"], "run: unknown argument --forcee (see beamsplitter run --help"),
     (["--codecc", "flac"], "run: unknown argument --codecc (see"),
@@ -360,3 +360,39 @@ def test_fetch_finds_the_weights_without_loading_tensorflow(checkpoint_2stems):
                              text=True, cwd=REPO)
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: unknown model configuration 'spleeter:7stems'")
+
+
+def _options_by_dest(parser) -> dict[str, set[str]]:
+    spellings: dict[str, set[str]] = {}
+    for action in parser._actions:
+        spellings.setdefault(action.dest, set()).update(action.option_strings)
+    return spellings
+
+
+def test_shared_options_are_spelled_alike_in_every_command_and_aliases_reach_the_same_value():
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    from pipeline.cli import build_parser
+    from pipeline.options import BeamsplitterOptions
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    job = _BeamArgumentParser(allow_abbrev=False)
+    BeamsplitterOptions._add_argparse_args(job)
+    by_command = {"run": _options_by_dest(job), **{name: _options_by_dest(commands[name])
+                                                   for name in ("separate", "evaluate", "fetch", "export-model")}}
+    shared = {"output", "model", "checkpoint", "precision", "codec", "bitrate", "sample_format", "stall_timeout",
+              "max_duration", "inference_batch_size"}
+    for dest in shared:
+        spellings = {name: frozenset(options[dest]) for name, options in by_command.items() if dest in options}
+        assert len(set(spellings.values())) == 1, (dest, spellings)
+    assert shared <= set(by_command["separate"]) and shared <= set(by_command["run"])
+
+    aliases = ["--output_path", "out", "--params_filename", "spleeter:4stems", "--sample-format", "s24",
+               "--batch-size", "2", "--stall-timeout", "7", "--max-duration", "9"]
+    separate = build_parser().parse_args(["separate", "a.wav", *aliases])
+    ran = BeamsplitterOptions(["--manifest", "m.csv", *aliases]).view_as(BeamsplitterOptions)
+    for values in (separate, ran):
+        assert (values.output, values.model, values.sample_format, values.inference_batch_size, values.stall_timeout,
+                values.max_duration) == ("out", "spleeter:4stems", "s24", 2, 7.0, 9.0)
+    defaults = build_parser().parse_args(["separate", "a.wav"])
+    assert (defaults.model, defaults.inference_batch_size, defaults.sample_format) == ("spleeter:2stems", 4, "s16")
