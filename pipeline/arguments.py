@@ -19,8 +19,9 @@ import argparse
 DEFAULT_MODEL = "spleeter:2stems"
 
 
-def _add(parser, names: tuple[str, ...], aliases: tuple[str, ...] = (), **kwargs) -> None:
+def add_option(parser, names: tuple[str, ...], aliases: tuple[str, ...] = (), **kwargs) -> None:
     """``names`` as documented in help; ``aliases`` accepted for the same value but left out of help."""
+    kwargs.setdefault("dest", next(n for n in names if n.startswith("--"))[2:].replace("-", "_"))
     parser.add_argument(*names, **kwargs)
     if aliases:
         hidden = {k: v for k, v in kwargs.items() if k not in ("default", "help", "metavar", "required", "choices")}
@@ -30,7 +31,7 @@ def _add(parser, names: tuple[str, ...], aliases: tuple[str, ...] = (), **kwargs
 
 def add_output(parser, default: str | None = None, what: str = "output prefix: local folder, gs:// or s3://",
                required: bool = False) -> None:
-    _add(parser, ("-o", "--output"), ("--output_path",), dest="output", default=default, required=required,
+    add_option(parser, ("-o", "--output"), ("--output_path",), dest="output", default=default, required=required,
          metavar="OUT", help=what + (" (default: %(default)s)" if default else ""))
 
 
@@ -38,7 +39,7 @@ def add_model(parser, precision: bool = True) -> None:
     """The model: its configuration, its weights and (where it runs) its arithmetic."""
     from models.precision import DEFAULT_PRECISION, PRECISIONS
 
-    _add(parser, ("-p", "--model"), ("--params_filename",), dest="model", default=DEFAULT_MODEL,
+    add_option(parser, ("-p", "--model"), ("--params_filename",), dest="model", default=DEFAULT_MODEL,
                         help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems (each also "
                              "-16kHz), or a JSON file (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
@@ -57,7 +58,7 @@ def add_encoding(parser) -> None:
     parser.add_argument("-c", "--codec", default="wav",
                         help=f"stem codec: {', '.join(CODECS)} (default: %(default)s)")
     parser.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
-    _add(parser, ("--sample_format",), ("--sample-format",), dest="sample_format", default="s16",
+    add_option(parser, ("--sample_format",), ("--sample-format",), dest="sample_format", default="s16",
                         help=f"sample format of wav and flac stems: {', '.join(SAMPLE_FORMATS)} "
                              "(f32: wav only; default: %(default)s)")
 
@@ -67,17 +68,17 @@ def add_decoding(parser) -> None:
     from models.decoding import DEFAULT_MAX_DURATION
     from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 
-    _add(parser, ("--stall_timeout",), ("--stall-timeout",), dest="stall_timeout", type=float,
+    add_option(parser, ("--stall_timeout",), ("--stall-timeout",), dest="stall_timeout", type=float,
                         default=DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
                         help="a track fails when ffmpeg delivers or takes no data for this long (default: %(default)g)")
-    _add(parser, ("--max_duration",), ("--max-duration",), dest="max_duration", type=float,
+    add_option(parser, ("--max_duration",), ("--max-duration",), dest="max_duration", type=float,
                         default=DEFAULT_MAX_DURATION, metavar="SECONDS",
                         help="a track longer than this (with separate: from --offset, up to --duration) fails "
                              "without being separated; 0: no limit (default: %(default)g)")
 
 
 def add_batch(parser) -> None:
-    _add(parser, ("--inference_batch_size",), ("--batch-size", "--batch_size"), dest="inference_batch_size",
+    add_option(parser, ("--inference_batch_size",), ("--batch-size", "--batch_size"), dest="inference_batch_size",
                         type=int, default=4,
                         help="model chunks (11.9 s of audio each) per inference call, taken across tracks; with "
                              "--inference_accelerator and whole tracks also the tracks each worker process decodes "

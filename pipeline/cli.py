@@ -213,24 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="training steps (batches); overrides --epochs")
     train.add_argument("--seed", type=int, default=None,
                        help="seeds crops, fresh weights and shuffling (default: the configuration's random_seed)")
-    train.add_argument("--crops-per-chunk", type=int, default=4,
-                       help="random crops of T frames drawn from each 20 s chunk (default: 4)")
+    arguments.add_option(train, ("--crops_per_chunk",), ("--crops-per-chunk",), type=int, default=4,
+                         help="random crops of T frames drawn from each 20 s chunk (default: 4)")
     train.add_argument("--augment", action="store_true",
                        help="random time stretch (0.9-1.1) and pitch shift (+-1 semitone) of every crop")
-    train.add_argument("--min-level-db", type=float, default=-50.0,
-                       help="leave out crops whose mixture is this far below the training set's mean power "
-                            "(default: -50)")
-    train.add_argument("--data-dir", metavar="URI",
-                       help="where the training records go: local or gs:// (default: MODEL_DIR/trainset; give "
-                            "one every worker can reach on distributed runners)")
+    arguments.add_option(train, ("--min_level_db",), ("--min-level-db",), type=float, default=-50.0,
+                         help="leave out crops whose mixture is this far below the training set's mean power "
+                              "(default: -50)")
+    arguments.add_option(train, ("--data_dir",), ("--data-dir",), metavar="URI",
+                         help="where the training records go: local or gs:// (default: MODEL_DIR/trainset; give "
+                              "one every worker can reach on distributed runners)")
     train.set_defaults(handler=_train)
 
     report = commands.add_parser("report", parents=[common], help="write an HTML page on a catalogue output: runs, "
                                  "failures, stem levels, a sample of tracks to listen to",
                                  epilog="Apache Beam filesystem options are accepted too (--s3_endpoint_url...).")
     report.add_argument("output", metavar="OUT", help="the --output of `beamsplitter run`: local, gs:// or s3://")
-    report.add_argument("-o", "--report-dir", "--report_dir", default="report", metavar="DIR",
-                        help="local folder for index.html, its figures and previews (default: %(default)s)")
+    arguments.add_option(report, ("-o", "--report_dir"), ("--report-dir",), default="report", metavar="DIR",
+                         help="local folder for index.html, its figures and previews (default: %(default)s)")
     report.add_argument("--sample", type=int, default=5, metavar="N",
                         help="tracks to preview, mix and stems (default: %(default)s)")
     report.add_argument("--seed", type=int, default=0, help="seeds the sample (default: %(default)s)")
