@@ -391,8 +391,10 @@ def scores_by_track(scores: pa.Table) -> dict[str, dict[str, float]]:
 
 
 def build_report(output: Output, folder: str, sample: int = 5, seed: int = 0,
-                 evaluation: str | None = None) -> Report:
-    """The report's model; its figures and previews are written under ``folder`` on the way."""
+                 evaluation: str | None = None, scores: pa.Table | None = None) -> Report:
+    """The report's model; its figures and previews are written under ``folder`` on the way.
+
+    ``scores``: the table of ``evaluation``, the folder `evaluate` wrote (``read_evaluation``)."""
     for sub in (FIGURES, PREVIEWS):  # a report written here before leaves none of its files
         shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
     os.makedirs(os.path.join(folder, FIGURES), exist_ok=True)
@@ -408,7 +410,6 @@ def build_report(output: Output, folder: str, sample: int = 5, seed: int = 0,
             with open(os.path.join(folder, image), "wb") as out:
                 out.write(histogram_png(values, label))
         distributions.append(Distribution(column, label, image, sum(v.size for v in values.values())))
-    scores = read_evaluation(evaluation) if evaluation else None
     tracks = set(table.column("track_id").to_pylist()) if table.num_rows else set()
     picked = previews_of(table, sample_tracks(table, sample, seed), folder)
     if scores is not None:
@@ -432,9 +433,8 @@ def write_report(prefix: str, folder: str, sample: int = 5, seed: int = 0, evalu
         raise InputError(f"-o {folder}: give a local folder (the page is opened from disk)")
     if sample < 0:
         raise InputError(f"--sample {sample}: give 0 or more tracks")
-    if evaluation:
-        read_evaluation(evaluation)  # refused before any work
-    report = build_report(read_output(prefix), folder, sample, seed, evaluation)
+    scores = read_evaluation(evaluation) if evaluation else None  # refused before any work
+    report = build_report(read_output(prefix), folder, sample, seed, evaluation, scores)
     page = os.path.join(folder, PAGE)
     storage.publish_bytes(render(report).encode(), page, "text/html")
     return page
