@@ -22,8 +22,10 @@ def _separate(args) -> int:
     from models.decoding import check_max_duration
     from models.encoding import EncodeOptions
     from models.ffmpeg_process import check_stall_timeout
+    from models.config import load_config
     from models.precision import check_precision
     from models.provider import load_separator
+    from models.stems import StemSelection
     from pipeline.separate import check_span, separate_files, track_jobs
 
     # Every option is checked before the model loads and the first track is decoded.
@@ -33,8 +35,9 @@ def _separate(args) -> int:
     check_span(args.offset, args.duration)
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: give at least 1")
+    selection = StemSelection.of(load_config(args.params_filename).instruments, args.stems, args.two_stems)
     separator = load_separator(args.params_filename, args.checkpoint, check_precision(args.precision))
-    jobs = track_jobs(args.files, args.output_path, args.filename_format, separator.instruments, args.codec,
+    jobs = track_jobs(args.files, args.output_path, args.filename_format, selection.names, args.codec,
                       args.offset, args.duration)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
@@ -52,7 +55,7 @@ def _separate(args) -> int:
 
         separate_files(separator, jobs, encoding,
                        batch_size=args.batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
-                       stall_timeout=args.stall_timeout, max_duration=args.max_duration)
+                       stall_timeout=args.stall_timeout, max_duration=args.max_duration, selection=selection)
     return 1 if failures else 0
 
 
@@ -76,7 +79,7 @@ def _export_model(args) -> int:
 
 # What changes a plan: the catalogue, the output, the model and what "done" means.
 PLAN_OPTIONS = {"manifest", "input", "output", "model", "checkpoint", "precision", "codec", "bitrate", "sample_format",
-                "force", "plan_output"}
+                "stems", "two_stems", "force", "plan_output"}
 
 
 def _job_help(command: str) -> int:
@@ -159,6 +162,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                                              "(default: MODEL_PATH, the cache, then the official release)")
 
 
+def _stems_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stems", metavar="NAMES",
+                        help="only these instruments of the model, separated by commas (vocals,accompaniment); "
+                             "the others are neither synthesized nor written (default: all)")
+    parser.add_argument("--two-stems", "--two_stems", dest="two_stems", metavar="INSTRUMENT",
+                        help="INSTRUMENT and no_INSTRUMENT, the mix masked by every other instrument's mask "
+                             "summed (Demucs' --two-stems), with any model; not with --stems")
+
+
 def _precision_option(parser: argparse.ArgumentParser) -> None:
     from models.precision import DEFAULT_PRECISION, PRECISIONS
 
@@ -197,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mwf", action="store_true",
                           help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
     separate.add_argument("--batch-size", type=int, default=4, help="model chunks per inference call")
+    _stems_options(separate)
     _precision_option(separate)
     separate.add_argument("--stall-timeout", "--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
                           metavar="SECONDS", help="a track fails when ffmpeg delivers or takes no data for this "

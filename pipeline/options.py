@@ -6,11 +6,13 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
+from models.config import load_config
 from models.decoding import DEFAULT_MAX_DURATION, check_max_duration
 from models.encoding import EncodeOptions
 from models.errors import InputError
 from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT, check_stall_timeout
 from models.precision import DEFAULT_PRECISION, PRECISIONS, check_precision
+from models.stems import StemSelection
 from transforms.catalogue import manifest
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
@@ -44,6 +46,12 @@ class BeamsplitterOptions(PipelineOptions):
         parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                             help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
                                  "AVX512_BF16 and on GPUs; part of the model folder (default: %(default)s)")
+        parser.add_argument("--stems", default=None, metavar="NAMES",
+                            help="only these instruments of the model, separated by commas; a track is done when "
+                                 "it has them all, and a run asking for more completes it (default: all)")
+        parser.add_argument("--two_stems", default=None, metavar="INSTRUMENT",
+                            help="INSTRUMENT and no_INSTRUMENT (the mix masked by every other instrument's mask "
+                                 "summed), with any model; not with --stems")
         parser.add_argument("--inference_batch_size", type=int, default=4,
                             help="model chunks per inference call; with --inference_accelerator and whole tracks "
                                  "also the tracks each worker process decodes at once (default: %(default)s)")
@@ -112,6 +120,7 @@ class BeamsplitterOptions(PipelineOptions):
             if getattr(self, option) < least:
                 raise InputError(f"--{option} {getattr(self, option)}: give at least {least}")
         self.encode_options().check()
+        self.stem_selection()
         if is_local(self):
             check_precision(self.precision)  # elsewhere each worker checks its own CPU as it loads the model
         for option in ("local_wave_tracks", "inference_batch_size"):
@@ -125,6 +134,11 @@ class BeamsplitterOptions(PipelineOptions):
     def manifest_limits(self) -> manifest.Limits:
         return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
                                self.max_manifest_row_group_bytes, self.allow_source_outside_manifest)
+
+    def stem_selection(self) -> StemSelection:
+        """The stems the run writes (``--stems``, ``--two_stems``); an InputError for a name the model lacks."""
+        return StemSelection.of(load_config(self.model).instruments, self.stems, self.two_stems,
+                                "--stems", "--two_stems")
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.codec, self.bitrate, self.sample_format)

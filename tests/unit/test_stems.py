@@ -1,15 +1,21 @@
 """--stems and --two-stems: which stems a run synthesizes, and how they relate to a run of every stem."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from models import spectral
+from models import decoding, spectral
 from models.chunking import segments
 from models.errors import InputError
 from models.provider import load_separator
 from models.stems import StemSelection, stem_names
 from tests.music import synthesize_stems
 
+BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 INSTRUMENTS_4 = ("vocals", "drums", "bass", "other")
 
 
@@ -75,3 +81,58 @@ def test_chosen_stems_equal_the_same_stems_of_a_run_of_every_stem(checkpoint_2st
     assert list(chosen) == ["accompaniment"]
     assert np.array_equal(chosen["accompaniment"], full["accompaniment"]) or \
         snr_db(full["accompaniment"], chosen["accompaniment"]) >= 100
+
+
+def beamsplitter(*args):
+    return subprocess.run([BEAMSPLITTER, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_separate_writes_only_the_chosen_stems(tmp_path, checkpoint_2stems, music_track):
+    result = beamsplitter("separate", str(music_track), "-o", str(tmp_path / "out"), "--checkpoint",
+                          str(checkpoint_2stems), "-d", "5", "--stems", "accompaniment")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "out" / music_track.stem) == ["accompaniment.wav"]
+    assert len(decoding.load(str(tmp_path / "out" / music_track.stem / "accompaniment.wav"), 44100)) == 5 * 44100
+
+
+def test_separate_two_stems_of_a_4stems_model(tmp_path, random_checkpoint, music_track):
+    result = beamsplitter("separate", str(music_track), "-o", str(tmp_path / "out"), "-p", "spleeter:4stems",
+                          "--checkpoint", str(random_checkpoint("spleeter:4stems")), "-d", "5",
+                          "--two-stems", "vocals")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / music_track.stem
+    assert sorted(os.listdir(folder)) == ["no_vocals.wav", "vocals.wav"]
+    assert "2 stems in" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stems", "vocal"], "error: --stems vocal: 'vocal' is not an instrument of the model "
+                           "(its instruments: vocals, accompaniment)"),
+    (["--two-stems", "drums"], "error: --two-stems drums: not an instrument of the model "
+                               "(its instruments: vocals, accompaniment)"),
+    (["--stems", "vocals", "--two-stems", "vocals"], "error: --stems and --two-stems exclude each other: give one"),
+])
+def test_a_bad_choice_of_stems_stops_separate_before_any_work(tmp_path, music_track, args, message):
+    # A checkpoint that does not exist: the choice is refused before the model is looked for.
+    result = beamsplitter("separate", str(music_track), "-o", str(tmp_path / "out"), "--checkpoint",
+                          str(tmp_path / "no-weights"), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+@pytest.mark.parametrize("args, message", [
+    (["--stems", "vocal"], "error: --stems vocal: 'vocal' is not an instrument of the model "
+                           "(its instruments: vocals, drums, bass, other)"),
+    (["--two-stems=piano"], "error: --two_stems piano: not an instrument of the model "
+                            "(its instruments: vocals, drums, bass, other)"),
+    (["--stems=vocals", "--two_stems=vocals"], "error: --stems and --two_stems exclude each other: give one"),
+])
+def test_a_bad_choice_of_stems_stops_run_and_plan_before_any_work(tmp_path, command, args, message):
+    (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
+    result = beamsplitter(command, "--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
+                          "-p", "spleeter:4stems", "--checkpoint", str(tmp_path / "no-weights"), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message
+    assert not (tmp_path / "out").exists()
