@@ -50,9 +50,9 @@ def chunk_rounds(model: str, batch_size: int, repeat: int) -> list[list]:
     cases = {
         "network, 1 chunk per call": lambda: [separator.network(m[None]).numpy() for m in magnitudes],
         f"network, {batch_size} chunks per call": lambda: separator.network(magnitudes).numpy(),
-        "chunk path as one function, 1 chunk per call": lambda: [separator._separate_chunks(x[None]).numpy()
+        "chunk path as one function, 1 chunk per call": lambda: [separator.chunk_function()(x[None]).numpy()
                                                                   for x in samples],
-        f"chunk path as one function, {batch_size} per call": lambda: separator._separate_chunks(samples).numpy(),
+        f"chunk path as one function, {batch_size} per call": lambda: separator.chunk_function()(samples).numpy(),
         "chunk path stage by stage on the host, 1 per call": lambda: [host_stages(x[None]) for x in samples],
     }
     for case in cases.values():  # traced and warm

@@ -156,15 +156,16 @@ class OverlapAdd:
         return final[..., lo:hi, :]
 
 
-def separate_chunks(samples, estimate: Callable, config: SeparationConfig):
-    """The analyze, estimate and synthesize stages of a batch of chunks: samples ``[B, span, 2]`` -> stems ``[n_instruments, B, span, 2]``.
+def separate_chunks(samples, estimate: Callable, config: SeparationConfig, groups=None):
+    """The analyze, estimate and synthesize stages of a batch of chunks: samples ``[B, span, 2]`` -> stems ``[n_instruments, B, span, 2]``
+    (with ``groups``, a ``StemSelection``'s, the stems of the selection: ``[len(groups), B, span, 2]``).
 
     ``estimate(magnitudes [B, T, F, 2])`` gives the estimates ``[n_instruments, B, T, F', 2]``
     (``F' = F`` from the network; the oracle gives every bin). TensorFlow ops:
     eager on numpy arrays, or traced into one function (``Separator``).
     """
     spectrum, magnitudes = spectral.analyze(samples, config)
-    return spectral.synthesize(spectrum, estimate(magnitudes), config)
+    return spectral.synthesize(spectrum, estimate(magnitudes), config, groups)
 
 
 def separate_stream(stream: Iterable[Segment], separate: Callable[[list[Segment]], np.ndarray],

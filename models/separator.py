@@ -26,12 +26,7 @@ class Separator:
         self.network = SeparationNetwork(config, weights, precision)
         self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
         self.batches_on_cpu = onednn_enabled()
-        self._separate_chunks = tf.function(
-            lambda samples: separate_chunks(samples, self.network.predict, config),
-            input_signature=[tf.TensorSpec([None, self.geometry.span, config.n_channels], tf.float32)],
-            reduce_retracing=True,
-            autograph=False,  # nothing to convert (see SeparationNetwork)
-        )
+        self._functions: dict = {}  # StemSelection.groups (None: every instrument) -> its TensorFlow function
 
     @property
     def model_id(self) -> str:
@@ -42,13 +37,26 @@ class Separator:
     def instruments(self) -> tuple[str, ...]:
         return self.config.instruments
 
-    def separate_chunks(self, samples: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Stems ``[n_instruments, B, span, 2]`` of chunks' samples ``[B, span, 2]``.
+    def separate_chunks(self, samples: np.ndarray, batch_size: int | None = None, groups=None) -> np.ndarray:
+        """Stems ``[n_instruments, B, span, 2]`` of chunks' samples ``[B, span, 2]``; with ``groups``
+        (``StemSelection.groups``) those of the selection only, ``[len(groups), B, span, 2]``.
 
         The analysis, the network, the masks and the inverse STFT in one
         TensorFlow function on the model's device: only waveforms cross.
         """
-        return self._batched(self._separate_chunks, samples, batch_size)
+        return self._batched(self.chunk_function(groups), samples, batch_size)
+
+    def chunk_function(self, groups=None):
+        """The TensorFlow function of ``separate_chunks`` for ``groups``, traced on its first call."""
+        groups = None if groups is None else tuple(tuple(group) for group in groups)
+        if groups not in self._functions:
+            self._functions[groups] = tf.function(
+                lambda chunks: separate_chunks(chunks, self.network.predict, self.config, groups),
+                input_signature=[tf.TensorSpec([None, self.geometry.span, self.config.n_channels], tf.float32)],
+                reduce_retracing=True,
+                autograph=False,  # nothing to convert (see SeparationNetwork)
+            )
+        return self._functions[groups]
 
     def estimate(self, magnitudes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Network estimates ``[n_instruments, B, T, F, 2]`` for magnitudes ``[B, T, F, 2]``."""
@@ -86,12 +94,15 @@ class Separator:
         pad[-2] = (0, self.config.n_bins - self.config.F)
         return np.pad(estimates, pad)
 
-    def separate(self, waveform: np.ndarray, batch_size: int = 4) -> dict[str, np.ndarray]:
-        """Separate a whole in-memory waveform ``[n_samples, 2]``; returns ``[n_samples, 2]`` per instrument."""
+    def separate(self, waveform: np.ndarray, batch_size: int = 4, selection=None) -> dict[str, np.ndarray]:
+        """Separate a whole in-memory waveform ``[n_samples, 2]``; returns ``[n_samples, 2]`` per instrument
+        (per stem of ``selection``, a ``StemSelection``, when given)."""
+        groups, names = (None, self.instruments) if selection is None else (selection.groups, selection.names)
         stream = segments([np.asarray(waveform, np.float32)], self.geometry)
         chunks = separate_stream(
-            stream, lambda batch: self.separate_chunks(np.stack([s.samples for s in batch]), batch_size), batch_size)
-        return dict(zip(self.instruments, overlap_add(chunks, self.geometry)))
+            stream, lambda batch: self.separate_chunks(np.stack([s.samples for s in batch]), batch_size, groups),
+            batch_size)
+        return dict(zip(names, overlap_add(chunks, self.geometry)))
 
 
 def onednn_enabled() -> bool:

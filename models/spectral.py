@@ -107,7 +107,24 @@ def apply_masks(spectrum, masks, extension: str = "zeros"):
     return tf.pad(masked, [[0, 0]] * (rank - 1) + [[0, bins - F]])
 
 
-def synthesize(spectrum, estimates, config: SeparationConfig):
-    """Chunks' stems ``[n, ..., span, 2]``: their STFT ``[..., 2, T, bins]`` masked by the estimates ``[n, ..., T, F, 2]``, inverted."""
-    masked = apply_masks(spectrum, ratio_masks(estimates, config), config.mask_extension)
+def group_masks(masks, groups):
+    """The masks ``[n, ...]`` of ``groups`` (tuples of instrument indices): each group's masks summed, ``[len(groups), ...]``.
+
+    A group of one is that instrument's mask itself, so its stem is the same as in a run of every stem.
+    """
+    tf = _tf()
+    return tf.stack([masks[group[0]] if len(group) == 1 else tf.add_n([masks[i] for i in group])
+                     for group in groups])
+
+
+def synthesize(spectrum, estimates, config: SeparationConfig, groups=None):
+    """Chunks' stems ``[n, ..., span, 2]``: their STFT ``[..., 2, T, bins]`` masked by the estimates ``[n, ..., T, F, 2]``, inverted.
+
+    ``groups`` (``StemSelection.groups``): only those stems, each the mix masked by its instruments' masks
+    summed, ``[len(groups), ..., span, 2]``; the other instruments' masks go no further.
+    """
+    masks = ratio_masks(estimates, config)
+    if groups is not None:
+        masks = group_masks(masks, groups)
+    masked = apply_masks(spectrum, masks, config.mask_extension)
     return istft(masked, config.frame_length, config.frame_step)

@@ -85,6 +85,27 @@ def add_batch(parser) -> None:
                              "at once (default: %(default)s)")
 
 
+def add_stems(parser) -> None:
+    """Which stems are written (models.stems.StemSelection)."""
+    parser.add_argument("--stems", default=None, metavar="NAMES",
+                        help="only these instruments of the model, separated by commas (vocals,accompaniment); the "
+                             "others are neither synthesized nor written; in a catalogue a track is done when it has "
+                             "them all, and a run asking for more completes it (default: all)")
+    add_option(parser, ("--two_stems",), ("--two-stems",), default=None, metavar="INSTRUMENT",
+               help="INSTRUMENT and no_INSTRUMENT, the mix masked by every other instrument's mask summed "
+                    "(Demucs' --two-stems), with any model; not with --stems")
+
+
+def stem_selection(values):
+    """The StemSelection that ``values`` (``--model``, ``--stems``, ``--two_stems``) asks; an InputError naming
+    the option and the model's instruments for a name the model lacks."""
+    from models.config import load_config
+    from models.stems import StemSelection
+
+    return StemSelection.of(load_config(values.model).instruments, values.stems, values.two_stems,
+                            "--stems", "--two_stems")
+
+
 def check(values: argparse.Namespace, local: bool = True):
     """Validates the shared options that ``values`` holds; returns the EncodeOptions if it holds them.
 
@@ -102,6 +123,8 @@ def check(values: argparse.Namespace, local: bool = True):
         check_max_duration(values.max_duration, "--max_duration")
     if getattr(values, "inference_batch_size", 1) < 1:
         raise InputError(f"--inference_batch_size {values.inference_batch_size}: give at least 1")
+    if hasattr(values, "stems"):
+        stem_selection(values)
     if local and hasattr(values, "precision"):
         check_precision(values.precision)
     if hasattr(values, "codec"):

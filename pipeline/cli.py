@@ -23,8 +23,9 @@ def _separate(args) -> int:
     # Every option is checked before the model loads and the first track is decoded.
     encoding = arguments.check(args)
     check_span(args.offset, args.duration)
+    selection = arguments.stem_selection(args)
     separator = load_separator(args.model, args.checkpoint, args.precision)
-    jobs = track_jobs(args.files, args.output, args.filename_format, separator.instruments, args.codec,
+    jobs = track_jobs(args.files, args.output, args.filename_format, selection.names, args.codec,
                       args.offset, args.duration)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
@@ -42,7 +43,7 @@ def _separate(args) -> int:
 
         separate_files(separator, jobs, encoding,
                        batch_size=args.inference_batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
-                       stall_timeout=args.stall_timeout, max_duration=args.max_duration)
+                       stall_timeout=args.stall_timeout, max_duration=args.max_duration, selection=selection)
     return 1 if failures else 0
 
 
@@ -66,7 +67,7 @@ def _export_model(args) -> int:
 
 # What changes a plan: the catalogue, the output, the model and what "done" means.
 PLAN_OPTIONS = {"manifest", "input", "output", "model", "checkpoint", "precision", "codec", "bitrate", "sample_format",
-                "force", "plan_output"}
+                "stems", "two_stems", "force", "plan_output"}
 
 
 def _job_help(command: str) -> int:
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--mwf", action="store_true",
                           help="multichannel Wiener filtering, as Spleeter's --mwf (reads each track twice)")
     arguments.add_batch(separate)
+    arguments.add_stems(separate)
     arguments.add_decoding(separate)
     separate.set_defaults(handler=_separate)
 

@@ -34,6 +34,7 @@ class BeamsplitterOptions(PipelineOptions):
         arguments.add_encoding(parser)
         parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
                             help="redo tracks that are already done (also --force=true, for templates)")
+        arguments.add_stems(parser)
         arguments.add_batch(parser)
         parser.add_argument("--inference_accelerator", default=None,
                             help="resource hint for the step that runs the model (decoding, separation and "
@@ -103,6 +104,10 @@ class BeamsplitterOptions(PipelineOptions):
     def manifest_limits(self) -> manifest.Limits:
         return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
                                self.max_manifest_row_group_bytes, self.allow_source_outside_manifest)
+
+    def stem_selection(self):
+        """The stems the run writes (``--stems``, ``--two_stems``; models.stems.StemSelection)."""
+        return arguments.stem_selection(self)
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.codec, self.bitrate, self.sample_format)

@@ -9,6 +9,8 @@ JSON Lines manifest of the tracks a run must separate, each with its reason:
 * ``new-model``: another model, checkpoint or precision separated it, this one has not;
 * ``new-encoding``: this model separated this source, into stems encoded otherwise (codec,
   bitrate, sample format) than the options ask;
+* ``missing-stems``: this model separated this source, encoded so, but not into every stem the
+  options ask (``--stems``, ``--two_stems``): a run adds the missing ones;
 * ``forced``: up to date, planned because of ``--force``.
 
 The plan is itself a manifest: ``beamsplitter run --manifest PLAN`` does exactly that work.
@@ -38,20 +40,23 @@ from transforms.read import ReadCatalogue
 from transforms.skip import check
 from transforms.threads import ordered_map
 
-REASONS = ("new", "changed", "new-model", "new-encoding", "forced")
+REASONS = ("new", "changed", "new-model", "new-encoding", "missing-stems", "forced")
 
 
 def classify(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
-             other_models: list[str]) -> str | Failure | None:
-    """Why a run must separate ``track`` into stems encoded as ``encoding`` asks (one of ``REASONS``), None
-    when it is up to date, or the ``Failure`` a run would report without decoding it (a corrupt
-    file is only found by decoding it: the run does that). The run's own check, ``skip.check``."""
-    verdict = check(track, layout, encoding, force, None)
+             other_models: list[str], stems=()) -> str | Failure | None:
+    """Why a run must separate ``track`` into stems encoded as ``encoding`` asks, ``stems`` (stem names)
+    among them (one of ``REASONS``), None when it is up to date, or the ``Failure`` a run would report
+    without decoding it (a corrupt file is only found by decoding it: the run does that). The run's own
+    check, ``skip.check``."""
+    verdict = check(track, layout, encoding, force, None, stems)
     if verdict.failure or verdict.skipped:
         return verdict.failure
     record, fingerprint = verdict.record, verdict.fingerprint
-    if record and record.is_done_for(track.uri, fingerprint, encoding):
+    if record and record.is_done_for(track.uri, fingerprint, encoding, stems):
         return "forced"
+    if record and record.is_encoded_for(track.uri, fingerprint, encoding):
+        return "missing-stems"
     if record and record.is_from(track.uri, fingerprint):
         return "new-encoding"
     if record:
@@ -66,11 +71,12 @@ def plan_line(track: Track, reason: str) -> str:
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, other_models: list[str]):
+    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, other_models: list[str], stems):
         self.layout, self.encoding, self.force, self.other_models = layout, encoding, force, other_models
+        self.stems = tuple(stems)
 
     def process(self, track):
-        reason = classify(track, self.layout, self.encoding, self.force, self.other_models)
+        reason = classify(track, self.layout, self.encoding, self.force, self.other_models, self.stems)
         Metrics.counter("beamsplitter", _counter(reason)).inc()
         if isinstance(reason, str):
             yield plan_line(track, reason)
@@ -119,7 +125,7 @@ def plan(argv: list[str], started: float | None = None) -> int:
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
                  | "Classify" >> beam.ParDo(_Classify(settings.layout, options.encode_options(), options.force,
-                                                     other_models))
+                                                     other_models, options.stem_selection().names))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
@@ -143,12 +149,12 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     found: dict[str, int] = {}
     with CatalogueIndex.build(options.manifest, options.input, options.manifest_limits()) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
-        encoding = options.encode_options()
+        encoding, stems = options.encode_options(), options.stem_selection().names
 
         def reason(entry) -> str | Failure | None:
             if isinstance(entry, Failure):  # a row no run can use
                 return entry
-            return classify(entry, layout, encoding, options.force, other_models)
+            return classify(entry, layout, encoding, options.force, other_models, stems)
 
         for entry, why in ordered_map(lambda e: (e, reason(e)), index):
             found[_counter(why)] = found.get(_counter(why), 0) + 1

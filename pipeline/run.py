@@ -185,8 +185,9 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     commit = commit_name(settings.run_id, wave.number if wave else None)
     # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
     scratch = Scratch(layout, settings.run_id) if fan_out == "chunks" else None
+    selection = o.stem_selection()
     handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
-                                   o.shared_model_copies(), scratch, o.precision)
+                                   o.shared_model_copies(), scratch, o.precision, selection.groups)
     hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
     # In order (fan-out tracks or none) the model's step is the whole track's: decoding and writing
     # carry the hint too, so that all three stay fused on the accelerator's machines, and several
@@ -197,7 +198,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
 
     if wave is None:  # the whole catalogue, read and checked by the workers
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, o.manifest_limits())
-        todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits)
+        todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits, selection.names)
         todo_tracks, unlanded, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
@@ -214,7 +215,7 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
     separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
     assembled = separated | "ReassembleTracks" >> ReassembleTracks(
         layout, o.model, settings.model_id, encoding, settings.run_id, commit, scratch,
-        o.stall_timeout).with_resource_hints(**track_hints)
+        o.stall_timeout, selection, o.force, settings.landed_commits).with_resource_hints(**track_hints)
     committed = ((assembled.metadata, recovered)
                  | "AllMetadata" >> beam.Flatten()
                  | "CountRows" >> beam.Map(_count, "metadata_rows")
@@ -384,7 +385,8 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
                started: float, lease: Lease) -> RunResult:
     options, local = settings.options, index is not None
     parts = waves(index, settings.layout, options.encode_options(), options.force,
-                  settings.landed_commits, options.local_wave_tracks) if local else [None]
+                  settings.landed_commits, options.local_wave_tracks,
+                  options.stem_selection().names) if local else [None]
     print(f"run {settings.run_id}: {settings.model_id}, stems under {settings.layout.track_dir('').rstrip('/')}/")
     totals: dict[str, int] = {}
     commits = []

@@ -43,7 +43,7 @@ from models.encoding import EncodeOptions, remove_partials_of
 from models.errors import BeamsplitterError, InputError
 from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 from models.separator import Separator
-from models.stems import StemWriter
+from models.stems import StemSelection, StemWriter
 from models.uris import normalize
 from models.wiener import WienerStatistics, filter_chunk, softmask
 from transforms.threads import Background, prefetch_batches
@@ -122,12 +122,16 @@ def separate_files(
     mwf: bool = False,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     max_duration: float = 0.0,
+    selection: StemSelection | None = None,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order.
 
     ``stall_timeout``: seconds ffmpeg may deliver or take no data before its track fails.
     ``max_duration``: seconds of audio a track may have (0: no limit); a longer one fails.
+    ``selection``: the stems to synthesize and write (default: every instrument); the jobs' outputs
+    are named by its ``names``.
     """
+    selection = selection or StemSelection.all_of(separator.instruments)
     tracks = [_Track(job, TrackResult(job)) for job in jobs]
     for track in tracks:
         # What an earlier, killed run left of these stems: no run but this one writes them now.
@@ -135,7 +139,7 @@ def separate_files(
             remove_partials_of(path)
     passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
     read = _read(separator, tracks, passes, stall_timeout, max_duration)
-    write = functools.partial(_write, separator, encoding, stall_timeout, on_progress, on_result)
+    write = functools.partial(_write, separator, selection, encoding, stall_timeout, on_progress, on_result)
     # Each chunk in flight holds a few MB (its samples, then its stems; ~30 MB
     # with --mwf, its STFT above all): a batch waiting at each hand-over keeps
     # every stage busy without piling chunks up.
@@ -143,7 +147,7 @@ def separate_files(
     try:
         with contextlib.closing(prefetch_batches(read, depth=batch_size, size=batch_size)) as batches:
             for batch in batches:
-                _separate_batch(separator, [c for c in batch if isinstance(c, _Chunk)], batch_size)
+                _separate_batch(separator, [c for c in batch if isinstance(c, _Chunk)], batch_size, selection)
                 for item in batch:
                     # Untagged: a chunk is let go as soon as it is written, not when its result is collected.
                     for _ in writer.submit(None, item):
@@ -182,11 +186,11 @@ def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...
             yield _Failure(track, exc)
 
 
-def _separate_batch(separator: Separator, chunks: list[_Chunk], batch_size: int) -> None:
+def _separate_batch(separator: Separator, chunks: list[_Chunk], batch_size: int, selection: StemSelection) -> None:
     """The caller thread's stage: the model, on chunks of any tracks at once."""
     separating = [c for c in chunks if c.purpose is Purpose.SEPARATE]
     if separating:
-        stems = separator.separate_chunks(np.stack([c.samples for c in separating]), batch_size)
+        stems = separator.separate_chunks(np.stack([c.samples for c in separating]), batch_size, selection.groups)
         for i, chunk in enumerate(separating):
             chunk.stems, chunk.samples = stems[:, i], None
     gathering = [c for c in chunks if c.purpose is Purpose.MWF_STATISTICS]
@@ -196,7 +200,8 @@ def _separate_batch(separator: Separator, chunks: list[_Chunk], batch_size: int)
             chunk.estimates, chunk.magnitude = estimates[:, i], None
 
 
-def _write(separator: Separator, encoding, stall_timeout, on_progress, on_result, item: _Chunk | _Failure) -> None:
+def _write(separator: Separator, selection: StemSelection, encoding, stall_timeout, on_progress, on_result,
+           item: _Chunk | _Failure) -> None:
     """The writer thread's stages: a chunk's stems into its track's StemWriter (or its track failed)."""
     if isinstance(item, _Failure):
         _fail(item.track, item.error, on_result)
@@ -212,7 +217,7 @@ def _write(separator: Separator, encoding, stall_timeout, on_progress, on_result
         if track.writer is None:
             track.writer = StemWriter(track.job.outputs, separator.geometry, config.sample_rate, encoding,
                                       stall_timeout)
-        stems = _filtered_stems(separator, chunk) if chunk.purpose is Purpose.MWF_FILTER else chunk.stems
+        stems = _filtered_stems(separator, selection, chunk) if chunk.purpose is Purpose.MWF_FILTER else chunk.stems
         seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / config.sample_rate
         track.result.seconds += seconds
         on_progress(seconds)
@@ -235,11 +240,13 @@ def _gather_statistics(separator: Separator, chunk: _Chunk) -> None:
     track.statistics.add(softmask(estimates, chunk.spectrum), chunk.spectrum)
 
 
-def _filtered_stems(separator: Separator, chunk: _Chunk) -> np.ndarray:
+def _filtered_stems(separator: Separator, selection: StemSelection, chunk: _Chunk) -> np.ndarray:
     track = chunk.track
     estimates = separator.full_band(np.load(os.path.join(track.scratch, f"{chunk.index}.npy")))
     filtered = filter_chunk(estimates, chunk.spectrum, track.statistics.spatial_covariances(),
                             track.statistics.scale)
+    # Every source is filtered (the filter needs them all); only the selection's are inverted.
+    filtered = np.stack([filtered[list(group)].sum(axis=0) for group in selection.groups])
     return spectral.istft(np.moveaxis(filtered, -1, -3), separator.config.frame_length,
                           separator.config.frame_step).numpy()
 

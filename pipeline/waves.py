@@ -45,10 +45,11 @@ class Wave:
 
 
 def waves(index: CatalogueIndex, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset,
-          tracks_per_wave: int) -> Iterator[Wave]:
-    """The catalogue's waves in catalogue order; every row of ``index`` is in exactly one."""
+          tracks_per_wave: int, stems=()) -> Iterator[Wave]:
+    """The catalogue's waves in catalogue order; every row of ``index`` is in exactly one. A track is done
+    when it has every stem of ``stems`` (stem names)."""
     def verdict(entry):
-        return entry if isinstance(entry, Failure) else check(entry, layout, encoding, force, landed_commits)
+        return entry if isinstance(entry, Failure) else check(entry, layout, encoding, force, landed_commits, stems)
 
     wave = Wave(0)
     for item in ordered_map(verdict, index):

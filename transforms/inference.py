@@ -50,14 +50,15 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
     cross over.
     ``checkpoint_sha256``, when given, must match the loaded weights: every
     worker then provably uses the checkpoint the run was planned with.
+    ``groups``: a ``StemSelection``'s, the stems synthesized (default: every instrument).
     """
 
     def __init__(self, model: str, checkpoint: str | None = None, batch_size: int = 4,
                  checkpoint_sha256: str | None = None, model_copies: int | None = None,
-                 scratch: Scratch | None = None, precision: str = "fp32"):
+                 scratch: Scratch | None = None, precision: str = "fp32", groups=None):
         self.model, self.checkpoint, self.precision = model, checkpoint, precision
         self.batch_size, self.checkpoint_sha256 = batch_size, checkpoint_sha256
-        self.copies, self.scratch = model_copies, scratch
+        self.copies, self.scratch, self.groups = model_copies, scratch, groups
 
     def share_model_across_processes(self) -> bool:
         return self.copies is not None
@@ -89,7 +90,8 @@ class SpleeterModelHandler(ModelHandler[TrackChunk, SeparatedChunk, Any]):
     def run_inference(self, batch: Sequence[TrackChunk], model, inference_args=None) -> Iterable[SeparatedChunk]:
         started = time.perf_counter()
         # The batch size pads GPU batches to one shape (see Separator.separate_chunks).
-        stems = model.separate_chunks(np.stack([self._samples(chunk) for chunk in batch]), self.batch_size)
+        stems = model.separate_chunks(np.stack([self._samples(chunk) for chunk in batch]), self.batch_size,
+                                      self.groups)
         BATCH_LATENCY.update(int((time.perf_counter() - started) * 1000))
         return [SeparatedChunk(c.track, c.fingerprint, c.index, stems[:, i], c.last, c.n_samples)
                 for i, c in enumerate(batch)]

@@ -31,7 +31,7 @@ from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError
 from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 from models.loudness import Loudness
-from models.stems import StemWriter
+from models.stems import StemSelection, StemWriter, stem_names
 from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
@@ -55,44 +55,56 @@ class TrackWriter:
     place under temporary names; for an object store they are encoded into a
     local scratch folder and uploaded whole by ``finish``. ``abort`` drops
     them. Not thread-safe: one thread feeds a writer.
+
+    The chunks hold the stems of the run's selection. A track whose record
+    (this very source, encoded the same way) lacks some of them is completed:
+    only the missing stems are encoded and published, the files already there
+    stay as they are, and the new record lists them all.
     """
 
     def __init__(self, job: "_Job", track: Track, fingerprint: dict):
         self.job, self.track, self.fingerprint = job, track, fingerprint
-        config, codec = job.config, job.encoding.codec
-        self.uris = {name: job.layout.stem(track.track_id, name, codec) for name in config.instruments}
+        config, codec, names = job.config, job.encoding.codec, job.selection.names
+        previous = None if job.force else CompletionRecord.read(job.layout.record(track.track_id))
+        self.kept = previous if previous and previous.track_id == track.track_id and previous.is_encoded_for(
+            track.uri, fingerprint, job.encoding) else None
+        written = self.kept.missing(names) if self.kept else names
+        self.uris = {name: job.layout.stem(track.track_id, name, codec) for name in written}
         self.scratch = None if storage.is_local(job.layout.prefix) else tempfile.mkdtemp(prefix="beamsplitter-")
         paths = self.uris if self.scratch is None else {
-            name: os.path.join(self.scratch, stem_file(name, codec)) for name in config.instruments}
+            name: os.path.join(self.scratch, stem_file(name, codec)) for name in written}
         try:
             self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding,
-                                    job.stall_timeout, measure=True)
+                                    job.stall_timeout, measure=True, names=names,
+                                    whole_mix=job.selection.covers_mix(len(config.instruments)))
         except BaseException:
             self._drop_scratch()
             raise
 
     def add(self, index: int, stems: np.ndarray, n_samples: int | None = None) -> None:
-        """Chunk ``index``'s stems ``[n_instruments, span, 2]``; ``n_samples``, the track's length, with the last."""
+        """Chunk ``index``'s stems ``[len(selection), span, 2]``; ``n_samples``, the track's length, with the last."""
         self.stems.add(index, stems, n_samples)
 
     def finish(self) -> list[dict]:
-        """Publish the stems and the completion record; returns the track's metadata rows."""
-        job, track, stems = self.job, self.track, self.stems
+        """Publish the stems and the completion record; returns the metadata rows of the run's commit."""
+        job, track, stems, kept = self.job, self.track, self.stems, self.kept
         config = job.config
         record_uri = job.layout.record(track.track_id)
         try:
-            # Withdrawn before the first stem is replaced: a redo that dies part-way
-            # leaves a track that is not done, never old and new stems under a record.
-            storage.delete_files([record_uri])
+            if kept is None:
+                # Withdrawn before the first stem is replaced: a redo that dies part-way
+                # leaves a track that is not done, never old and new stems under a record.
+                # (A completion replaces no stem its record lists: the record stays until the next.)
+                storage.delete_files([record_uri])
             stems.close()
             if self.scratch is not None:
                 for name, uri in self.uris.items():
                     storage.publish_file(stems.outputs[name], uri)
             # Every other stem file of the track goes, in whatever codec: not only those of the record
             # withdrawn above, since a redo killed just after withdrawing it left its stems unrecorded.
-            listed = {stem_file(name, job.encoding.codec) for name in config.instruments}
+            listed = {stem_file(name, job.encoding.codec) for name in (*(kept.stems if kept else ()), *self.uris)}
             storage.delete_files([uri for uri in storage.find(job.layout.track_dir(track.track_id), "*")
-                                  if is_stem_file(uri.rsplit("/", 1)[-1], config.instruments)
+                                  if is_stem_file(uri.rsplit("/", 1)[-1], stem_names(config.instruments))
                                   and uri.rsplit("/", 1)[-1] not in listed])
         except BaseException:
             self.abort()
@@ -100,7 +112,7 @@ class TrackWriter:
         self._drop_scratch()
         processed_at = datetime.datetime.now(datetime.timezone.utc)
         encoding = job.encoding.as_written()
-        vocal_activity, instrumental = stems.vocal_presence()  # the track's, on each of its rows
+        vocal_activity, instrumental = stems.vocal_presence()  # the track's, on each row written with the vocals
         rows = [{
             "track_id": track.track_id, "instrument": name, "uri": uri, "source_uri": track.uri,
             "duration_s": stems.n_samples / config.sample_rate, "sample_rate": config.sample_rate,
@@ -111,8 +123,19 @@ class TrackWriter:
         carried = carried_columns(track.extra)  # the manifest's own columns, renamed where named like ours
         for row in rows:
             row.update(carried)
+        uris, commit_stems, all_rows = dict(self.uris), None, rows
+        if kept is not None:
+            # The kept stems' rows landed with their run's commit, or go in this one with the new rows
+            # when that commit never landed (its run was killed): each row lands once.
+            unlanded = kept.commit_rows() if kept.metadata_commit not in job.landed_commits else []
+            uris = {**kept.stems, **self.uris}
+            all_rows = kept.metadata_rows() + rows
+            rows = unlanded + rows
+            commit_stems = tuple(row["instrument"] for row in rows)
         record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, encoding,
-                                     self.uris, job.run_id, job.commit, rows)
+                                     uris, job.run_id, job.commit, all_rows,
+                                     None if commit_stems is not None and set(commit_stems) == set(uris)
+                                     else commit_stems)
         # Written last: its presence is what makes the track count as done.
         storage.publish_bytes(record.to_json(), record_uri)
         storage.delete_partials(job.layout.track_dir(track.track_id))
@@ -131,10 +154,17 @@ class _Job:
     """What every track of a run is written with (picklable: it travels to the workers)."""
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, commit: str,
-                 stall_timeout: float):
+                 stall_timeout: float, selection: StemSelection | None = None, force: bool = False,
+                 landed_commits: frozenset = frozenset()):
         self.layout, self.model, self.model_id = layout, model, model_id
         self.encoding, self.run_id, self.commit = encoding, run_id, commit
         self.stall_timeout = stall_timeout
+        self._selection, self.force, self.landed_commits = selection, force, landed_commits
+
+    @property
+    def selection(self) -> StemSelection:
+        """The stems the chunks hold (every instrument unless a selection was given)."""
+        return self._selection or StemSelection.all_of(self.config.instruments)
 
     @functools.cached_property
     def config(self) -> SeparationConfig:
@@ -190,9 +220,10 @@ class _AssembleStashed(_AssembleDoFn):
             return []
         track, fingerprint = refs[0].track, refs[0].fingerprint
         done = CompletionRecord.read(self.job.layout.record(track_id))
-        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint, self.job.encoding):
+        if done and done.run_id == self.job.run_id and done.is_done_for(track.uri, fingerprint, self.job.encoding,
+                                                                         self.job.selection.names):
             # A retried bundle: an earlier attempt wrote the track and removed its chunks.
-            return done.metadata_rows()
+            return done.commit_rows()
         writer = TrackWriter(self.job, track, fingerprint)
         try:
             for ref in refs:
@@ -265,12 +296,18 @@ class ReassembleTracks(beam.PTransform):
     one bundle, in order (fan-out none or tracks). With ``scratch``: ``(track_id,
     StashedChunk)`` references from anywhere, grouped here by track. Each completion record names
     ``commit``, the metadata commit its rows land in (transforms/catalogue/layout.py).
+    The chunks hold ``selection``'s stems (default: every instrument); a track whose record lacks some
+    of them is completed, unless ``force`` (see ``TrackWriter``); ``landed_commits``: the metadata
+    commits that landed before the run, whose rows are not listed again.
     """
 
     def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 commit: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+                 commit: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+                 selection: StemSelection | None = None, force: bool = False,
+                 landed_commits: frozenset = frozenset()):
         super().__init__()
-        self.job = _Job(layout, model, model_id, encoding, run_id, commit, stall_timeout)
+        self.job = _Job(layout, model, model_id, encoding, run_id, commit, stall_timeout, selection, force,
+                        landed_commits)
         self.scratch = scratch
 
     def expand(self, separated):

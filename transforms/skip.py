@@ -57,9 +57,10 @@ def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputErro
 
 
 def check(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
-          landed_commits: frozenset | None) -> Verdict:
-    """Whether ``track`` is done by this model from this very source, encoded as ``encoding`` asks:
-    a stat and a record read. ``landed_commits=None``: the metadata of done tracks is not wanted
+          landed_commits: frozenset | None, stems=()) -> Verdict:
+    """Whether ``track`` is done by this model from this very source, encoded as ``encoding`` asks,
+    with every stem of ``stems`` (stem names; a track lacking one is separated again, to add it): a stat
+    and a record read. ``landed_commits=None``: the metadata of done tracks is not wanted
     (``beamsplitter plan``)."""
     try:
         fingerprint = storage.fingerprint(track.uri)
@@ -69,7 +70,7 @@ def check(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
     foreign = _foreign_record(track.track_id, record)
     if foreign:
         return Verdict(track, failure=Failure.of(track.track_id, track.uri, foreign))
-    if force or not (record and record.is_done_for(track.uri, fingerprint, encoding)):
+    if force or not (record and record.is_done_for(track.uri, fingerprint, encoding, stems)):
         return Verdict(track, fingerprint=fingerprint, record=record)
     if landed_commits is None or record.metadata_commit in landed_commits:
         return Verdict(track, record=record)
@@ -88,16 +89,17 @@ def recover(record: CompletionRecord, layout: Layout, commit: str) -> list[dict]
     if record.metadata_commit != commit:  # the same commit: a retried bundle moved it already
         moved = dataclasses.replace(record, metadata_commit=commit)
         storage.publish_bytes(moved.to_json(), layout.record(record.track_id))
-    return record.metadata_rows()
+    return record.commit_rows()
 
 
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset):
+    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset, stems):
         self.layout, self.encoding, self.force, self.landed_commits = layout, encoding, force, landed_commits
+        self.stems = tuple(stems)
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
-        verdict = check(track, self.layout, self.encoding, self.force, self.landed_commits)
+        verdict = check(track, self.layout, self.encoding, self.force, self.landed_commits, self.stems)
         if verdict.failure:
             yield beam.pvalue.TaggedOutput(FAILURES, verdict.failure)
         elif verdict.fingerprint is not None:
@@ -114,15 +116,15 @@ class SkipDone(beam.PTransform):
 
     A track is redone when it has no completion record, when its source changed
     (size or modification time), when it was encoded otherwise than ``encoding``
-    asks, or with ``force``. ``recovered`` holds the completion records of
+    asks, when it lacks one of ``stems``, or with ``force``. ``recovered`` holds the completion records of
     done tracks whose metadata commit never landed (``landed_commits`` are the
     commits that did), for ``RecoverRows``.
     """
 
     def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool = False,
-                 landed_commits: frozenset = frozenset()):
+                 landed_commits: frozenset = frozenset(), stems=()):
         super().__init__()
-        self.check = _Check(layout, encoding, force, landed_commits)
+        self.check = _Check(layout, encoding, force, landed_commits, stems)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

@@ -381,7 +381,7 @@ def test_shared_options_are_spelled_alike_in_every_command_and_aliases_reach_the
     by_command = {"run": _options_by_dest(job), **{name: _options_by_dest(commands[name])
                                                    for name in ("separate", "evaluate", "fetch", "export-model")}}
     shared = {"output", "model", "checkpoint", "precision", "codec", "bitrate", "sample_format", "stall_timeout",
-              "max_duration", "inference_batch_size"}
+              "max_duration", "inference_batch_size", "stems", "two_stems"}
     for dest in shared:
         spellings = {name: frozenset(options[dest]) for name, options in by_command.items() if dest in options}
         assert len(set(spellings.values())) == 1, (dest, spellings)

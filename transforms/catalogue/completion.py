@@ -30,18 +30,26 @@ class CompletionRecord:
     stems: dict  # instrument -> stem URI
     run_id: str
     metadata_commit: str  # the metadata commit holding its rows; see layout.py
-    metadata: tuple  # the track's metadata rows, processed_at as ISO 8601 text
+    metadata: tuple  # the track's metadata rows, one per stem, processed_at as ISO 8601 text
+    # The stems whose rows go in metadata_commit; the others' rows landed with the earlier commit of the
+    # run that wrote them (a run completing a track's stems lists only the rows of those it adds).
+    # None: every stem's (records written before stems were chosen, and every run that wrote all).
+    commit_stems: tuple | None = None
 
     @classmethod
     def of(cls, track_id: str, source_uri: str, fingerprint: dict, model: str, encoding: dict, stems: dict,
-           run_id: str, metadata_commit: str, rows: list[dict]) -> "CompletionRecord":
+           run_id: str, metadata_commit: str, rows: list[dict],
+           commit_stems: tuple | None = None) -> "CompletionRecord":
         text_rows = tuple(dict(row, processed_at=row["processed_at"].isoformat()) for row in rows)
         return cls(track_id, source_uri, fingerprint, model, dict(encoding), dict(stems), run_id, metadata_commit,
-                   text_rows)
+                   text_rows, None if commit_stems is None else tuple(commit_stems))
 
     def to_json(self) -> bytes:
         # The commit under its former key too: earlier versions need it to find the track done.
-        return json.dumps(dict(asdict(self), **{LEGACY_COMMIT_KEY: self.metadata_commit}), indent=1).encode()
+        fields = dict(asdict(self), **{LEGACY_COMMIT_KEY: self.metadata_commit})
+        if self.commit_stems is None:
+            del fields["commit_stems"]
+        return json.dumps(fields, indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "CompletionRecord":
@@ -75,8 +83,11 @@ class CompletionRecord:
         encoding = fields.get("encoding") or {"codec": next(iter(stems.values())).rsplit(".", 1)[-1]}
         if not (isinstance(encoding, dict) and set(encoding) in ({"codec", "bitrate", "sample_format"}, {"codec"})):
             raise ValueError(f"encoding {encoding!r}")
+        commit_stems = fields.get("commit_stems")
+        if commit_stems is not None and not (isinstance(commit_stems, list) and set(commit_stems) <= set(stems)):
+            raise ValueError(f"commit_stems {commit_stems!r}")
         return cls(**{k: fields[k] for k in (*text, "source_fingerprint", "stems")}, encoding=encoding,
-                   metadata=tuple(rows))
+                   metadata=tuple(rows), commit_stems=None if commit_stems is None else tuple(commit_stems))
 
     @classmethod
     def read(cls, uri: str) -> "CompletionRecord | None":
@@ -90,12 +101,26 @@ class CompletionRecord:
         """Whether this very source (URI, size and modification time) was separated, however encoded."""
         return self.source_uri == source_uri and self.source_fingerprint == fingerprint
 
-    def is_done_for(self, source_uri: str, fingerprint: dict, encoding: EncodeOptions) -> bool:
-        """Done means: this very source was separated into stems encoded as ``encoding`` asks, as far
-        as the record says."""
+    def is_encoded_for(self, source_uri: str, fingerprint: dict, encoding: EncodeOptions) -> bool:
+        """Whether this very source was separated into stems encoded as ``encoding`` asks, as far as the
+        record says (whichever stems)."""
         written = encoding.as_written()
         return self.is_from(source_uri, fingerprint) and all(written.get(k) == v for k, v in self.encoding.items())
+
+    def is_done_for(self, source_uri: str, fingerprint: dict, encoding: EncodeOptions, stems=()) -> bool:
+        """Done means: this very source was separated into stems encoded as ``encoding`` asks, ``stems``
+        (stem names) among them, as far as the record says."""
+        return self.is_encoded_for(source_uri, fingerprint, encoding) and not self.missing(stems)
+
+    def missing(self, stems) -> list[str]:
+        """Those of ``stems`` (stem names) that the track lacks, in their order."""
+        return [name for name in stems if name not in self.stems]
 
     def metadata_rows(self) -> list[dict]:
         """The track's metadata rows as first written (processed_at a datetime again)."""
         return [dict(row, processed_at=datetime.datetime.fromisoformat(row["processed_at"])) for row in self.metadata]
+
+    def commit_rows(self) -> list[dict]:
+        """The rows that go in ``metadata_commit`` (``commit_stems``'): listed again when it never landed."""
+        return [row for row in self.metadata_rows()
+                if self.commit_stems is None or row.get("instrument") in self.commit_stems]
