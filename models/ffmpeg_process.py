@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from models.errors import AudioError, InputError
 
@@ -22,6 +23,19 @@ from models.errors import AudioError, InputError
 BLOCK_SAMPLES = 1 << 16
 # Seconds ffmpeg may deliver (decoding) or accept (encoding) no data before it is killed.
 DEFAULT_STALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class IOLimits:
+    """What reading and writing one track through ffmpeg may cost.
+
+    ``stall_timeout``: seconds ffmpeg may deliver (decoding) or take (encoding)
+    no data; ``max_duration``: seconds of audio decoded per track, 0 for no
+    limit (see models.decoding.decode).
+    """
+
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    max_duration: float = 0.0
 
 
 def ffmpeg_binary() -> str:

@@ -52,7 +52,7 @@ class StemSelection:
 
     @classmethod
     def of(cls, instruments, stems: str | None = None, two_stems: str | None = None,
-           option: str = "--stems", two_option: str = "--two-stems") -> "StemSelection":
+           option: str = "--stems", two_option: str = "--two_stems") -> "StemSelection":
         """The selection that ``--stems`` (names separated by commas) or ``--two-stems`` asks of a model with
         ``instruments`` (all of them when neither is given); an InputError naming the option, the bad name and
         the model's instruments for an unknown one, or when both options are given."""

@@ -77,6 +77,13 @@ def add_decoding(parser) -> None:
                              "without being separated; 0: no limit (default: %(default)g)")
 
 
+def io_limits(values):
+    """The models.ffmpeg_process.IOLimits of ``--stall_timeout`` and ``--max_duration``."""
+    from models.ffmpeg_process import IOLimits
+
+    return IOLimits(values.stall_timeout, values.max_duration)
+
+
 def add_batch(parser) -> None:
     add_option(parser, ("--inference_batch_size",), ("--batch-size", "--batch_size"), dest="inference_batch_size",
                         type=int, default=4,
@@ -102,8 +109,7 @@ def stem_selection(values):
     from models.config import load_config
     from models.stems import StemSelection
 
-    return StemSelection.of(load_config(values.model).instruments, values.stems, values.two_stems,
-                            "--stems", "--two_stems")
+    return StemSelection.of(load_config(values.model).instruments, values.stems, values.two_stems)
 
 
 def check(values: argparse.Namespace, local: bool = True):

@@ -43,7 +43,7 @@ def _separate(args) -> int:
 
         separate_files(separator, jobs, encoding,
                        batch_size=args.inference_batch_size, on_progress=bar.update, on_result=report, mwf=args.mwf,
-                       stall_timeout=args.stall_timeout, max_duration=args.max_duration, selection=selection)
+                       io=arguments.io_limits(args), selection=selection)
     return 1 if failures else 0
 
 

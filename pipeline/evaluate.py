@@ -161,7 +161,7 @@ def _run_catalogue_job(tracks: list[EvalTrack], output: str, config: SeparationC
                                      precision=precision, codec=STEM_CODEC, sample_format=STEM_SAMPLE_FORMAT,
                                      run_id="evaluate-" + new_run_id()))
     failed = {failure.track_id: failure.message for failure in result.failures()}
-    return _CatalogueStems(config, result.settings.layout, result.settings.model_id, failed)
+    return _CatalogueStems(config, result.settings.job.layout, result.settings.job.model_id, failed)
 
 
 def _report(failure: Failure) -> Failure:

@@ -10,9 +10,10 @@ from models.encoding import EncodeOptions
 from models.errors import InputError
 from pipeline import arguments
 from transforms.catalogue import manifest
+from transforms.job import FanOut
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner")
-FAN_OUTS = ("auto", "none", "tracks", "chunks")
+FAN_OUTS = ("auto", *(mode.value for mode in FanOut))
 
 
 def _flag(value: str) -> bool:
@@ -112,7 +113,7 @@ class BeamsplitterOptions(PipelineOptions):
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.codec, self.bitrate, self.sample_format)
 
-    def fan_out_mode(self, local: bool) -> str:
+    def fan_out_mode(self, local: bool) -> FanOut:
         """``--fan_out`` with ``auto`` settled for the runner at hand.
 
         Whole tracks per worker is cheapest, with an accelerator too: nothing
@@ -122,8 +123,8 @@ class BeamsplitterOptions(PipelineOptions):
         scratch storage, is only ever asked for.
         """
         if self.fan_out != "auto":
-            return self.fan_out
-        return "none" if local else "tracks"
+            return FanOut(self.fan_out)
+        return FanOut.NONE if local else FanOut.TRACKS
 
     def shared_model_copies(self) -> int | None:
         """Models per machine shared across SDK processes, or None for one per process."""

@@ -28,14 +28,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.encoding import EncodeOptions
 from pipeline.options import BeamsplitterOptions, PlanOptions, job_args, pin_local_runner
-from pipeline.run import RunSettings, counters, resolve_run
+from pipeline.run import counters, resolve_run
 from transforms.catalogue import storage
 from transforms.catalogue.index import CatalogueIndex
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.manifest import Failure, Track
+from transforms.job import JobSettings
 from transforms.read import ReadCatalogue
 from transforms.skip import check
 from transforms.threads import ordered_map
@@ -43,17 +43,15 @@ from transforms.threads import ordered_map
 REASONS = ("new", "changed", "new-model", "new-encoding", "missing-stems", "forced")
 
 
-def classify(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
-             other_models: list[str], stems=()) -> str | Failure | None:
-    """Why a run must separate ``track`` into stems encoded as ``encoding`` asks, ``stems`` (stem names)
-    among them (one of ``REASONS``), None when it is up to date, or the ``Failure`` a run would report
-    without decoding it (a corrupt file is only found by decoding it: the run does that). The run's own
-    check, ``skip.check``."""
-    verdict = check(track, layout, encoding, force, None, stems)
+def classify(track: Track, job: JobSettings, other_models: list[str]) -> str | Failure | None:
+    """Why a run of ``job`` must separate ``track`` (one of ``REASONS``), None when it is up to date, or
+    the ``Failure`` a run would report without decoding it (a corrupt file is only found by decoding it:
+    the run does that). The run's own check, ``skip.check``."""
+    verdict = check(track, job, listing=False)
     if verdict.failure or verdict.skipped:
         return verdict.failure
-    record, fingerprint = verdict.record, verdict.fingerprint
-    if record and record.is_done_for(track.uri, fingerprint, encoding, stems):
+    record, fingerprint, encoding, layout = verdict.record, verdict.fingerprint, job.encoding, job.layout
+    if record and record.is_done_for(track.uri, fingerprint, encoding, job.selection.names):
         return "forced"
     if record and record.is_encoded_for(track.uri, fingerprint, encoding):
         return "missing-stems"
@@ -71,12 +69,11 @@ def plan_line(track: Track, reason: str) -> str:
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, other_models: list[str], stems):
-        self.layout, self.encoding, self.force, self.other_models = layout, encoding, force, other_models
-        self.stems = tuple(stems)
+    def __init__(self, job: JobSettings, other_models: list[str]):
+        self.job, self.other_models = job, other_models
 
     def process(self, track):
-        reason = classify(track, self.layout, self.encoding, self.force, self.other_models, self.stems)
+        reason = classify(track, self.job, self.other_models)
         Metrics.counter("beamsplitter", _counter(reason)).inc()
         if isinstance(reason, str):
             yield plan_line(track, reason)
@@ -111,12 +108,12 @@ def plan(argv: list[str], started: float | None = None) -> int:
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(BeamsplitterOptions)
-    settings: RunSettings = resolve_run(options, settle=False)
+    job = resolve_run(options, settle=False).job
     target = pipeline_options.view_as(PlanOptions).plan_output or FileSystems.join(
-        options.output, "plans", settings.layout.model, f"plan-{settings.run_id}.jsonl")
-    other_models = other_model_folders(settings.layout)
+        options.output, "plans", job.layout.model, f"plan-{job.run_id}.jsonl")
+    other_models = other_model_folders(job.layout)
     if local:
-        found = _plan_in_driver(options, settings.layout, other_models, target)
+        found = _plan_in_driver(options, job, other_models, target)
     else:  # the catalogue is read and classified by the workers
         with beam.Pipeline(options=pipeline_options) as pipeline:
             tracks, failures = pipeline | "ReadCatalogue" >> ReadCatalogue(options.manifest, options.input,
@@ -124,22 +121,21 @@ def plan(argv: list[str], started: float | None = None) -> int:
             _ = failures | "CountFailures" >> beam.Map(
                 lambda f: Metrics.counter("beamsplitter", f"plan.failed.{f.stage}").inc())
             _ = (tracks
-                 | "Classify" >> beam.ParDo(_Classify(settings.layout, options.encode_options(), options.force,
-                                                     other_models, options.stem_selection().names))
+                 | "Classify" >> beam.ParDo(_Classify(job, other_models))
                  | "WritePlan" >> beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
         found = counters(pipeline.result)
     todo = {reason: found.get(f"plan.{reason}", 0) for reason in REASONS}
     failed = {k.rsplit(".", 1)[1]: n for k, n in sorted(found.items()) if k.startswith("plan.failed.")}
     unusable = (f", {sum(failed.values())} would fail ({', '.join(f'{s}: {n}' for s, n in failed.items())})"
                 if failed else "")
-    print(f"plan for {settings.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
+    print(f"plan for {job.model_id} under {options.output}: {sum(todo.values())} tracks to separate "
           f"({', '.join(f'{n} {r}' for r, n in todo.items())}), {found.get('plan.up-to-date', 0)} up to date"
           f"{unusable} [{time.monotonic() - started:.1f} s]")
     print(f"plan: {target}")
     return 0
 
 
-def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: list[str], target: str) -> dict:
+def _plan_in_driver(options: BeamsplitterOptions, job: JobSettings, other_models: list[str], target: str) -> dict:
     """The local runner's plan: the catalogue streamed once through its index and classified on a few
     threads, the plan written line by line to a local file and published whole.
 
@@ -149,12 +145,10 @@ def _plan_in_driver(options: BeamsplitterOptions, layout: Layout, other_models: 
     found: dict[str, int] = {}
     with CatalogueIndex.build(options.manifest, options.input, options.manifest_limits()) as index, \
             tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as lines:
-        encoding, stems = options.encode_options(), options.stem_selection().names
-
         def reason(entry) -> str | Failure | None:
             if isinstance(entry, Failure):  # a row no run can use
                 return entry
-            return classify(entry, layout, encoding, options.force, other_models, stems)
+            return classify(entry, job, other_models)
 
         for entry, why in ordered_map(lambda e: (e, reason(e)), index):
             found[_counter(why)] = found.get(_counter(why), 0) + 1

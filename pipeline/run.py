@@ -28,6 +28,7 @@ from models.errors import BeamsplitterError, InputError
 from models.precision import DEFAULT_PRECISION, model_id
 from models.provider import resolve_checkpoint
 from models.uris import normalize
+from pipeline import arguments
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
@@ -36,11 +37,11 @@ from transforms.catalogue.layout import Layout, commit_name, commit_of, is_commi
 from transforms.catalogue.lease import Lease, live_holder
 from transforms.catalogue.manifest import Failure
 from transforms.decode import DecodeChunks
-from transforms.inference import SeparateChunks, SpleeterModelHandler
+from transforms.inference import SeparateChunks
+from transforms.job import FanOut, JobSettings
 from transforms.read import ReadCatalogue
 from transforms.reassemble import ReassembleTracks
 from transforms.skip import RecoverRows, SkipDone
-from transforms.stash import Scratch, Stash
 from transforms.write import (COMMITS_REFUSED, FAILURE_SCHEMA, METADATA_SCHEMA, TEMP_PREFIX, CommitMarker, WriteParquet,
                               failure_of,
                               failure_row)
@@ -50,15 +51,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What the driver settles before any worker starts."""
+    """What the driver settles before any worker starts: the job's settings, which its steps get, and the
+    options, of which the driver alone reads the rest (the catalogue, waves, the failed fraction)."""
 
     options: BeamsplitterOptions
-    layout: Layout
-    model_id: str
-    checkpoint_sha256: str
-    run_id: str
-    landed_commits: frozenset = frozenset()  # the metadata commits of earlier runs that landed
-    lease_token: str | None = None  # the run's lease, confirmed before each metadata commit (None: none held)
+    job: JobSettings
+
+    def holding(self, lease_token: str) -> "RunSettings":
+        """These settings for a run that holds the lease ``lease_token``."""
+        return dataclasses.replace(self, job=dataclasses.replace(self.job, lease_token=lease_token))
 
 
 def settle_earlier_runs(layout: Layout) -> frozenset:
@@ -147,9 +148,15 @@ def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSetting
         manifest.manifest_format(options.manifest)  # an unknown format fails here, not on a worker
         if not storage.exists(options.manifest):
             raise manifest.InputError(f"{options.manifest}: no such manifest")
-    run_id = options.run_id or new_run_id()
-    layout = Layout(options.output, model_folder(config.name, sha, options.precision), options.scratch_location)
-    settings = RunSettings(options, layout, model_id(config.name, sha, options.precision), sha, run_id)
+    job = JobSettings(
+        model=options.model, checkpoint=options.checkpoint, checkpoint_sha256=sha, precision=options.precision,
+        model_id=model_id(config.name, sha, options.precision),
+        layout=Layout(options.output, model_folder(config.name, sha, options.precision), options.scratch_location),
+        run_id=options.run_id or new_run_id(), encoding=options.encode_options(), io=arguments.io_limits(options),
+        selection=options.stem_selection(), fan_out=options.fan_out_mode(is_local(options)),
+        batch_size=options.inference_batch_size, accelerator=options.inference_accelerator,
+        model_copies=options.shared_model_copies(), force=options.force)
+    settings = RunSettings(options, job)
     return settle_prefix(settings) if settle else settings
 
 
@@ -159,15 +166,16 @@ def settle_prefix(settings: RunSettings) -> RunSettings:
     Writes under the prefix: a run does this holding the model folder's lease.
     A run id used before under the prefix is refused first (``refuse_used_run_id``).
     """
-    layout, config = settings.layout, load_config(settings.options.model)
-    refuse_used_run_id(layout, settings.run_id)
+    job = settings.job
+    layout, config = job.layout, job.config
+    refuse_used_run_id(layout, job.run_id)
     if not storage.exists(layout.model_card()):
-        card = {"model": config.name, "checkpoint_sha256": settings.checkpoint_sha256, "config": config.raw}
-        if settings.options.precision != DEFAULT_PRECISION:  # fp32's card as it always was
-            card["precision"] = settings.options.precision
+        card = {"model": config.name, "checkpoint_sha256": job.checkpoint_sha256, "config": config.raw}
+        if job.precision != DEFAULT_PRECISION:  # fp32's card as it always was
+            card["precision"] = job.precision
         storage.publish_bytes(json.dumps(card, indent=1).encode(), layout.model_card())
-    remove_dead_runs_temp(layout, settings.run_id)
-    return dataclasses.replace(settings, landed_commits=settle_earlier_runs(layout))
+    remove_dead_runs_temp(layout, job.run_id)
+    return dataclasses.replace(settings, job=dataclasses.replace(job, landed_commits=settle_earlier_runs(layout)))
 
 
 def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = None) -> str:
@@ -175,58 +183,45 @@ def build(pipeline: beam.Pipeline, settings: RunSettings, wave: Wave | None = No
 
     Returns the metadata commit that the pipeline writes.
 
-    How work spreads over workers follows ``--fan_out`` (see
-    ``BeamsplitterOptions.fan_out_mode``): whole tracks, or model chunks
-    separated wherever the inference step runs, parked in scratch storage
-    on their way there and back. Either way only references cross a shuffle.
+    How work spreads over workers follows the job's ``fan_out``: whole
+    tracks, or model chunks separated wherever the inference step runs,
+    parked in scratch storage on their way there and back. Either way only
+    references cross a shuffle.
     """
-    o, layout = settings.options, settings.layout
-    fan_out = o.fan_out_mode(is_local(pipeline.options))
-    commit = commit_name(settings.run_id, wave.number if wave else None)
-    # With chunk fan-out, chunks wait in scratch storage and only references cross shuffles.
-    scratch = Scratch(layout, settings.run_id) if fan_out == "chunks" else None
-    selection = o.stem_selection()
-    handler = SpleeterModelHandler(o.model, o.checkpoint, o.inference_batch_size, settings.checkpoint_sha256,
-                                   o.shared_model_copies(), scratch, o.precision, selection.groups)
-    hints = {"accelerator": o.inference_accelerator} if o.inference_accelerator else {}
+    o, job, layout = settings.options, settings.job, settings.job.layout
+    commit = commit_name(job.run_id, wave.number if wave else None)
     # In order (fan-out tracks or none) the model's step is the whole track's: decoding and writing
-    # carry the hint too, so that all three stay fused on the accelerator's machines, and several
-    # tracks are decoded at once to fill the model's batches (one chunk of each, at worst).
-    track_hints = {} if scratch else hints
-    tracks_at_once = o.inference_batch_size if o.inference_accelerator and not scratch else 1
-    encoding = o.encode_options()
+    # carry the accelerator hint too, so that all three stay fused on the accelerator's machines.
+    track_hints = {"accelerator": job.accelerator} if job.accelerator and job.fan_out is not FanOut.CHUNKS else {}
 
     if wave is None:  # the whole catalogue, read and checked by the workers
         tracks, row_failures = pipeline | "ReadCatalogue" >> ReadCatalogue(o.manifest, o.input, o.manifest_limits())
-        todo = tracks | "SkipDone" >> SkipDone(layout, encoding, o.force, settings.landed_commits, selection.names)
+        todo = tracks | "SkipDone" >> SkipDone(job)
         todo_tracks, unlanded, failures = todo.todo, todo.recovered, [row_failures, todo.failures]
     else:  # the driver read and checked the catalogue: this wave's share of it
         todo_tracks = pipeline | "WaveTracks" >> beam.Create(wave.todo)
         unlanded = pipeline | "WaveRecovered" >> beam.Create(wave.recovered)
         failures = [pipeline | "WaveFailures" >> beam.Create(wave.failures)]
     recovered = unlanded | "RecoverRows" >> RecoverRows(layout, commit)
-    if fan_out == "tracks":  # each worker separates whole tracks: only references are shuffled
+    if job.fan_out is FanOut.TRACKS:  # each worker separates whole tracks: only references are shuffled
         todo_tracks = todo_tracks | "SpreadTracks" >> beam.Reshuffle()
-    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(
-        o.model, layout, scratch, o.stall_timeout, o.max_duration, tracks_at_once).with_resource_hints(**track_hints)
+    decoded = todo_tracks | "DecodeChunks" >> DecodeChunks(job).with_resource_hints(**track_hints)
     chunks = decoded.chunks
-    if scratch:  # chunks go wherever inference runs
+    if job.fan_out is FanOut.CHUNKS:  # chunks go wherever inference runs
         chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
-    separated = chunks | "SeparateChunks" >> SeparateChunks(handler, hints, Stash(scratch) if scratch else None)
-    assembled = separated | "ReassembleTracks" >> ReassembleTracks(
-        layout, o.model, settings.model_id, encoding, settings.run_id, commit, scratch,
-        o.stall_timeout, selection, o.force, settings.landed_commits).with_resource_hints(**track_hints)
+    separated = chunks | "SeparateChunks" >> SeparateChunks(job)
+    assembled = separated | "ReassembleTracks" >> ReassembleTracks(job, commit).with_resource_hints(**track_hints)
     committed = ((assembled.metadata, recovered)
                  | "AllMetadata" >> beam.Flatten()
                  | "CountRows" >> beam.Map(_count, "metadata_rows")
                  | "WriteMetadata" >> WriteParquet(layout.metadata(commit), METADATA_SCHEMA)
                  | "CommitMetadata" >> CommitMarker(
                      layout.commit_marker(commit),
-                     (layout.lease(), settings.lease_token) if settings.lease_token else None))
+                     (layout.lease(), job.lease_token) if job.lease_token else None))
     all_failures = (*failures, decoded.failures, assembled.failures) | "AllFailures" >> beam.Flatten()
     failures_written = (all_failures
                         | "CountFailures" >> beam.Map(_count_failure)
-                        | "FailureRows" >> beam.Map(failure_row, settings.run_id)
+                        | "FailureRows" >> beam.Map(failure_row, job.run_id)
                         | "WriteFailures" >> WriteParquet(layout.failures(commit), FAILURE_SCHEMA))
     if wave is None and o.max_failed_fraction < 1:
         # A job the runner reports as failed, where no one reads the launcher's exit status (templates,
@@ -299,13 +294,13 @@ def _run_pipeline(pipeline: beam.Pipeline, settings: RunSettings, commit: str) -
         result = pipeline.run()
         result.wait_until_finish()
     except Exception as exc:
-        verdict = storage.read_json(settings.layout.verdict(commit))
+        verdict = storage.read_json(settings.job.layout.verdict(commit))
         if verdict:
             return {"tracks_done": verdict["tried"] - verdict["failed"], "tracks_failed.run": verdict["failed"]}
         cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         cause = re.sub(r"^Pipeline \S+ failed in state \w+: ", "", cause)
         lost = runner_loss(cause)
-        raise JobFailed(f"run {settings.run_id}: the runner failed the job{f': {lost}' if lost else ''} "
+        raise JobFailed(f"run {settings.job.run_id}: the runner failed the job{f': {lost}' if lost else ''} "
                         f"({cause[:500]}); what it wrote stays, and the next run completes the tracks not done") from exc
     return counters(result)
 
@@ -371,23 +366,21 @@ def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> 
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
     settings = resolve_run(options, settle=False)
     # The lease first: a second run on this output stops at once, not after reading the catalogue.
-    with Lease(settings.layout.lease(), settings.run_id) as lease:
+    with Lease(settings.job.layout.lease(), settings.job.run_id) as lease:
         # The local runner reads the catalogue here, once for all its waves. Distributed runners read it
         # in their pipeline; reading it here as well refuses an unusable manifest before anything starts.
         limits = options.manifest_limits()
         with CatalogueIndex.build(options.manifest, options.input, limits) if local else contextlib.nullcontext() as index:
             size = index.rows if local else catalogue_size(options)
-            settings = dataclasses.replace(settings, lease_token=lease.token)
-            return _run_waves(settle_prefix(settings), pipeline_options, size, index, started, lease)
+            return _run_waves(settle_prefix(settings.holding(lease.token)), pipeline_options, size, index, started,
+                              lease)
 
 
 def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: int, index: CatalogueIndex | None,
                started: float, lease: Lease) -> RunResult:
     options, local = settings.options, index is not None
-    parts = waves(index, settings.layout, options.encode_options(), options.force,
-                  settings.landed_commits, options.local_wave_tracks,
-                  options.stem_selection().names) if local else [None]
-    print(f"run {settings.run_id}: {settings.model_id}, stems under {settings.layout.track_dir('').rstrip('/')}/")
+    parts = waves(index, settings.job, options.local_wave_tracks) if local else [None]
+    print(f"run {settings.job.run_id}: {settings.job.model_id}, stems under {settings.job.layout.track_dir('').rstrip('/')}/")
     totals: dict[str, int] = {}
     commits = []
     with tqdm(total=size, unit="track", desc="catalogue", disable=None if local else True,
@@ -408,8 +401,8 @@ def _run_waves(settings: RunSettings, pipeline_options: PipelineOptions, size: i
             progress.update(wave.rows if wave else sum(
                 v for k, v in found.items() if k in ("tracks_done", "tracks_skipped") or k.startswith("tracks_failed.")))
     # What --fan_out=chunks left of tracks that never completed (their chunks are removed as tracks finish).
-    storage.delete_tree_up_to(settings.layout.scratch(settings.run_id),
-                              settings.layout.scratch_location or options.output)
+    storage.delete_tree_up_to(settings.job.layout.scratch(settings.job.run_id),
+                              settings.job.layout.scratch_location or options.output)
     summary = Summary.of(totals, time.monotonic() - started)
     summary.publish(settings, commits)
     print(summary.text(settings))
@@ -474,23 +467,23 @@ class Summary:
     def publish(self, settings: RunSettings, commits: list[str]) -> None:
         """Keep the figures beside the run's commit markers: the pipeline's counters, which alone know the
         skipped tracks, the audio seconds and the wall time, go with the job."""
-        figures = dict(dataclasses.asdict(self), run_id=settings.run_id, model=settings.model_id, commits=commits,
+        figures = dict(dataclasses.asdict(self), run_id=settings.job.run_id, model=settings.job.model_id, commits=commits,
                        finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        storage.publish_bytes(json.dumps(figures, indent=1).encode(), settings.layout.run_summary(settings.run_id))
+        storage.publish_bytes(json.dumps(figures, indent=1).encode(), settings.job.layout.run_summary(settings.job.run_id))
 
     def text(self, settings: RunSettings) -> str:
         reasons = ", ".join(f"{stage}: {n}" for stage, n in sorted(self.failed_by_stage.items()))
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
         lines = [
-            f"run {settings.run_id}: {self.done} tracks done, {self.skipped} skipped, {self.failed} failed"
+            f"run {settings.job.run_id}: {self.done} tracks done, {self.skipped} skipped, {self.failed} failed"
             + (f" ({reasons})" if reasons else ""),
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s: {speed:.1f}x realtime"
             if self.done else f"nothing to separate ({self.wall_seconds:.1f} s)",
         ]
         if self.metadata_rows:
-            lines.append(f"metadata: {settings.layout.metadata(settings.run_id)}*.parquet")
+            lines.append(f"metadata: {settings.job.layout.metadata(settings.job.run_id)}*.parquet")
         if self.failed:
-            lines.append(f"failures: {settings.layout.failures(settings.run_id)}*.parquet")
+            lines.append(f"failures: {settings.job.layout.failures(settings.job.run_id)}*.parquet")
         limit = settings.options.max_failed_fraction
         if failed_fraction_exceeded(self.failed, self.done + self.failed, limit):
             lines.append(f"error: {self.failed} of {self.done + self.failed} tracks tried failed, more than "
@@ -520,7 +513,7 @@ class RunResult:
         the pipelines' workers hand them on in no other way, and a catalogue can fail by the million."""
         if not self.summary.failed:
             return []
-        folder, name = self.settings.layout.failures(self.settings.run_id).rsplit("/", 1)
+        folder, name = self.settings.job.layout.failures(self.settings.job.run_id).rsplit("/", 1)
         found = []
         for path in storage.find(folder, storage.literal_glob(name) + "*.parquet"):
             if commit_of(path) in self.commits:

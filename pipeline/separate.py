@@ -41,7 +41,7 @@ from models import decoding, spectral
 from models.chunking import segments
 from models.encoding import EncodeOptions, remove_partials_of
 from models.errors import BeamsplitterError, InputError
-from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
+from models.ffmpeg_process import IOLimits
 from models.separator import Separator
 from models.stems import StemSelection, StemWriter
 from models.uris import normalize
@@ -120,14 +120,13 @@ def separate_files(
     on_progress: Callable[[float], None] = lambda seconds: None,
     on_result: Callable[[TrackResult], None] = lambda result: None,
     mwf: bool = False,
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-    max_duration: float = 0.0,
+    io: IOLimits = IOLimits(),
     selection: StemSelection | None = None,
 ) -> list[TrackResult]:
     """Separate every job's file into its stem files; returns one result per job, in order.
 
-    ``stall_timeout``: seconds ffmpeg may deliver or take no data before its track fails.
-    ``max_duration``: seconds of audio a track may have (0: no limit); a longer one fails.
+    ``io``: how long ffmpeg may deliver or take no data before its track fails, and how many seconds
+    of audio a track may have (a longer one fails).
     ``selection``: the stems to synthesize and write (default: every instrument); the jobs' outputs
     are named by its ``names``.
     """
@@ -138,8 +137,8 @@ def separate_files(
         for path in track.job.outputs.values():
             remove_partials_of(path)
     passes = (Purpose.MWF_STATISTICS, Purpose.MWF_FILTER) if mwf else (Purpose.SEPARATE,)
-    read = _read(separator, tracks, passes, stall_timeout, max_duration)
-    write = functools.partial(_write, separator, selection, encoding, stall_timeout, on_progress, on_result)
+    read = _read(separator, tracks, passes, io)
+    write = functools.partial(_write, separator, selection, encoding, io, on_progress, on_result)
     # Each chunk in flight holds a few MB (its samples, then its stems; ~30 MB
     # with --mwf, its STFT above all): a batch waiting at each hand-over keeps
     # every stage busy without piling chunks up.
@@ -164,14 +163,14 @@ def separate_files(
 
 
 def _read(separator: Separator, tracks: list[_Track], passes: tuple[Purpose, ...],
-          stall_timeout: float, max_duration: float) -> Iterator[_Chunk | _Failure]:
+          io: IOLimits) -> Iterator[_Chunk | _Failure]:
     """The reader thread's stages: every track's chunks, analysed, or the failure that ended the track."""
     config = separator.config
     for track in tracks:
         try:
             for purpose in passes:
                 blocks = decoding.decode(track.job.source, config.sample_rate, track.job.offset, track.job.duration,
-                                         stall_timeout=stall_timeout, max_duration=max_duration)
+                                         stall_timeout=io.stall_timeout, max_duration=io.max_duration)
                 for segment in segments(blocks, separator.geometry):
                     chunk = _Chunk(track, segment.index, segment.last, segment.n_samples, purpose)
                     if purpose is Purpose.SEPARATE:
@@ -200,7 +199,7 @@ def _separate_batch(separator: Separator, chunks: list[_Chunk], batch_size: int,
             chunk.estimates, chunk.magnitude = estimates[:, i], None
 
 
-def _write(separator: Separator, selection: StemSelection, encoding, stall_timeout, on_progress, on_result,
+def _write(separator: Separator, selection: StemSelection, encoding: EncodeOptions, io: IOLimits, on_progress, on_result,
            item: _Chunk | _Failure) -> None:
     """The writer thread's stages: a chunk's stems into its track's StemWriter (or its track failed)."""
     if isinstance(item, _Failure):
@@ -216,7 +215,7 @@ def _write(separator: Separator, selection: StemSelection, encoding, stall_timeo
             return
         if track.writer is None:
             track.writer = StemWriter(track.job.outputs, separator.geometry, config.sample_rate, encoding,
-                                      stall_timeout)
+                                      io.stall_timeout)
         stems = _filtered_stems(separator, selection, chunk) if chunk.purpose is Purpose.MWF_FILTER else chunk.stems
         seconds = track.writer.add(chunk.index, stems, chunk.n_samples) / config.sample_rate
         track.result.seconds += seconds

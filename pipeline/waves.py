@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from models.encoding import EncodeOptions
 from transforms.catalogue.index import CatalogueIndex
-from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import Failure
+from transforms.job import JobSettings
 from transforms.skip import check
 from transforms.threads import ordered_map
 
@@ -44,12 +43,11 @@ class Wave:
         return bool(self.todo or self.failures or self.recovered)
 
 
-def waves(index: CatalogueIndex, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset,
-          tracks_per_wave: int, stems=()) -> Iterator[Wave]:
-    """The catalogue's waves in catalogue order; every row of ``index`` is in exactly one. A track is done
-    when it has every stem of ``stems`` (stem names)."""
+def waves(index: CatalogueIndex, job: JobSettings, tracks_per_wave: int) -> Iterator[Wave]:
+    """The catalogue's waves in catalogue order; every row of ``index`` is in exactly one (done tracks
+    as ``check`` says for ``job``)."""
     def verdict(entry):
-        return entry if isinstance(entry, Failure) else check(entry, layout, encoding, force, landed_commits, stems)
+        return entry if isinstance(entry, Failure) else check(entry, job)
 
     wave = Wave(0)
     for item in ordered_map(verdict, index):

@@ -7,34 +7,29 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models import decoding, ffmpeg_process
+from models import decoding
 from models.chunking import ChunkGeometry, segments
-from models.config import load_config
 from models.errors import BeamsplitterError
 from transforms.background import rewindow
 from transforms.catalogue import storage
-from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import FAILURES, Failure
 from transforms.chunks import KeyedTrackChunk, TrackChunk
-from transforms.stash import Scratch
+from transforms.job import JobSettings
 from transforms.threads import Interleave
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, model: str, layout: Layout, scratch: Scratch | None, stall_timeout: float,
-                 max_duration: float, tracks_at_once: int):
-        self.model, self.layout, self.scratch = model, layout, scratch
-        self.stall_timeout, self.max_duration = stall_timeout, max_duration
-        self.tracks_at_once = tracks_at_once
+    def __init__(self, job: JobSettings):
+        self.job = job
 
     def setup(self):
-        self.config = load_config(self.model)
-        self.geometry = ChunkGeometry.of(self.config)
+        self.geometry = ChunkGeometry.of(self.job.config)
         self.chunks = Metrics.counter("beamsplitter", "chunks")
         # Decoding runs ahead on threads, a track each, while the chunks before are separated; with several
         # tracks at once, one slow decoder never leaves the model waiting when others have chunks ready.
         # Two chunks (4.2 MB each) wait per track being decoded.
-        self.decoders = Interleave(self.tracks_at_once, depth=2 * self.tracks_at_once)
+        at_once = self.job.tracks_at_once
+        self.decoders = Interleave(at_once, depth=2 * at_once)
 
     def start_bundle(self):
         self.decoders.discard()  # a failed bundle's
@@ -59,16 +54,17 @@ class _Decode(beam.DoFn):
         """On a decoder's thread: the track's chunks, then its failure if its decoding failed."""
         # What a killed writer left in the track's folder goes before the track is redone (or fails):
         # under the run's lease no other writer is there.
-        storage.delete_partials(self.layout.track_dir(track.track_id))
+        job, scratch = self.job, self.job.scratch
+        storage.delete_partials(job.layout.track_dir(track.track_id))
         try:
             with storage.local_copy(track.uri) as path:
-                blocks = decoding.decode(path, self.config.sample_rate, name=track.uri,
-                                         stall_timeout=self.stall_timeout, max_duration=self.max_duration)
+                blocks = decoding.decode(path, job.config.sample_rate, name=track.uri,
+                                         stall_timeout=job.io.stall_timeout, max_duration=job.io.max_duration)
                 for segment in segments(blocks, self.geometry):
                     samples, uri = segment.samples, None
-                    if self.scratch is not None:
-                        uri = self.scratch.uri(track.track_id, segment.index, "in")
-                        self.scratch.save(samples, uri)
+                    if scratch is not None:
+                        uri = scratch.uri(track.track_id, segment.index, "in")
+                        scratch.save(samples, uri)
                         samples = None
                     yield (track.track_id, segment.index), TrackChunk(
                         track, fingerprint, segment.index, samples, segment.last, segment.n_samples, uri)
@@ -80,23 +76,20 @@ class _Decode(beam.DoFn):
 class DecodeChunks(beam.PTransform):
     """``(track, fingerprint)`` -> ``((track_id, index), TrackChunk)``, plus a ``failures`` output.
 
-    With ``scratch`` the chunks' samples are written there, and the chunks carry only their URI.
-    A source from which ffmpeg gets no data for ``stall_timeout`` seconds fails, and so does one
-    longer than ``max_duration`` seconds (0: no limit). Before a track is decoded, the temporary
-    files that a killed writer left in its folder under ``layout`` are removed.
-    ``tracks_at_once`` tracks of a bundle are decoded at the same time, their chunks handed on as
-    they come (each track's in order), so that the model's batches fill from several tracks.
+    With chunk fan-out the chunks' samples are written to scratch storage, and
+    the chunks carry only their URI. A source from which ffmpeg gets no data
+    for the stall timeout fails, and so does one longer than the longest
+    duration (the job's ``io``). Before a track is decoded, the temporary files
+    that a killed writer left in its folder are removed. The job's
+    ``tracks_at_once`` tracks of a bundle are decoded at the same time, their
+    chunks handed on as they come (each track's in order), so that the model's
+    batches fill from several tracks.
     """
 
-    def __init__(self, model: str, layout: Layout, scratch: Scratch | None = None,
-                 stall_timeout: float = ffmpeg_process.DEFAULT_STALL_TIMEOUT, max_duration: float = 0.0,
-                 tracks_at_once: int = 1):
+    def __init__(self, job: JobSettings):
         super().__init__()
-        self.model, self.layout, self.scratch = model, layout, scratch
-        self.stall_timeout, self.max_duration = stall_timeout, max_duration
-        self.tracks_at_once = tracks_at_once
+        self.job = job
 
     def expand(self, todo):
-        decode = _Decode(self.model, self.layout, self.scratch, self.stall_timeout, self.max_duration,
-                         self.tracks_at_once)
-        return todo | beam.ParDo(decode).with_output_types(KeyedTrackChunk).with_outputs(FAILURES, main="chunks")
+        return todo | beam.ParDo(_Decode(self.job)).with_output_types(KeyedTrackChunk).with_outputs(
+            FAILURES, main="chunks")

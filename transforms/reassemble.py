@@ -16,7 +16,6 @@ length, and no element that grows with a track crosses a shuffle.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import shutil
 import tempfile
@@ -26,19 +25,16 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from models.chunking import ChunkGeometry
-from models.config import SeparationConfig, load_config
-from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError
-from models.ffmpeg_process import DEFAULT_STALL_TIMEOUT
 from models.loudness import Loudness
-from models.stems import StemSelection, StemWriter, stem_names
+from models.stems import StemWriter, stem_names
 from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout, is_stem_file, stem_file
 from transforms.catalogue.manifest import FAILURES, Failure, Track, carried_columns
-from transforms.stash import Scratch
+from transforms.job import FanOut, JobSettings
 
 
 def loudness_columns(loudness: Loudness | None) -> dict:
@@ -62,8 +58,8 @@ class TrackWriter:
     stay as they are, and the new record lists them all.
     """
 
-    def __init__(self, job: "_Job", track: Track, fingerprint: dict):
-        self.job, self.track, self.fingerprint = job, track, fingerprint
+    def __init__(self, job: JobSettings, commit: str, track: Track, fingerprint: dict):
+        self.job, self.commit, self.track, self.fingerprint = job, commit, track, fingerprint
         config, codec, names = job.config, job.encoding.codec, job.selection.names
         previous = None if job.force else CompletionRecord.read(job.layout.record(track.track_id))
         self.kept = previous if previous and previous.track_id == track.track_id and previous.is_encoded_for(
@@ -75,7 +71,7 @@ class TrackWriter:
             name: os.path.join(self.scratch, stem_file(name, codec)) for name in written}
         try:
             self.stems = StemWriter(paths, ChunkGeometry.of(config), config.sample_rate, job.encoding,
-                                    job.stall_timeout, measure=True, names=names,
+                                    job.io.stall_timeout, measure=True, names=names,
                                     whole_mix=job.selection.covers_mix(len(config.instruments)))
         except BaseException:
             self._drop_scratch()
@@ -133,7 +129,7 @@ class TrackWriter:
             rows = unlanded + rows
             commit_stems = tuple(row["instrument"] for row in rows)
         record = CompletionRecord.of(track.track_id, track.uri, self.fingerprint, job.model_id, encoding,
-                                     uris, job.run_id, job.commit, all_rows,
+                                     uris, job.run_id, self.commit, all_rows,
                                      None if commit_stems is not None and set(commit_stems) == set(uris)
                                      else commit_stems)
         # Written last: its presence is what makes the track count as done.
@@ -150,32 +146,11 @@ class TrackWriter:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-class _Job:
-    """What every track of a run is written with (picklable: it travels to the workers)."""
-
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str, commit: str,
-                 stall_timeout: float, selection: StemSelection | None = None, force: bool = False,
-                 landed_commits: frozenset = frozenset()):
-        self.layout, self.model, self.model_id = layout, model, model_id
-        self.encoding, self.run_id, self.commit = encoding, run_id, commit
-        self.stall_timeout = stall_timeout
-        self._selection, self.force, self.landed_commits = selection, force, landed_commits
-
-    @property
-    def selection(self) -> StemSelection:
-        """The stems the chunks hold (every instrument unless a selection was given)."""
-        return self._selection or StemSelection.all_of(self.config.instruments)
-
-    @functools.cached_property
-    def config(self) -> SeparationConfig:
-        return load_config(self.model)
-
-
 class _AssembleDoFn(BackgroundDoFn):
     """What both ways share: tracks are written on threads of their own, and counted here."""
 
-    def __init__(self, job: _Job):
-        self.job = job
+    def __init__(self, job: JobSettings, commit: str):
+        self.job, self.commit = job, commit
         self.done = Metrics.counter("beamsplitter", "tracks_done")
         self.seconds = Metrics.counter("beamsplitter", "audio_seconds")
 
@@ -194,10 +169,6 @@ class _AssembleStashed(_AssembleDoFn):
 
     workers = in_flight = 2
 
-    def __init__(self, job: _Job, scratch: Scratch):
-        super().__init__(job)
-        self.scratch = scratch
-
     def arguments(self, keyed):
         track_id, refs = keyed
         # Sorted here: the runner's grouped values are read on the bundle's thread.
@@ -210,7 +181,7 @@ class _AssembleStashed(_AssembleDoFn):
             result = Failure.of(track_id, refs[0].track.uri, exc)
         # Settled (written, failed or incomplete): its chunks are no longer needed. After
         # any other error they stay, for the bundle's retry.
-        self.scratch.remove_track(track_id)
+        self.job.scratch.remove_track(track_id)
         return result
 
     def _write(self, track_id, refs) -> list:
@@ -224,12 +195,12 @@ class _AssembleStashed(_AssembleDoFn):
                                                                          self.job.selection.names):
             # A retried bundle: an earlier attempt wrote the track and removed its chunks.
             return done.commit_rows()
-        writer = TrackWriter(self.job, track, fingerprint)
+        writer = TrackWriter(self.job, self.commit, track, fingerprint)
         try:
             for ref in refs:
                 if ref.error:
                     raise storage.StorageError(ref.error)
-                writer.add(ref.index, self.scratch.load(ref.uri), ref.n_samples if ref.last else None)
+                writer.add(ref.index, self.job.scratch.load(ref.uri), ref.n_samples if ref.last else None)
         except BaseException:
             writer.abort()
             raise
@@ -276,7 +247,7 @@ class _AssembleInOrder(_AssembleDoFn):
                 if chunk.index != 0:
                     raise RuntimeError(f"{track_id}: chunk {chunk.index} came first; in-order assembly "
                                        "needs each track's chunks in one bundle, in order (--fan_out none or tracks)")
-                writer = self.writers[track_id] = TrackWriter(self.job, chunk.track, chunk.fingerprint)
+                writer = self.writers[track_id] = TrackWriter(self.job, self.commit, chunk.track, chunk.fingerprint)
             writer.add(chunk.index, chunk.stems, chunk.n_samples if chunk.last else None)
             if not chunk.last:
                 return []
@@ -292,29 +263,25 @@ class _AssembleInOrder(_AssembleDoFn):
 class ReassembleTracks(beam.PTransform):
     """Separated chunks -> metadata rows (dicts), plus a ``failures`` output.
 
-    In order: ``((track_id, index), SeparatedChunk)``, each track's chunks in
-    one bundle, in order (fan-out none or tracks). With ``scratch``: ``(track_id,
-    StashedChunk)`` references from anywhere, grouped here by track. Each completion record names
-    ``commit``, the metadata commit its rows land in (transforms/catalogue/layout.py).
-    The chunks hold ``selection``'s stems (default: every instrument); a track whose record lacks some
-    of them is completed, unless ``force`` (see ``TrackWriter``); ``landed_commits``: the metadata
-    commits that landed before the run, whose rows are not listed again.
+    In order (fan-out none or tracks): ``((track_id, index), SeparatedChunk)``,
+    each track's chunks in one bundle, in order. With chunk fan-out:
+    ``(track_id, StashedChunk)`` references from anywhere, grouped here by
+    track. Each completion record names ``commit``, the metadata commit its
+    rows land in (transforms/catalogue/layout.py). The chunks hold the job's
+    selection of stems; a track whose record lacks some of them is completed,
+    unless the job forces a redo (see ``TrackWriter``); the rows of commits
+    that landed before the run are not listed again.
     """
 
-    def __init__(self, layout: Layout, model: str, model_id: str, encoding: EncodeOptions, run_id: str,
-                 commit: str, scratch: Scratch | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-                 selection: StemSelection | None = None, force: bool = False,
-                 landed_commits: frozenset = frozenset()):
+    def __init__(self, job: JobSettings, commit: str):
         super().__init__()
-        self.job = _Job(layout, model, model_id, encoding, run_id, commit, stall_timeout, selection, force,
-                        landed_commits)
-        self.scratch = scratch
+        self.job, self.commit = job, commit
 
     def expand(self, separated):
-        if self.scratch is None:
-            return separated | "Assemble" >> beam.ParDo(_AssembleInOrder(self.job)).with_outputs(
+        if self.job.fan_out is not FanOut.CHUNKS:
+            return separated | "Assemble" >> beam.ParDo(_AssembleInOrder(self.job, self.commit)).with_outputs(
                 FAILURES, main="metadata")
         return (separated
                 | "GroupChunks" >> beam.GroupByKey()
-                | "Assemble" >> beam.ParDo(_AssembleStashed(self.job, self.scratch))
+                | "Assemble" >> beam.ParDo(_AssembleStashed(self.job, self.commit))
                 .with_outputs(FAILURES, main="metadata"))

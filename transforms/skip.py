@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models.encoding import EncodeOptions
 from models.errors import BeamsplitterError, InputError
 from transforms.catalogue import storage
 from transforms.catalogue.completion import CompletionRecord
 from transforms.catalogue.layout import Layout
 from transforms.catalogue.manifest import FAILURES, Failure, Track
+from transforms.job import JobSettings
 
 SKIPPED, RECOVERED = "skipped", "recovered"
 
@@ -56,23 +56,22 @@ def _foreign_record(track_id: str, record: CompletionRecord | None) -> InputErro
                       "folder: the store folds case, so the two would share their stems; rename one of them")
 
 
-def check(track: Track, layout: Layout, encoding: EncodeOptions, force: bool,
-          landed_commits: frozenset | None, stems=()) -> Verdict:
-    """Whether ``track`` is done by this model from this very source, encoded as ``encoding`` asks,
-    with every stem of ``stems`` (stem names; a track lacking one is separated again, to add it): a stat
-    and a record read. ``landed_commits=None``: the metadata of done tracks is not wanted
+def check(track: Track, job: JobSettings, listing: bool = True) -> Verdict:
+    """Whether ``track`` is done by the job's model from this very source, encoded as the job asks, with
+    every stem of its selection (a track lacking one is separated again, to add it), unless the job forces
+    a redo: a stat and a record read. ``listing=False``: the metadata of done tracks is not wanted
     (``beamsplitter plan``)."""
     try:
         fingerprint = storage.fingerprint(track.uri)
     except BeamsplitterError as exc:
         return Verdict(track, failure=Failure.of(track.track_id, track.uri, exc))
-    record = CompletionRecord.read(layout.record(track.track_id))
+    record = CompletionRecord.read(job.layout.record(track.track_id))
     foreign = _foreign_record(track.track_id, record)
     if foreign:
         return Verdict(track, failure=Failure.of(track.track_id, track.uri, foreign))
-    if force or not (record and record.is_done_for(track.uri, fingerprint, encoding, stems)):
+    if job.force or not (record and record.is_done_for(track.uri, fingerprint, job.encoding, job.selection.names)):
         return Verdict(track, fingerprint=fingerprint, record=record)
-    if landed_commits is None or record.metadata_commit in landed_commits:
+    if not listing or record.metadata_commit in job.landed_commits:
         return Verdict(track, record=record)
     # Done by a run that was killed before its metadata landed: list it now.
     return Verdict(track, recover=True, record=record)
@@ -93,13 +92,12 @@ def recover(record: CompletionRecord, layout: Layout, commit: str) -> list[dict]
 
 
 class _Check(beam.DoFn):
-    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool, landed_commits: frozenset, stems):
-        self.layout, self.encoding, self.force, self.landed_commits = layout, encoding, force, landed_commits
-        self.stems = tuple(stems)
+    def __init__(self, job: JobSettings):
+        self.job = job
         self.skipped = Metrics.counter("beamsplitter", "tracks_skipped")
 
     def process(self, track):
-        verdict = check(track, self.layout, self.encoding, self.force, self.landed_commits, self.stems)
+        verdict = check(track, self.job)
         if verdict.failure:
             yield beam.pvalue.TaggedOutput(FAILURES, verdict.failure)
         elif verdict.fingerprint is not None:
@@ -115,16 +113,16 @@ class SkipDone(beam.PTransform):
     """``Track`` -> ``(track, fingerprint)`` still to do; plus ``skipped``, ``recovered`` and ``failures``.
 
     A track is redone when it has no completion record, when its source changed
-    (size or modification time), when it was encoded otherwise than ``encoding``
-    asks, when it lacks one of ``stems``, or with ``force``. ``recovered`` holds the completion records of
-    done tracks whose metadata commit never landed (``landed_commits`` are the
-    commits that did), for ``RecoverRows``.
+    (size or modification time), when it was encoded otherwise than the job
+    asks, when it lacks one of the job's stems, or when the job forces it.
+    ``recovered`` holds the completion records of done tracks whose metadata
+    commit never landed (the job's ``landed_commits`` are those that did), for
+    ``RecoverRows``.
     """
 
-    def __init__(self, layout: Layout, encoding: EncodeOptions, force: bool = False,
-                 landed_commits: frozenset = frozenset(), stems=()):
+    def __init__(self, job: JobSettings):
         super().__init__()
-        self.check = _Check(layout, encoding, force, landed_commits, stems)
+        self.check = _Check(job)
 
     def expand(self, tracks):
         return tracks | beam.ParDo(self.check).with_outputs(FAILURES, SKIPPED, RECOVERED, main="todo")

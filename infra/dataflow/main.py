@@ -118,7 +118,7 @@ def launch(argv: list[str], environ=os.environ) -> str | None:
     job = options.view_as(BeamsplitterOptions)
     settings = resolve_run(job, settle=False)
     # The job is not waited for, so it holds no lease; it settles the prefix only while no run does.
-    with Lease(settings.layout.lease(), settings.run_id):
+    with Lease(settings.job.layout.lease(), settings.job.run_id):
         settings = settle_prefix(settings)
     tracks = catalogue_size(job)  # an unusable manifest fails the launch, not the job
     pipeline = beam.Pipeline(options=options)
@@ -127,8 +127,8 @@ def launch(argv: list[str], environ=os.environ) -> str | None:
     job_id = "local" if local else job_id_of(result)
     where = f"job {job_id}" if job_id else \
         f"job graph at {options.view_as(GoogleCloudOptions).template_location}, submitted by the template launcher"
-    print(f"run {settings.run_id}: {settings.model_id}, {tracks} catalogue rows, {where}, "
-          f"stems under {settings.layout.track_dir('').rstrip('/')}/")
+    print(f"run {settings.job.run_id}: {settings.job.model_id}, {tracks} catalogue rows, {where}, "
+          f"stems under {settings.job.layout.track_dir('').rstrip('/')}/")
     return job_id
 
 

@@ -250,7 +250,7 @@ def test_metadata_is_committed_by_the_job_itself(tmp_path, catalogue, checkpoint
     with beam.Pipeline(options=options) as pipeline:
         build(pipeline, settings)
     markers = list((tmp_path / "out" / "metadata").glob("*/_committed/run-*"))
-    assert [m.name for m in markers] == [f"run-{settings.run_id}"]
+    assert [m.name for m in markers] == [f"run-{settings.job.run_id}"]
     assert len(pq.read_table(tmp_path / "out" / "metadata").to_pandas()) == 2
 
 

@@ -115,11 +115,11 @@ def test_a_pipeline_whose_lease_was_taken_commits_nothing(short, checkpoint_2ste
                                "--checkpoint", str(checkpoint_2stems)])
     pin_local_runner(options)
     settings = resolve_run(options.view_as(BeamsplitterOptions))
-    lease = Path(settings.layout.lease())
-    with Lease(str(lease), settings.run_id) as held:
+    lease = Path(settings.job.layout.lease())
+    with Lease(str(lease), settings.job.run_id) as held:
         take_over(lease)  # after the driver's last check: one pipeline for the whole catalogue
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, dataclasses.replace(settings, lease_token=held.token))
+        build(pipeline, settings.holding(held.token))
         result = pipeline.run()
         result.wait_until_finish()
     assert counters(result).get("commits_refused") == 1

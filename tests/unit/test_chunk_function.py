@@ -93,9 +93,18 @@ def test_every_process_that_runs_the_model_loads_tensorflow_with_onednn(entry):
     import subprocess
     import sys
 
+    from models.encoding import EncodeOptions
+    from models.ffmpeg_process import IOLimits
+    from models.stems import StemSelection
+    from transforms.catalogue.layout import Layout
     from transforms.inference import SpleeterModelHandler
+    from transforms.job import FanOut, JobSettings
 
-    pickled = pickle.dumps(SpleeterModelHandler("spleeter:2stems"))
+    job = JobSettings(model="spleeter:2stems", checkpoint=None, checkpoint_sha256="", precision="fp32",
+                      model_id="spleeter:2stems", layout=Layout("out", "2stems"), run_id="run",
+                      encoding=EncodeOptions(), io=IOLimits(), selection=StemSelection.all_of(("vocals", "accompaniment")),
+                      fan_out=FanOut.TRACKS, batch_size=4)
+    pickled = pickle.dumps(SpleeterModelHandler(job))
     probe = "; ".join([
         ENTRIES[entry].format(pickled=pickled),
         "import os, sys",

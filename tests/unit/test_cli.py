@@ -267,7 +267,7 @@ def test_fan_out_and_model_copies_by_default(args, local, mode, copies):
 
     options = BeamsplitterOptions(["--input", "in/*.wav", "--output", "out", *args])
     options.check()  # accepted
-    assert options.fan_out_mode(local) == mode
+    assert options.fan_out_mode(local).value == mode
     assert options.shared_model_copies() == copies
 
 

@@ -9,6 +9,7 @@ from models import decoding, encoding
 from models.encoding import EncodeOptions
 from pipeline.separate import TrackJob, track_jobs, separate_files, stem_path
 from models.errors import InputError
+from models.ffmpeg_process import IOLimits
 from models.provider import load_separator
 
 
@@ -180,7 +181,7 @@ def test_max_duration_is_the_longest_track_that_passes(tmp_path, separator, musi
     for limit, ok in ((5.0, True), (0.0, True), (4.5, False)):
         jobs = [TrackJob(source, {name: str(tmp_path / f"{limit}" / f"{i}-{name}.wav")
                                   for name in separator.instruments}) for i, source in enumerate((short, str(hidden)))]
-        results = separate_files(separator, jobs, max_duration=limit)
+        results = separate_files(separator, jobs, io=IOLimits(max_duration=limit))
         assert [r.ok for r in results] == [ok, ok], [str(r.error) for r in results]
         if not ok:
             assert str(results[0].error) == f"{short}: lasts 5.0 s, longer than --max_duration 4.5 s; not decoded"

@@ -42,8 +42,8 @@ def test_stems_are_taken_in_the_models_order_and_two_stems_masks_the_rest():
     ("vocals,piano,guitar", None, "--stems vocals,piano,guitar: 'piano', 'guitar' are not an instrument of the "
                                   "model (its instruments: vocals, drums, bass, other)"),
     ("", None, "--stems : '' is not an instrument of the model (its instruments: vocals, drums, bass, other)"),
-    (None, "voice", "--two-stems voice: not an instrument of the model (its instruments: vocals, drums, bass, other)"),
-    ("vocals", "vocals", "--stems and --two-stems exclude each other: give one"),
+    (None, "voice", "--two_stems voice: not an instrument of the model (its instruments: vocals, drums, bass, other)"),
+    ("vocals", "vocals", "--stems and --two_stems exclude each other: give one"),
 ])
 def test_a_bad_choice_names_the_bad_name_and_the_models_instruments(stems, two_stems, message):
     with pytest.raises(InputError) as caught:
@@ -108,9 +108,9 @@ def test_separate_two_stems_of_a_4stems_model(tmp_path, random_checkpoint, music
 @pytest.mark.parametrize("args, message", [
     (["--stems", "vocal"], "error: --stems vocal: 'vocal' is not an instrument of the model "
                            "(its instruments: vocals, accompaniment)"),
-    (["--two-stems", "drums"], "error: --two-stems drums: not an instrument of the model "
+    (["--two-stems", "drums"], "error: --two_stems drums: not an instrument of the model "
                                "(its instruments: vocals, accompaniment)"),
-    (["--stems", "vocals", "--two-stems", "vocals"], "error: --stems and --two-stems exclude each other: give one"),
+    (["--stems", "vocals", "--two-stems", "vocals"], "error: --stems and --two_stems exclude each other: give one"),
 ])
 def test_a_bad_choice_of_stems_stops_separate_before_any_work(tmp_path, music_track, args, message):
     # A checkpoint that does not exist: the choice is refused before the model is looked for.
