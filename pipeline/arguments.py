@@ -24,9 +24,10 @@ def add_option(parser, names: tuple[str, ...], aliases: tuple[str, ...] = (), **
     kwargs.setdefault("dest", next(n for n in names if n.startswith("--"))[2:].replace("-", "_"))
     parser.add_argument(*names, **kwargs)
     if aliases:
-        hidden = {k: v for k, v in kwargs.items() if k not in ("default", "help", "metavar", "required", "choices")}
-        parser.add_argument(*aliases, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                            **({"choices": kwargs["choices"]} if "choices" in kwargs else {}), **hidden)
+        # The same default (not SUPPRESS): Beam's parsers compare a value with argparse's get_default,
+        # which skips a default of None and would find the alias's.
+        hidden = {k: v for k, v in kwargs.items() if k not in ("help", "metavar", "required")}
+        parser.add_argument(*aliases, help=argparse.SUPPRESS, **hidden)
 
 
 def add_output(parser, default: str | None = None, what: str = "output prefix: local folder, gs:// or s3://",
