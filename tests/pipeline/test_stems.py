@@ -64,9 +64,9 @@ def test_accompaniment_only_then_a_full_run_completes_what_is_missing(tmp_path, 
         (t, i) for t in TRACKS for i in ("accompaniment", "vocals"))  # one row per stem: none listed twice
     by_run = {(r["track_id"], r["instrument"]): r["run_id"] for r in rows}
     for track in TRACKS:
-        assert by_run[(track, "accompaniment")] == karaoke.settings.run_id
-        assert by_run[(track, "vocals")] == full.settings.run_id
-        record = json.loads((out / "stems" / full.settings.layout.model / track / "_SUCCESS.json").read_text())
+        assert by_run[(track, "accompaniment")] == karaoke.settings.job.run_id
+        assert by_run[(track, "vocals")] == full.settings.job.run_id
+        record = json.loads((out / "stems" / full.settings.job.layout.model / track / "_SUCCESS.json").read_text())
         assert sorted(record["stems"]) == ["accompaniment", "vocals"]
         assert sorted(row["instrument"] for row in record["metadata"]) == ["accompaniment", "vocals"]
     for row in rows:  # measured on the samples each run encoded
