@@ -56,7 +56,8 @@ def parameters(*, manifest: str, output: str, model: str, accelerator: str | Non
                model_copies: int = MODEL_COPIES, checkpoint: str | None = None, codec: str | None = None,
                bitrate: str | None = None, disk_size_gb: int = DISK_SIZE_GB,
                max_failed_fraction: float = MAX_FAILED_FRACTION, scratch_location: str | None = None,
-               fan_out: str | None = None, precision: str | None = None) -> dict[str, str]:
+               fan_out: str | None = None, precision: str | None = None, stems: str | None = None,
+               two_stems: str | None = None) -> dict[str, str]:
     """The template's parameters (metadata.json) and the pipeline options passed with them.
 
     No worker image among them: the workers run the template's own image (main.py).
@@ -68,7 +69,7 @@ def parameters(*, manifest: str, output: str, model: str, accelerator: str | Non
     if accelerator:
         params.update(inference_accelerator=accelerator, model_copies=str(model_copies))
     optional = {"checkpoint": checkpoint, "codec": codec, "bitrate": bitrate, "scratch_location": scratch_location,
-                "fan_out": fan_out, "precision": precision}
+                "fan_out": fan_out, "precision": precision, "stems": stems, "two_stems": two_stems}
     params.update({name: value for name, value in optional.items() if value})
     return params
 

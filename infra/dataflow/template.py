@@ -49,7 +49,7 @@ def launch_commands(args) -> list[list[str]]:
                                 checkpoint=args.checkpoint, codec=args.codec, bitrate=args.bitrate,
                                 max_failed_fraction=args.max_failed_fraction,
                                 scratch_location=args.scratch_location, fan_out=args.fan_out,
-                                precision=args.precision)
+                                precision=args.precision, stems=args.stems, two_stems=args.two_stems)
     environment = job.environment(service_account=args.service_account, temp_location=f"{work}/temp",
                                   staging_location=f"{work}/staging", machine_type=args.machine_type,
                                   max_workers=args.max_workers, launcher_machine_type=args.launcher_machine_type)
@@ -102,6 +102,9 @@ def parse(argv: list[str] | None):
     launch.add_argument("--precision", choices=("fp32", "bf16"),
                         help="the job's --precision: fp32 (its default) or bf16, on GPU workers or CPU workers with "
                              "AMX or AVX512_BF16")
+    stems = launch.add_mutually_exclusive_group()
+    stems.add_argument("--stems", help="the job's --stems: only these instruments, separated by commas")
+    stems.add_argument("--two-stems", help="the job's --two_stems: INSTRUMENT and no_INSTRUMENT")
     launch.add_argument("--scratch-location", type=common.gcs_uri,
                         help="where chunk fan-out parks chunks, in a bucket without soft delete "
                              "(Terraform's scratch bucket); default: OUTPUT/scratch")

@@ -124,6 +124,11 @@ def test_parameter_regexes_accept_what_the_job_accepts(metadata):
     assert matches(parameter(metadata, "bitrate"), "192k") and not matches(parameter(metadata, "bitrate"), "192")
     fan_out = parameter(metadata, "fan_out")
     assert {f for f in ("auto", "none", "tracks", "chunks", "") if matches(fan_out, f)} == {"auto", "tracks", "chunks"}
+    stems = parameter(metadata, "stems")
+    assert all(matches(stems, s) for s in ("vocals", "vocals,accompaniment", "drums,bass,other"))
+    assert not any(matches(stems, bad) for bad in ("", "vocals,", ",vocals", "vocals accompaniment"))
+    assert matches(parameter(metadata, "two_stems"), "vocals")
+    assert not matches(parameter(metadata, "two_stems"), "vocals,drums")
     copies = parameter(metadata, "model_copies")
     assert matches(copies, "1") and matches(copies, "12")
     assert not any(matches(copies, bad) for bad in ("0", "-1", "", "two"))
@@ -202,6 +207,7 @@ def test_launch_options():
     assert "inference_accelerator" not in params and "model_copies" not in params
     assert params["max_failed_fraction"] == "0.2" and flag(cpu, "--worker-machine-type") == "n2-highcpu-16"
     assert flag(cpu, "--max-workers") == "10" and "fan_out" not in params and "precision" not in params
+    assert "stems" not in params and "two_stems" not in params
     (t4,) = dry_run("dataflow/template.py", *LAUNCH, "--accelerator", T4, "--checkpoint", "gs://models/4stems",
                     "--codec", "flac", "--model-copies", "2", "--launcher-machine-type", "n2-standard-4")
     params = launch_parameters(t4)
@@ -213,6 +219,10 @@ def test_launch_options():
     assert launch_parameters(chunks)["fan_out"] == "chunks"
     (bf16,) = dry_run("dataflow/template.py", *LAUNCH, "--precision", "bf16")
     assert launch_parameters(bf16)["precision"] == "bf16"
+    (karaoke,) = dry_run("dataflow/template.py", *LAUNCH, "--stems", "accompaniment")
+    assert launch_parameters(karaoke)["stems"] == "accompaniment" and "two_stems" not in launch_parameters(karaoke)
+    (two,) = dry_run("dataflow/template.py", *LAUNCH, "--two-stems", "vocals")
+    assert launch_parameters(two)["two_stems"] == "vocals" and "stems" not in launch_parameters(two)
 
 
 def test_one_job_name_per_prefix_and_model():

@@ -84,7 +84,7 @@ def test_plan_reads_the_manifest_once_and_lists_first_rows_in_order(tmp_path, mu
                      "--checkpoint", str(checkpoint_2stems), "--plan_output", str(target)]) == 0
         assert counter.opens() == 1
     # The missing file is counted as the run counts it, not planned.
-    assert ("5 tracks to separate (5 new, 0 changed, 0 new-model, 0 new-encoding, 0 forced), 0 up to date, "
+    assert ("5 tracks to separate (5 new, 0 changed, 0 new-model, 0 new-encoding, 0 missing-stems, 0 forced), 0 up to date, "
             "3 would fail (decode: 1, validate: 2)") in capsys.readouterr().out
     planned = [json.loads(line) for line in target.read_text().splitlines()]
     assert [(r["track_id"], r["uri"], r["artist"]) for r in planned] == [

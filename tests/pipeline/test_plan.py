@@ -29,7 +29,7 @@ def test_plan_names_new_changed_and_new_model_tracks(tmp_path, checkpoint_2stems
     rows = [(f"t{i}", f"t{i}.wav", f"artist {i}") for i in range(3)]  # t2 is new
     write_manifest(folder / "m.csv", rows + [("gone", "gone.wav", "x"), ("../up", "t0.wav", "y")])
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), *two)
-    assert ("2 tracks to separate (1 new, 1 changed, 0 new-model, 0 new-encoding, 0 forced), 1 up to date, "
+    assert ("2 tracks to separate (1 new, 1 changed, 0 new-model, 0 new-encoding, 0 missing-stems, 0 forced), 1 up to date, "
             "2 would fail (decode: 1, validate: 1)") in out  # as a run would count them, and not planned
     assert {t: r["plan_reason"] for t, r in rows.items()} == {"t1": "changed", "t2": "new"}
     assert rows["t2"] == {"track_id": "t2", "uri": str(folder / "t2.wav"), "plan_reason": "new", "artist": "artist 2"}
@@ -42,9 +42,9 @@ def test_plan_names_new_changed_and_new_model_tracks(tmp_path, checkpoint_2stems
 
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), "--output", prefix, "-p", "spleeter:4stems",
                           "--checkpoint", str(random_checkpoint("spleeter:4stems")))
-    assert "3 tracks to separate (0 new, 0 changed, 3 new-model, 0 new-encoding, 0 forced), 0 up to date" in out
+    assert "3 tracks to separate (0 new, 0 changed, 3 new-model, 0 new-encoding, 0 missing-stems, 0 forced), 0 up to date" in out
 
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), *two, "-c", "flac")
-    assert "3 tracks to separate (0 new, 0 changed, 0 new-model, 3 new-encoding, 0 forced), 0 up to date" in out
+    assert "3 tracks to separate (0 new, 0 changed, 0 new-model, 3 new-encoding, 0 missing-stems, 0 forced), 0 up to date" in out
     out, rows = plan_rows(capsys, "--manifest", str(folder / "m.csv"), *two, "--force")
-    assert "3 tracks to separate (0 new, 0 changed, 0 new-model, 0 new-encoding, 3 forced)" in out
+    assert "3 tracks to separate (0 new, 0 changed, 0 new-model, 0 new-encoding, 0 missing-stems, 3 forced)" in out

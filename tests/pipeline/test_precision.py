@@ -36,7 +36,7 @@ def test_a_change_of_precision_redoes_the_track_into_its_own_model_folder(tmp_pa
     fp32_stems, fp32_metadata = files_under(fp32_folder), files_under(prefix / "metadata")
     assert "bf16" not in fp32_folder.name and "+bf16" not in json.loads((fp32_folder / "t" / "_SUCCESS.json").read_text())["model"]
 
-    assert "1 tracks to separate (0 new, 0 changed, 1 new-model, 0 new-encoding, 0 forced), 0 up to date" in \
+    assert "1 tracks to separate (0 new, 0 changed, 1 new-model, 0 new-encoding, 0 missing-stems, 0 forced), 0 up to date" in \
         plan_counts(capsys, *args, "--precision", "bf16")
     assert "0 tracks to separate" in plan_counts(capsys, *args, "--precision", "fp32")
 

@@ -88,3 +88,22 @@ def test_anything_but_a_valid_record_is_no_record(tmp_path, content):
 
 def test_a_missing_record_is_no_record(tmp_path):
     assert CompletionRecord.read(str(tmp_path / "none" / "_SUCCESS.json")) is None
+
+
+def test_a_track_is_done_for_the_stems_its_record_lists_and_its_commit_rows_are_its_own():
+    source = ("/music/one.wav", {"size": 1234, "mtime": 1700000000.5})
+    accompaniment = dict(ROW, instrument="accompaniment", uri="/out/stems/m/pop/one/accompaniment.wav")
+    both = CompletionRecord.of("pop/one", *source, "spleeter:2stems@sha256:ab", WAV.as_written(),
+                               {"accompaniment": accompaniment["uri"], "vocals": ROW["uri"]}, "run2", "run2",
+                               [accompaniment, ROW], commit_stems=("vocals",))
+    read = CompletionRecord.from_json(both.to_json())
+    assert read == both and read.commit_rows() == [ROW]  # accompaniment's row landed with its own run
+    assert read.is_done_for(*source, WAV, ("vocals", "accompaniment")) and read.is_done_for(*source, WAV, ("vocals",))
+    assert not read.is_done_for(*source, WAV, ("vocals", "no_vocals")) and read.missing(("no_vocals",)) == ["no_vocals"]
+    assert record().is_encoded_for(*source, WAV) and not record().is_done_for(*source, WAV, ("accompaniment",))
+    # A record of every stem's rows writes no commit_stems, as records always were.
+    assert "commit_stems" not in json.loads(record().to_json()) and record().commit_rows() == [ROW]
+    fields = json.loads(both.to_json())
+    fields["commit_stems"] = ["drums"]  # not a stem of the record
+    with pytest.raises(ValueError):
+        CompletionRecord.from_json(json.dumps(fields).encode())

@@ -3,7 +3,7 @@
     PREFIX/
       stems/<model>/_MODEL.json                      the configuration and checkpoint digest
       stems/<model>/_LEASE.json                      held by the run writing here, while it runs
-      stems/<model>/<track_id>/<instrument>.<codec>   one file per stem
+      stems/<model>/<track_id>/<stem>.<codec>         one file per stem: an instrument, or no_<instrument>
       stems/<model>/<track_id>/_SUCCESS.json          completion record, written last
       metadata/<model>/run-<commit>-*.parquet         one row per (track, instrument)
       metadata/<model>/_committed/run-<commit>        written once that commit's metadata has landed
