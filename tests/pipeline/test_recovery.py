@@ -95,6 +95,28 @@ def test_rows_recovered_after_a_kill_land_once(tmp_path, checkpoint_2stems, reru
         p.name.removeprefix("run-") for p in prefix.glob("metadata/*/_committed/run-*")}
 
 
+@pytest.mark.parametrize("rerun", [run_in_waves, run_in_one_pipeline], ids=["waves", "one-pipeline"])
+def test_stems_added_to_a_track_whose_first_commit_never_landed_land_once_each(tmp_path, checkpoint_2stems, rerun):
+    """--stems accompaniment killed after the record, before its commit; a full run then adds the vocals and
+    lists the accompaniment's row with them, once, keeping the accompaniment's file as it was."""
+    manifest = catalogue(tmp_path / "cat", ["song"])
+    prefix = tmp_path / "out"
+    args = ["--manifest", str(manifest), "--output", str(prefix), "--checkpoint", str(checkpoint_2stems)]
+    killed("after-record", *args, "--stems", "accompaniment")
+    folder = track_folder(prefix, "song")
+    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS.json", "accompaniment.wav"]
+    assert rows_per_stem(prefix) == Counter()
+    kept = (folder / "accompaniment.wav").stat()
+    rerun(args)
+    one_each = Counter({("song", instrument): 1 for instrument in INSTRUMENTS})
+    assert rows_per_stem(prefix) == one_each
+    after = (folder / "accompaniment.wav").stat()
+    assert (after.st_mtime_ns, after.st_size) == (kept.st_mtime_ns, kept.st_size)
+    for _ in range(2):
+        rerun(args)
+        assert rows_per_stem(prefix) == one_each
+
+
 def test_a_run_id_already_used_is_refused(tmp_path, checkpoint_2stems, capsys):
     """A run id names one run: another run under it would overwrite its metadata and failure files."""
     manifest = catalogue(tmp_path / "cat", ["song"])
