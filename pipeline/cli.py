@@ -145,14 +145,14 @@ def _train(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import arguments
 
-    parser = argparse.ArgumentParser(prog="beamsplitter", description="Spleeter's source separation, at catalogue scale.")
+    parser = argparse.ArgumentParser(prog="beamsplitter", allow_abbrev=False, description="Spleeter's source separation, at catalogue scale.")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     # Also after the command (`beamsplitter run --verbose ...`); SUPPRESS keeps one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show library logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    separate = commands.add_parser("separate", parents=[common], help="separate audio files into stems on this machine")
+    separate = commands.add_parser("separate", allow_abbrev=False, parents=[common], help="separate audio files into stems on this machine")
     separate.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything ffmpeg reads)")
     arguments.add_output(separate, os.path.join(tempfile.gettempdir(), "separated_audio"), "output folder")
     arguments.add_model(separate)
@@ -170,20 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     arguments.add_decoding(separate)
     separate.set_defaults(handler=_separate)
 
-    run = commands.add_parser("run", parents=[common], add_help=False,
+    run = commands.add_parser("run", allow_abbrev=False, parents=[common], add_help=False,
                               help="separate a whole catalogue with Apache Beam (see `beamsplitter run --help`)")
     run.set_defaults(handler=_job)
-    plan = commands.add_parser("plan", parents=[common], add_help=False,
+    plan = commands.add_parser("plan", allow_abbrev=False, parents=[common], add_help=False,
                                help="write the manifest of what `run` would do (new, changed, new model) and count it")
     plan.set_defaults(handler=_job)
 
-    demo = commands.add_parser("demo-catalogue", parents=[common], help="make a small synthetic catalogue to try `run` on")
+    demo = commands.add_parser("demo-catalogue", allow_abbrev=False, parents=[common], help="make a small synthetic catalogue to try `run` on")
     demo.add_argument("directory", metavar="DIR")
     demo.add_argument("--tracks", type=int, default=4)
     demo.add_argument("--seconds", type=float, default=20.0)
     demo.set_defaults(handler=_demo_catalogue)
 
-    evaluate = commands.add_parser("evaluate", parents=[common], help="separate a dataset with true stems and score it (BSSEval v4)")
+    evaluate = commands.add_parser("evaluate", allow_abbrev=False, parents=[common], help="separate a dataset with true stems and score it (BSSEval v4)")
     evaluate.add_argument("--dataset", required=True, metavar="DIR_OR_MANIFEST",
                           help="musdb-style folder (<track>/mixture.wav, <track>/<instrument>.wav) or a manifest "
                                "(.csv, .jsonl, .parquet: track_id, mixture, one column per instrument); "
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="separate with ideal ratio masks from the true stems instead of the model")
     evaluate.set_defaults(handler=_evaluate)
 
-    train = commands.add_parser("train", parents=[common], help="train or fine-tune a model on tracks with their stems (the "
+    train = commands.add_parser("train", allow_abbrev=False, parents=[common], help="train or fine-tune a model on tracks with their stems (the "
                                               "training set is prepared by a Beam job)",
                                 epilog="Apache Beam pipeline options are accepted too (--runner, --flink_master...), "
                                        "and --local_wave_tracks N: tracks per pipeline on the local runner "
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "one every worker can reach on distributed runners)")
     train.set_defaults(handler=_train)
 
-    report = commands.add_parser("report", parents=[common], help="write an HTML page on a catalogue output: runs, "
+    report = commands.add_parser("report", allow_abbrev=False, parents=[common], help="write an HTML page on a catalogue output: runs, "
                                  "failures, stem levels, a sample of tracks to listen to",
                                  epilog="Apache Beam filesystem options are accepted too (--s3_endpoint_url...).")
     report.add_argument("output", metavar="OUT", help="the --output of `beamsplitter run`: local, gs:// or s3://")
@@ -240,12 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an output of `beamsplitter evaluate`: its scores join the report")
     report.set_defaults(handler=_report)
 
-    fetch = commands.add_parser("fetch", parents=[common], help="fetch a model's weights into the cache (saying from "
+    fetch = commands.add_parser("fetch", allow_abbrev=False, parents=[common], help="fetch a model's weights into the cache (saying from "
                                 "where) and print their folder; `run` and `separate` fetch them too when needed")
     arguments.add_model(fetch, precision=False)
     fetch.set_defaults(handler=_fetch)
 
-    export = commands.add_parser("export-model", parents=[common], help="write a model as a TensorFlow SavedModel")
+    export = commands.add_parser("export-model", allow_abbrev=False, parents=[common], help="write a model as a TensorFlow SavedModel")
     export.add_argument("directory", metavar="DIR")
     arguments.add_model(export, precision=False)
     export.set_defaults(handler=_export_model)

@@ -396,3 +396,10 @@ def test_shared_options_are_spelled_alike_in_every_command_and_aliases_reach_the
                 values.max_duration) == ("out", "spleeter:4stems", "s24", 2, 7.0, 9.0)
     defaults = build_parser().parse_args(["separate", "a.wav"])
     assert (defaults.model, defaults.inference_batch_size, defaults.sample_format) == ("spleeter:2stems", 4, "s16")
+
+
+def test_abbreviated_options_are_refused_as_run_refuses_them(tmp_path, music_track):
+    """``--two-stem`` is no spelling of ``--two_stems`` (argparse would take it as an abbreviation)."""
+    result = run("separate", str(music_track), "-o", str(tmp_path / "out"), "--two-stem", "vocals")
+    assert result.returncode == 2 and "unrecognized arguments: --two-stem vocals" in result.stderr
+    assert not (tmp_path / "out").exists()
