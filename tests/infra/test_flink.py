@@ -334,13 +334,6 @@ def test_deploy_refuses_bad_values(tmp_path):
 # --- the local cluster: tests/services.py's worker pool, scripts/flink-cluster ----------------
 
 
-@pytest.fixture(scope="module")
-def flink_jar() -> str:
-    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
-
-
 def write_lines(options: list[str], path: Path) -> None:
     """A tiny pipeline, its Python steps in the SDK workers: three lines into ``path``."""
     with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
