@@ -343,6 +343,7 @@ def write_lines(options: list[str], path: Path) -> None:
              | beam.io.WriteToText(str(path), shard_name_template=""))
 
 
+@pytest.mark.slow  # a job server JVM and a worker pool
 def test_worker_pool_runs_the_sdk_workers_and_measures_them(flink_jar, tmp_path):
     with services.flink_job_server(flink_jar) as server, services.worker_pool() as pool:
         options = server.pipeline_options(worker_pool=pool)
@@ -372,6 +373,7 @@ def _port_open(endpoint: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
+@pytest.mark.slow  # a Flink cluster, its job server and a worker pool, by the script
 def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
     """scripts/flink-cluster: start in the background, the options it prints run a job; a cluster that lost its
     TaskManager is unhealthy, and start starts it anew; stop ends everything and keeps the logs."""

@@ -25,6 +25,8 @@ from pipeline import demo
 from tests import services
 from tests.pipeline.conftest import write_manifest
 
+pytestmark = pytest.mark.slow  # a Flink cluster killed twice under a 3-minute track, and a second one
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 TRACKS = {"long": 180.0, "short": 10.0}  # seconds
 INSTRUMENTS = ("accompaniment", "vocals")

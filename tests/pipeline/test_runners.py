@@ -25,8 +25,11 @@ from pipeline.run import run
 from tests import services
 from tests.pipeline.conftest import write_manifest
 
-# Flink's LOOPBACK workers end with gRPC "socket closed" tracebacks in their threads.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+pytestmark = [
+    pytest.mark.slow,  # minutes-long songs and a 33-minute mix, on every runner
+    # Flink's LOOPBACK workers end with gRPC "socket closed" tracebacks in their threads.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 GB = 1 << 30
 # The SDK worker's peak RSS on the 33-minute mix, 2stems (docs/flink.md).
 WORKER_RSS_BOUND_2STEMS = 2.5 * GB
