@@ -65,6 +65,7 @@ def assert_as_museval(references, estimates, window=RATE, hop=RATE) -> np.ndarra
     return ours
 
 
+@pytest.mark.slow  # museval's own evaluation beside ours
 def test_music_stems_match_museval():
     """Four synthetic music stems, 3.5 s: three full 1 s frames, the last half second left out."""
     music = synthesize_stems(3.5, seed=5)

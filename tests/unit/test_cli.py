@@ -171,6 +171,7 @@ def test_job_arguments_beam_options_pass_both_spellings_typos_refused():
         job_args(["--epochz=2"], "train")
 
 
+@pytest.mark.slow  # plan and train, each in processes of their own
 def test_plan_and_train_refuse_unknown_arguments_and_plan_takes_beam_options(tmp_path, checkpoint_2stems):
     (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
     common = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),
