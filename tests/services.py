@@ -423,9 +423,9 @@ class S3Server:
 def s3_server(bucket: str, timeout: float = 30.0) -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1 with ``bucket``; AWS_* variables point boto3 at test credentials.
 
-    The server runs in a process of its own: in a thread of the test process it took the interpreter
-    lock from the pipeline under test (names on s3 took 110 s, against 38 s for the same work on the GCS
-    emulator's process), and its buckets outlived it in this process's memory. Each start is an empty store.
+    The server runs in a process of its own, as the GCS emulators do: in a thread of the test process it
+    shared the interpreter lock with the pipeline under test, and its buckets outlived it in that process's
+    memory (moto keeps one store per process). Each start is an empty store, whichever test ran before.
     """
     import boto3
 
