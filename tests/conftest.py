@@ -7,7 +7,12 @@
 * ``reference_venv``: the virtual environment holding spleeter==2.4.2;
 * ``stalled_source``: factory of FIFOs that deliver a WAV's first minutes, then stall;
 * ``dripping_source``: factory of FIFOs that deliver a WAV's first seconds, then drip it slower than it plays;
-* ``write_silent_flac``: digital silence as FLAC, 18 bytes per 1.5 s (93 KB for two hours).
+* ``write_silent_flac``: digital silence as FLAC, 18 bytes per 1.5 s (93 KB for two hours);
+* ``flink_jar``: Beam's Flink job server jar (scripts/fetch-flink-jobserver), for every Flink test.
+
+Order: the unit tests run first, then infra's and the pipeline's, then the ``slow`` ones (minutes-long
+tracks, Flink clusters, Spleeter's own runs), each group in file order, so that a quick failure shows at
+once. ``scripts/test --quick`` leaves the ``slow`` ones out.
 """
 
 from __future__ import annotations
@@ -35,6 +40,29 @@ DEFAULT_CACHE = REPO_ROOT / ".cache" / "models"
 # about 0.01..0.89 on the demo's music) while fewer than 3 % of them saturate at 0
 # or 1, where errors would be invisible; at 0.6, 5 to 10 % do.
 RANDOM_WEIGHT_SCALE = 0.4
+
+
+# The order of the groups of tests (see ``pytest_collection_modifyitems``), by folder under tests/.
+_FOLDER_ORDER = ("unit", "infra", "pipeline", "parity")
+
+
+# Among the slow tests, those that take longest start first: with two workers (scripts/test), one started
+# last would leave the other idle while it runs alone.
+_LONGEST_FIRST = ("test_runners.py", "test_flink_faults.py", "test_parity.py", "test_names.py")
+
+
+def _order(item: pytest.Item) -> tuple[bool, int, int]:
+    folder = Path(item.path).relative_to(REPO_ROOT / "tests").parts[0]
+    rank = _FOLDER_ORDER.index(folder) if folder in _FOLDER_ORDER else len(_FOLDER_ORDER)
+    slow = item.get_closest_marker("slow") is not None
+    longest = _LONGEST_FIRST.index(item.path.name) if slow and item.path.name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+    return (slow, longest, rank)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Fast tests first: unit, infra, pipeline, then the ``slow`` ones; a stable sort keeps each file's tests
+    together (module fixtures are set up once) and in their own order."""
+    items.sort(key=_order)
 
 
 def random_weight_seed(model_dir: str) -> int:
@@ -90,6 +118,14 @@ def random_checkpoint(tmp_path_factory):
 def music_track(tmp_path_factory) -> Path:
     """30 s of synthetic stereo music, 16-bit 44.1 kHz WAV (spans three 11.9 s model chunks)."""
     return demo.make_track(tmp_path_factory.mktemp("audio") / "music.wav", seconds=30.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def flink_jar() -> str:
+    """Beam's Flink job server jar, fetched once (scripts/fetch-flink-jobserver prints its path)."""
+    result = subprocess.run([str(REPO_ROOT / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

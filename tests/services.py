@@ -420,25 +420,31 @@ class S3Server:
 
 
 @contextlib.contextmanager
-def s3_server(bucket: str) -> Iterator[S3Server]:
-    """moto's S3 server on 127.0.0.1 with ``bucket``; AWS_* variables point boto3 at test credentials."""
+def s3_server(bucket: str, timeout: float = 30.0) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with ``bucket``; AWS_* variables point boto3 at test credentials.
+
+    The server runs in a process of its own, as the GCS emulators do: in a thread of the test process it
+    shared the interpreter lock with the pipeline under test, and its buckets outlived it in that process's
+    memory (moto keeps one store per process). Each start is an empty store, whichever test ran before.
+    """
     import boto3
-    from moto.server import ThreadedMotoServer
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="moto-server-"))
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     try:
-        with _environ(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1"):
-            endpoint = f"http://127.0.0.1:{port}"
-            # moto keeps its buckets in this process's memory, whichever server started them: every test
-            # starts from an empty store, not from the objects an earlier test left in a same-named bucket.
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
-            found = S3Server(endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
-            found.client.create_bucket(Bucket=bucket)
-            yield found
+        with _processes() as procs:
+            procs.append(_Process("moto-server", cmd, workdir / "moto.log", env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                  cwd=workdir))
+            _wait_until(lambda: _http_json(f"{endpoint}/moto-api/data.json") is not None, procs,
+                        f"moto S3 server on port {port}", timeout)
+            with _environ(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1"):
+                found = S3Server(endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
+                found.client.create_bucket(Bucket=bucket)
+                yield found
     finally:
-        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- Flink -------------------------------------------------------------------

@@ -380,6 +380,7 @@ def test_entry_file_exits_with_the_reason_it_refuses(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("beamsplitter launch: --sdk_container_image other/image:2")
 
 
+@pytest.mark.slow  # a catalogue job
 def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, capsys):
     """The Flex Template's program, on the local runner instead of Dataflow."""
     prefix = tmp_path / "out"
@@ -390,6 +391,7 @@ def test_entry_file_runs_the_job(tmp_path, tiny_catalogue, checkpoint_2stems, ca
     assert_separated(prefix)
 
 
+@pytest.mark.slow  # a catalogue job
 def test_entry_file_refuses_while_a_run_holds_the_prefix(tmp_path, tiny_catalogue, checkpoint_2stems):
     """A template launch holds no lease, but refuses to start a job on a prefix a local or Flink run writes."""
     from models.config import load_config
@@ -414,6 +416,7 @@ ACCELERATOR_HINT = "beam:resources:accelerator:v1"  # apache_beam.transforms.res
 SCRATCH_STEPS = ("SpreadChunks/", "SeparateChunks/Stash", "ReassembleTracks/GroupChunks")
 
 
+@pytest.mark.slow  # a catalogue job
 @pytest.mark.parametrize("fan_out", [[], ["--fan_out=chunks"]], ids=["default", "chunks"])
 def test_template_launch_writes_the_job_graph(tmp_path, tiny_catalogue, random_checkpoint, loopback_only, capsys,
                                               fan_out):

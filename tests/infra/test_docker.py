@@ -192,6 +192,7 @@ def test_entrypoint_runs_beamsplitter_commands(fake_boot):
     assert "boot" not in result.stdout and "--manifest" in result.stdout
 
 
+@pytest.mark.slow  # a catalogue job
 def test_entrypoint_runs_the_pipeline_on_the_local_runner(tmp_path, tiny_catalogue, checkpoint_2stems, fake_boot):
     """What the container does for `docker run IMAGE run ...`, with the image's programs replaced by this venv's."""
     prefix = tmp_path / "out"

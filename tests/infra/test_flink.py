@@ -334,13 +334,6 @@ def test_deploy_refuses_bad_values(tmp_path):
 # --- the local cluster: tests/services.py's worker pool, scripts/flink-cluster ----------------
 
 
-@pytest.fixture(scope="module")
-def flink_jar() -> str:
-    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
-
-
 def write_lines(options: list[str], path: Path) -> None:
     """A tiny pipeline, its Python steps in the SDK workers: three lines into ``path``."""
     with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
@@ -350,6 +343,7 @@ def write_lines(options: list[str], path: Path) -> None:
              | beam.io.WriteToText(str(path), shard_name_template=""))
 
 
+@pytest.mark.slow  # a job server JVM and a worker pool
 def test_worker_pool_runs_the_sdk_workers_and_measures_them(flink_jar, tmp_path):
     with services.flink_job_server(flink_jar) as server, services.worker_pool() as pool:
         options = server.pipeline_options(worker_pool=pool)
@@ -379,6 +373,7 @@ def _port_open(endpoint: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
+@pytest.mark.slow  # a Flink cluster, its job server and a worker pool, by the script
 def test_flink_cluster_script_starts_runs_a_job_and_stops(flink_jar, tmp_path):
     """scripts/flink-cluster: start in the background, the options it prints run a job; a cluster that lost its
     TaskManager is unhealthy, and start starts it anew; stop ends everything and keeps the logs."""

@@ -39,7 +39,7 @@ import pytest
 
 from tests import music
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.slow]  # Spleeter itself, in its own venv
 
 MIN_SNR_DB = 60.0
 # Float stems (Python API, no 16-bit quantization) measure about 100 dB. The

@@ -26,6 +26,8 @@ from pipeline.run import run
 from pipeline import demo
 from tests.pipeline.conftest import BAD, GOOD, write_manifest
 
+pytestmark = pytest.mark.slow  # the catalogue job run again and again, killed, stalled
+
 INSTRUMENTS = ("vocals", "accompaniment")
 
 

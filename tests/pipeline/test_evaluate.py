@@ -33,6 +33,8 @@ from tests import music
 from tests import services
 from transforms.catalogue.dataset import discover
 
+pytestmark = pytest.mark.slow  # catalogue jobs evaluated end to end, museval beside them
+
 SECONDS = 4.0
 INSTRUMENTS = ("vocals", "drums", "bass", "other")  # spleeter:4stems's, in its order
 GOOD = ("song-a", "song-b")

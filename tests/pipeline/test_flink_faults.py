@@ -25,17 +25,11 @@ from pipeline import demo
 from tests import services
 from tests.pipeline.conftest import write_manifest
 
+pytestmark = pytest.mark.slow  # a Flink cluster killed twice under a 3-minute track, and a second one
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
-REPO = Path(__file__).resolve().parents[2]
 TRACKS = {"long": 180.0, "short": 10.0}  # seconds
 INSTRUMENTS = ("accompaniment", "vocals")
-
-
-@pytest.fixture(scope="module")
-def flink_jar() -> str:
-    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
 
 
 def _cluster(stack, jar: str, cwd: Path):

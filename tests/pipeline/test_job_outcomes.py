@@ -17,6 +17,8 @@ import pytest
 from pipeline import demo
 from tests.pipeline.conftest import write_manifest
 
+pytestmark = pytest.mark.slow  # whole jobs run to each of their outcomes
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 # A runner that is not the local one, in this process: the whole catalogue in one job, as on a cluster.
 EMBEDDED = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]

@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import demo
 from pipeline.run import run
 from tests.conftest import kill_while_writing, running_ffmpeg, write_silent_flac
 from tests.pipeline.conftest import write_manifest
 from tests.services import descendants
+
+pytestmark = pytest.mark.slow  # a two-hour file decoded until killed, a source dripping until its deadline
 
 
 def stem_folder(prefix: Path) -> Path:

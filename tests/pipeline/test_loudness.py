@@ -18,6 +18,8 @@ from pipeline.run import run
 from tests import music
 from tests.pipeline.conftest import write_manifest
 
+pytestmark = pytest.mark.slow  # minutes-long songs measured against ffmpeg's ebur128
+
 TRACKS = ("late", "mono", "silence")
 
 

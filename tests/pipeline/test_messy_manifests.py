@@ -21,6 +21,8 @@ from pipeline import demo
 from tests.unit.test_manifest import WIDE, corrupt_parquet
 from transforms.catalogue.manifest import MAX_ROW_BYTES
 
+pytestmark = pytest.mark.slow  # catalogue jobs and plans over broken manifests
+
 UNPARSEABLE = [  # (file name, content, the start of the one error both commands give)
     ("quote.csv", b'track_id,uri\na,a.wav\nb,"b.wav\nc,c.wav\n',
      "quote.csv line 3: a quote opened in the row starting here is never closed"),

@@ -18,6 +18,8 @@ from pipeline import demo
 from pipeline.run import run
 from tests import services
 
+pytestmark = pytest.mark.slow  # a 3-minute track, separated locally, on gs:// and on s3://
+
 NAMES = [
     "Café del Mar – l'été, 1999 [Remastered 2011].flac",  # three minutes: a song, not a jingle
     "Song [Live] (feat. X).wav",

@@ -29,6 +29,8 @@ from tests import services
 from tests.pipeline.conftest import write_manifest
 from tests.pipeline.test_runners import read_parquet_folder
 
+pytestmark = pytest.mark.slow  # whole catalogue runs started together
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 
 

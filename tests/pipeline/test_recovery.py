@@ -20,6 +20,8 @@ from pipeline.run import build, resolve_run, run
 from tests.pipeline.conftest import write_manifest
 from tests.pipeline.test_catalogue import files_under, stem_folder
 
+pytestmark = pytest.mark.slow  # runs killed and recovered
+
 REPO = Path(__file__).resolve().parents[2]
 INSTRUMENTS = ("vocals", "accompaniment")
 

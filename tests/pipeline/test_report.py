@@ -27,6 +27,8 @@ from transforms.catalogue import storage
 from transforms.catalogue.layout import Layout
 from transforms.write import FAILURE_SCHEMA, METADATA_SCHEMA
 
+pytestmark = pytest.mark.slow  # real runs reported, the page opened in Chromium
+
 BEAMSPLITTER = str(Path(sys.executable).parent / "beamsplitter")
 HOSTILE = "it's \"<script>alert('x')</script>\" [live] & café"
 SECONDS = 6.0

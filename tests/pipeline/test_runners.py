@@ -25,9 +25,11 @@ from pipeline.run import run
 from tests import services
 from tests.pipeline.conftest import write_manifest
 
-# Flink's LOOPBACK workers end with gRPC "socket closed" tracebacks in their threads.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.slow,  # minutes-long songs and a 33-minute mix, on every runner
+    # Flink's LOOPBACK workers end with gRPC "socket closed" tracebacks in their threads.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 GB = 1 << 30
 # The SDK worker's peak RSS on the 33-minute mix, 2stems (docs/flink.md).
 WORKER_RSS_BOUND_2STEMS = 2.5 * GB
@@ -154,13 +156,6 @@ def check_same_as_local(prefix: str, local: dict[str, bytes], failures: dict[str
 
 
 # --- Flink -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def flink_jar() -> str:
-    result = subprocess.run([str(REPO / "scripts" / "fetch-flink-jobserver")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

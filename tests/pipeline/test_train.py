@@ -45,6 +45,8 @@ from transforms.crop_levels import keep_filter
 from transforms.catalogue.training_manifest import read_training_manifest
 from transforms.training_set import load_sources
 
+pytestmark = pytest.mark.slow  # training runs, Spleeter's own among them
+
 SECONDS = 6.0
 TRACKS = 4
 CROPS_PER_CHUNK = 4

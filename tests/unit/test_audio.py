@@ -236,9 +236,11 @@ def test_a_slow_consumer_never_trips_the_timeout(tmp_path):
     """The clock measures ffmpeg's silence while we wait on it, not the time we spend elsewhere."""
     path = write_pcm(tmp_path / "a.wav", tone(RATE * 3, 2))
     blocks = 0
-    for _ in decoding.decode(path, RATE, block_samples=RATE, stall_timeout=0.5):
+    # A timeout of 2 s, not less: on a machine busy with two test workers ffmpeg may wait that long
+    # for a core (at 0.5 s it failed so); each block's wait is longer still.
+    for _ in decoding.decode(path, RATE, block_samples=RATE, stall_timeout=2.0):
         blocks += 1
-        time.sleep(1.0)
+        time.sleep(2.5)
     assert blocks == 3
 
 

@@ -65,6 +65,7 @@ def assert_as_museval(references, estimates, window=RATE, hop=RATE) -> np.ndarra
     return ours
 
 
+@pytest.mark.slow  # museval's own evaluation beside ours
 def test_music_stems_match_museval():
     """Four synthetic music stems, 3.5 s: three full 1 s frames, the last half second left out."""
     music = synthesize_stems(3.5, seed=5)
@@ -120,6 +121,7 @@ def test_a_source_silent_throughout_gives_nan_where_museval_refuses():
     assert np.isnan(bss_eval(references, estimates, window=8000, hop=8000).values()).all()
 
 
+@pytest.mark.slow  # museval's own evaluation beside ours
 def test_dual_mono_and_silent_stems_match_museval():
     """References as real datasets hold them, 16-bit: dual-mono vocals (left and right the same
     samples) with stretches of digital silence, and a bass whose right channel is silent throughout.
@@ -153,6 +155,7 @@ def test_dual_mono_and_silent_stems_match_museval():
         museval.evaluate(references, estimates, win=RATE, hop=RATE)
     assert np.isnan(bss_eval(references, estimates).values()).all()
 
+@pytest.mark.slow  # museval's own evaluation beside ours
 def test_dual_mono_matches_museval_least_squares_fallback(monkeypatch):
     """museval's fallback for a singular matrix (minimum-norm least squares) gives these figures too.
 

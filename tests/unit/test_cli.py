@@ -20,6 +20,7 @@ def run(*args):
     return subprocess.run([BEAMSPLITTER, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # separations in processes of their own
 def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
     notes = tmp_path / "notes.ogg"
     notes.write_text("not audio")
@@ -43,6 +44,7 @@ def test_separate_good_and_bad_inputs(tmp_path, checkpoint_2stems, music_track):
     assert 10 * np.log10(np.sum(mix ** 2) / np.sum(residual ** 2)) > 20
 
 
+@pytest.mark.slow  # separations in processes of their own
 def test_separate_stalled_source_fails_alone(tmp_path, checkpoint_2stems, music_track, stalled_source):
     stalled = stalled_source(tmp_path / "stalled.wav", seconds=2)
     result = run("separate", str(stalled.path), str(music_track), "-o", str(tmp_path / "out"),
@@ -55,6 +57,7 @@ def test_separate_stalled_source_fails_alone(tmp_path, checkpoint_2stems, music_
     assert not (tmp_path / "out" / "stalled").exists()
 
 
+@pytest.mark.slow  # separations in processes of their own
 def test_separate_refuses_a_93_kb_file_of_two_hours_and_clears_what_a_killed_run_left(tmp_path, checkpoint_2stems,
                                                                                       music_track):
     """Two hours of digital silence fit in 93 KB of FLAC. Without a limit, `separate` writes 1.3 GB
@@ -77,6 +80,7 @@ def test_separate_refuses_a_93_kb_file_of_two_hours_and_clears_what_a_killed_run
     assert os.listdir(out / "silence") == []
     assert sorted(os.listdir(out / music_track.stem)) == ["accompaniment.wav", "vocals.wav"]
 
+@pytest.mark.slow  # separations in processes of their own
 def test_whole_track_by_default(tmp_path, checkpoint_2stems, music_track):
     result = run("separate", str(music_track), "-o", str(tmp_path), "--checkpoint", str(checkpoint_2stems),
                  "-s", "1.5")
@@ -109,6 +113,7 @@ def test_usage_errors_are_one_line(tmp_path, music_track, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a SavedModel exported in a process of its own
 def test_export_model(tmp_path, checkpoint_2stems):
     result = run("export-model", str(tmp_path / "saved"), "--checkpoint", str(checkpoint_2stems))
     assert result.returncode == 0, result.stderr
@@ -166,6 +171,7 @@ def test_job_arguments_beam_options_pass_both_spellings_typos_refused():
         job_args(["--epochz=2"], "train")
 
 
+@pytest.mark.slow  # plan and train, each in processes of their own
 def test_plan_and_train_refuse_unknown_arguments_and_plan_takes_beam_options(tmp_path, checkpoint_2stems):
     (tmp_path / "m.csv").write_text("track_id,uri\na,a.wav\n")
     common = ["--manifest", str(tmp_path / "m.csv"), "--output", str(tmp_path / "out"),

@@ -23,6 +23,8 @@ import pytest
 from tests import services
 from tests.lease_taker import Taker
 
+pytestmark = pytest.mark.slow  # runs in processes of their own racing for the lease on two store servers
+
 ROUNDS = 20
 
 

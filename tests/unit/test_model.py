@@ -108,6 +108,7 @@ def test_softmax_masks_share_the_input():
     assert np.std(estimates.mean(axis=(1, 2, 3, 4))) > 1e-3
 
 
+@pytest.mark.slow  # a SavedModel exported and served
 def test_saved_model_serves_the_same_estimates(tmp_path):
     config = load_config("spleeter:2stems-16kHz")
     separator = Separator(config, random_weights(config, seed=3))

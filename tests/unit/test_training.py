@@ -92,6 +92,7 @@ def trained():
     return trainer, start, (mix, targets), before
 
 
+@pytest.mark.slow  # training steps
 def test_steps_lower_the_loss_and_leave_batch_norm_statistics_alone(trained):
     trainer, start, (mix, targets), before = trained
     after = trainer.loss(mix, targets)
@@ -108,6 +109,7 @@ def test_steps_lower_the_loss_and_leave_batch_norm_statistics_alone(trained):
             assert not np.array_equal(value, start[name]), name
 
 
+@pytest.mark.slow  # training steps
 def test_the_written_checkpoint_computes_what_training_optimised(trained, tmp_path):
     """Inference from the written checkpoint gives the estimates, hence the loss, that training saw."""
     trainer, _, (mix, targets), _ = trained
