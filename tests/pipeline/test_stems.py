@@ -6,12 +6,15 @@ import json
 import os
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import demo
 from pipeline.plan import plan
 from pipeline.run import run
 from tests.pipeline.conftest import write_manifest
 from tests.pipeline.test_loudness import ebur128
+
+pytestmark = pytest.mark.slow  # minutes-long tracks, three runs
 
 TRACKS = {"first": 180.0, "second": 170.0}  # about 3 minutes each
 

@@ -87,6 +87,7 @@ def beamsplitter(*args):
     return subprocess.run([BEAMSPLITTER, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # separations in processes of their own
 def test_separate_writes_only_the_chosen_stems(tmp_path, checkpoint_2stems, music_track):
     result = beamsplitter("separate", str(music_track), "-o", str(tmp_path / "out"), "--checkpoint",
                           str(checkpoint_2stems), "-d", "5", "--stems", "accompaniment")
@@ -95,6 +96,7 @@ def test_separate_writes_only_the_chosen_stems(tmp_path, checkpoint_2stems, musi
     assert len(decoding.load(str(tmp_path / "out" / music_track.stem / "accompaniment.wav"), 44100)) == 5 * 44100
 
 
+@pytest.mark.slow  # separations in processes of their own
 def test_separate_two_stems_of_a_4stems_model(tmp_path, random_checkpoint, music_track):
     result = beamsplitter("separate", str(music_track), "-o", str(tmp_path / "out"), "-p", "spleeter:4stems",
                           "--checkpoint", str(random_checkpoint("spleeter:4stems")), "-d", "5",
