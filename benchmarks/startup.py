@@ -31,9 +31,9 @@ def phases() -> dict[str, tuple[float, float]]:
         marks.append((name, time.monotonic(), time.process_time()))
 
     mark("python start")
-    from pipeline import cli
+    from pipeline import cli, tensorflow_quietly  # noqa: F401
     mark("import the CLI")
-    cli._import_tensorflow_quietly()
+    tensorflow_quietly.load()
     mark("import TensorFlow")
     import numpy as np
 

@@ -113,6 +113,19 @@ def stem_selection(values):
     return StemSelection.of(load_config(values.model).instruments, values.stems, values.two_stems)
 
 
+def check_span(offset: float, duration: float | None) -> None:
+    """An InputError naming the option for an offset below 0 or a duration not above 0 (or not finite),
+    which ffmpeg would otherwise turn into errors that blame the audio (``separate -s/-d``)."""
+    import math
+
+    from models.errors import InputError
+
+    if not (math.isfinite(offset) and offset >= 0):
+        raise InputError(f"--offset {offset:g}: give the start in seconds, 0 or more")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise InputError(f"--duration {duration:g}: give the seconds to separate, above 0")
+
+
 def check(values: argparse.Namespace, local: bool = True):
     """Validates the shared options that ``values`` holds; returns the EncodeOptions if it holds them.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import math
 import os
@@ -16,14 +15,16 @@ from models.errors import BeamsplitterError, InputError
 def _separate(args) -> int:
     from tqdm import tqdm
 
-    from models.provider import load_separator
-    from pipeline import arguments
-    from pipeline.separate import check_span, separate_files, track_jobs
+    from pipeline import arguments, tensorflow_quietly
 
-    # Every option is checked before the model loads and the first track is decoded.
+    # Every option is checked before TensorFlow and the model load, and before the first track is decoded.
     encoding = arguments.check(args)
-    check_span(args.offset, args.duration)
+    arguments.check_span(args.offset, args.duration)
     selection = arguments.stem_selection(args)
+    tensorflow_quietly.load()
+    from models.provider import load_separator
+    from pipeline.separate import separate_files, track_jobs
+
     separator = load_separator(args.model, args.checkpoint, args.precision)
     jobs = track_jobs(args.files, args.output, args.filename_format, selection.names, args.codec,
                       args.offset, args.duration)
@@ -56,6 +57,9 @@ def _fetch(args) -> int:
 
 
 def _export_model(args) -> int:
+    from pipeline import tensorflow_quietly
+
+    tensorflow_quietly.load()
     from models.export import export_saved_model
     from models.provider import load_separator
 
@@ -111,10 +115,12 @@ def _demo_catalogue(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from pipeline import arguments
-    from pipeline.evaluate import evaluate
+    from pipeline import arguments, tensorflow_quietly
 
     arguments.check(args)
+    tensorflow_quietly.load()
+    from pipeline.evaluate import evaluate
+
     return evaluate(args.dataset, args.output, args.model, args.checkpoint, args.oracle, args.precision)
 
 
@@ -133,13 +139,17 @@ def _report(args) -> int:
 
 
 def _train(args) -> int:
+    from pipeline import tensorflow_quietly
     from pipeline.options import job_args
+
+    beam_args = job_args(args.beam_args, "train")
+    tensorflow_quietly.load()
     from pipeline.train import TrainRequest, train
 
     return train(TrainRequest(
         config=args.config, dataset=args.dataset, model_dir=args.output, init=args.init, data_dir=args.data_dir,
         epochs=args.epochs, steps=args.steps, seed=args.seed, crops_per_chunk=args.crops_per_chunk,
-        augment=args.augment, min_level_db=args.min_level_db, beam_args=job_args(args.beam_args, "train")))
+        augment=args.augment, min_level_db=args.min_level_db, beam_args=beam_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,31 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ start-up lines bypass every log setting; hide fd 2 while it loads.
-
-    Python's cycle collector would scan TensorFlow's millions of objects again
-    and again, during the import and after it (a second of a short run's
-    start-up): it pauses while TensorFlow loads, and what was loaded is then
-    left out of its scans for good (``gc.freeze``).
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    gc.disable()
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-        gc.freeze()
-        gc.enable()
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
 def _process_age() -> float:
     """Seconds since this process started, as the kernel counts (Linux's /proc); 0 where unknown."""
     try:
@@ -300,9 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         args.beam_args = extra  # the job's and Beam's options, parsed by PipelineOptions
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    asks_help = {"-h", "--help"} & set(extra)
-    if not args.verbose and args.command not in ("demo-catalogue", "report", "fetch") and not asks_help:
-        _import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.handler(args)

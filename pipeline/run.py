@@ -19,7 +19,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from tqdm import tqdm
 
 from models.checkpoint import checkpoint_digest
@@ -28,7 +28,7 @@ from models.errors import BeamsplitterError, InputError
 from models.precision import DEFAULT_PRECISION, model_id
 from models.provider import resolve_checkpoint
 from models.uris import normalize
-from pipeline import arguments
+from pipeline import arguments, tensorflow_quietly
 from pipeline.options import BeamsplitterOptions, is_local, job_args, pin_local_runner
 from pipeline.waves import Wave, waves
 from transforms.catalogue import manifest, storage
@@ -365,6 +365,10 @@ def run_job(pipeline_options: PipelineOptions, started: float | None = None) -> 
     local = pin_local_runner(pipeline_options)
     FileSystems.set_options(pipeline_options)  # the driver's own reads: s3 endpoint, credentials...
     settings = resolve_run(options, settle=False)
+    # The model runs in this process on the local runner and with LOOPBACK SDK workers (also the default
+    # of Flink's embedded master); a runner that starts its own SDK workers leaves the launcher without it.
+    if local or pipeline_options.view_as(PortableOptions).environment_type in (None, "LOOPBACK"):
+        tensorflow_quietly.load()
     # The lease first: a second run on this output stops at once, not after reading the catalogue.
     with Lease(settings.job.layout.lease(), settings.job.run_id) as lease:
         # The local runner reads the catalogue here, once for all its waves. Distributed runners read it

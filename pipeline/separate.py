@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import math
 import os
 import posixpath
 import shutil
@@ -46,6 +45,7 @@ from models.separator import Separator
 from models.stems import StemSelection, StemWriter
 from models.uris import normalize
 from models.wiener import WienerStatistics, filter_chunk, softmask
+from pipeline.arguments import check_span
 from transforms.threads import Background, prefetch_batches
 
 
@@ -281,15 +281,6 @@ def stem_path(source: str, output_dir: str, filename_format: str, instrument: st
             f"filename format {filename_format!r}: {exc}; use {{filename}}, {{foldername}}, {{instrument}}, {{codec}}"
         ) from None
     return f"{output_dir.rstrip('/')}/{relative}"
-
-
-def check_span(offset: float, duration: float | None) -> None:
-    """An InputError naming the option for an offset below 0 or a duration not above 0 (or not finite),
-    which ffmpeg would otherwise turn into errors that blame the audio."""
-    if not (math.isfinite(offset) and offset >= 0):
-        raise InputError(f"--offset {offset:g}: give the start in seconds, 0 or more")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise InputError(f"--duration {duration:g}: give the seconds to separate, above 0")
 
 
 def track_jobs(sources: list[str], output_dir: str, filename_format: str, instruments, codec: str,
