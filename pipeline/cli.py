@@ -25,9 +25,10 @@ def _separate(args) -> int:
     from models.provider import load_separator
     from pipeline.separate import separate_files, track_jobs
 
-    separator = load_separator(args.model, args.checkpoint, args.precision)
+    # Stems that would land on one path are refused before any weights are fetched or loaded.
     jobs = track_jobs(args.files, args.output, args.filename_format, selection.names, args.codec,
                       args.offset, args.duration)
+    separator = load_separator(args.model, args.checkpoint, args.precision)
     failures = 0
     with tqdm(unit="s", desc="separating", unit_scale=True, disable=None, file=sys.stderr,
               bar_format="{desc}: {n:.0f} s of audio [{elapsed}, {rate_fmt}]") as bar:

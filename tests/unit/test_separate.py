@@ -111,11 +111,11 @@ def demo_samples(seconds: float) -> np.ndarray:
 def test_a_bug_stops_the_run_with_its_traceback_and_leaves_nothing(tmp_path, separator, music_track, monkeypatch):
     calls = []
 
-    def broken(samples, batch_size=None):
+    def broken(samples, batch_size=None, groups=None):
         calls.append(len(samples))
         if len(calls) == 2:
             raise RuntimeError("bug in the model")
-        return original(samples, batch_size)
+        return original(samples, batch_size, groups)
 
     original = separator.separate_chunks
     monkeypatch.setattr(separator, "separate_chunks", broken)
