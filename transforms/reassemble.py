@@ -32,7 +32,7 @@ from transforms.catalogue import storage
 from transforms.background import BackgroundDoFn, rewindow
 from transforms.chunks import SeparatedChunk
 from transforms.catalogue.completion import CompletionRecord
-from transforms.catalogue.layout import Layout, is_stem_file, stem_file
+from transforms.catalogue.layout import is_stem_file, stem_file
 from transforms.catalogue.manifest import FAILURES, Failure, Track, carried_columns
 from transforms.job import FanOut, JobSettings
 
