@@ -104,6 +104,13 @@ def add_stems(parser) -> None:
                     "(Demucs' --two-stems), with any model; not with --stems")
 
 
+def encode_options(values):
+    """The models.encoding.EncodeOptions of ``--codec``, ``--bitrate`` and ``--sample_format``."""
+    from models.encoding import EncodeOptions
+
+    return EncodeOptions(values.codec, values.bitrate, values.sample_format)
+
+
 def stem_selection(values):
     """The StemSelection that ``values`` (``--model``, ``--stems``, ``--two_stems``) asks; an InputError naming
     the option and the model's instruments for a name the model lacks."""
@@ -133,7 +140,6 @@ def check(values: argparse.Namespace, local: bool = True):
     the precision asked (distributed workers check their own as they load it).
     """
     from models.decoding import check_max_duration
-    from models.encoding import EncodeOptions
     from models.errors import InputError
     from models.ffmpeg_process import check_stall_timeout
     from models.precision import check_precision
@@ -148,5 +154,5 @@ def check(values: argparse.Namespace, local: bool = True):
     if local and hasattr(values, "precision"):
         check_precision(values.precision)
     if hasattr(values, "codec"):
-        return EncodeOptions(values.codec, values.bitrate, values.sample_format).check()
+        return encode_options(values).check()
     return None

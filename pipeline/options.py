@@ -6,7 +6,6 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from models.encoding import EncodeOptions
 from models.errors import InputError
 from pipeline import arguments
 from transforms.catalogue import manifest
@@ -105,13 +104,6 @@ class BeamsplitterOptions(PipelineOptions):
     def manifest_limits(self) -> manifest.Limits:
         return manifest.Limits(self.max_manifest_row_bytes, self.max_manifest_columns,
                                self.max_manifest_row_group_bytes, self.allow_source_outside_manifest)
-
-    def stem_selection(self):
-        """The stems the run writes (``--stems``, ``--two_stems``; models.stems.StemSelection)."""
-        return arguments.stem_selection(self)
-
-    def encode_options(self) -> EncodeOptions:
-        return EncodeOptions(self.codec, self.bitrate, self.sample_format)
 
     def fan_out_mode(self, local: bool) -> FanOut:
         """``--fan_out`` with ``auto`` settled for the runner at hand.

@@ -152,8 +152,8 @@ def resolve_run(options: BeamsplitterOptions, settle: bool = True) -> RunSetting
         model=options.model, checkpoint=options.checkpoint, checkpoint_sha256=sha, precision=options.precision,
         model_id=model_id(config.name, sha, options.precision),
         layout=Layout(options.output, model_folder(config.name, sha, options.precision), options.scratch_location),
-        run_id=options.run_id or new_run_id(), encoding=options.encode_options(), io=arguments.io_limits(options),
-        selection=options.stem_selection(), fan_out=options.fan_out_mode(is_local(options)),
+        run_id=options.run_id or new_run_id(), encoding=arguments.encode_options(options), io=arguments.io_limits(options),
+        selection=arguments.stem_selection(options), fan_out=options.fan_out_mode(is_local(options)),
         batch_size=options.inference_batch_size, accelerator=options.inference_accelerator,
         model_copies=options.shared_model_copies(), force=options.force)
     settings = RunSettings(options, job)
