@@ -33,7 +33,7 @@ def add_option(parser, names: tuple[str, ...], aliases: tuple[str, ...] = (), **
 def add_output(parser, default: str | None = None, what: str = "output prefix: local folder, gs:// or s3://",
                required: bool = False) -> None:
     add_option(parser, ("-o", "--output"), ("--output_path",), dest="output", default=default, required=required,
-         metavar="OUT", help=what + (" (default: %(default)s)" if default else ""))
+               metavar="OUT", help=what + (" (default: %(default)s)" if default else ""))
 
 
 def add_model(parser, precision: bool = True) -> None:
@@ -41,8 +41,8 @@ def add_model(parser, precision: bool = True) -> None:
     from models.precision import DEFAULT_PRECISION, PRECISIONS
 
     add_option(parser, ("-p", "--model"), ("--params_filename",), dest="model", default=DEFAULT_MODEL,
-                        help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems (each also "
-                             "-16kHz), or a JSON file (default: %(default)s)")
+               help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems (each also "
+                    "-16kHz), or a JSON file (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint folder or gs://, s3://, https:// URI (default: MODEL_PATH, the cache, then "
                              "the official release); on distributed runners give one every worker can read")
@@ -60,8 +60,8 @@ def add_encoding(parser) -> None:
                         help=f"stem codec: {', '.join(CODECS)} (default: %(default)s)")
     parser.add_argument("-b", "--bitrate", default="128k", help="bitrate of lossy codecs (default: %(default)s)")
     add_option(parser, ("--sample_format",), ("--sample-format",), dest="sample_format", default="s16",
-                        help=f"sample format of wav and flac stems: {', '.join(SAMPLE_FORMATS)} "
-                             "(f32: wav only; default: %(default)s)")
+               help=f"sample format of wav and flac stems: {', '.join(SAMPLE_FORMATS)} "
+                    "(f32: wav only; default: %(default)s)")
 
 
 def add_decoding(parser) -> None:
@@ -87,10 +87,10 @@ def io_limits(values):
 
 def add_batch(parser) -> None:
     add_option(parser, ("--inference_batch_size",), ("--batch-size", "--batch_size"), dest="inference_batch_size",
-                        type=int, default=4,
-                        help="model chunks (11.9 s of audio each) per inference call, taken across tracks; with "
-                             "--inference_accelerator and whole tracks also the tracks each worker process decodes "
-                             "at once (default: %(default)s)")
+               type=int, default=4,
+               help="model chunks (11.9 s of audio each) per inference call, taken across tracks; with "
+                    "--inference_accelerator and whole tracks also the tracks each worker process decodes "
+                    "at once (default: %(default)s)")
 
 
 def add_stems(parser) -> None:
