@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from models.config import SeparationConfig
 from models.errors import ConfigError
+from models.precision import DEFAULT_PRECISION
 from models.unet import SeparationNetwork, he_uniform, variable_shapes
 
 TRAINABLE = ("kernel", "bias", "gamma", "beta")
@@ -127,11 +128,13 @@ class Trainer:
     """A network, its optimizer and its step count; ``step`` trains on one batch."""
 
     def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray], params: TrainingParams,
-                 global_step: int = 0):
+                 global_step: int = 0, precision: str = DEFAULT_PRECISION):
         self.config = config
         self.params = params
         self.global_step = global_step
-        self.network = SeparationNetwork(config, weights)
+        # In bf16 the convolutions, forward and backward, take bfloat16 operands cast from float32 variables:
+        # the optimizer updates, and the checkpoint keeps, float32 weights that either precision then runs.
+        self.network = SeparationNetwork(config, weights, precision, training=True)
         names = [n for n in variable_shapes(config) if n.rsplit("/", 1)[1] in TRAINABLE]
         self.trainable = [self.network.weights[n] for n in names]
         self.optimizer = _optimizer(params)

@@ -130,7 +130,7 @@ class SeparationNetwork(tf.Module):
     """All instruments' U-Nets of one configuration, with ``weights`` by checkpoint name (zero where not given)."""
 
     def __init__(self, config: SeparationConfig, weights: dict[str, np.ndarray] | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", training: bool = False):
         super().__init__(name="separation_network")
         self.config, self.precision = config, precision
         weights = weights or {}
@@ -140,9 +140,10 @@ class SeparationNetwork(tf.Module):
                               name=name.replace("/", "_"), trainable=False)
             for name, shape in variable_shapes(config).items()
         }
-        # bf16: the kernels cast once, not at every call; constants, so that the checkpoint's variables stay as they are.
+        # bf16 inference casts the kernels once, as constants, so that the checkpoint's variables stay as they
+        # are; training casts them at every step, from the float32 variables it updates (models/training.py).
         self._bf16_kernels = {name: tf.constant(tf.cast(v, tf.bfloat16)) for name, v in self.weights.items()
-                              if name.endswith("/kernel")} if precision == "bf16" else None
+                              if name.endswith("/kernel")} if precision == "bf16" and not training else None
         self._conv_activation = _activation(config.conv_activation)
         self._deconv_activation = _activation(config.deconv_activation)
         # An attribute, not a decorated method, so that the input signature can
@@ -167,8 +168,10 @@ class SeparationNetwork(tf.Module):
 
     def _kernel(self, name, x):
         """The kernel ``name`` and the input ``x`` in the precision the convolutions run in."""
-        if self._bf16_kernels is None:
+        if self.precision != "bf16":
             return self.weights[f"{name}/kernel"], x
+        if self._bf16_kernels is None:
+            return tf.cast(self.weights[f"{name}/kernel"], tf.bfloat16), tf.cast(x, tf.bfloat16)
         return self._bf16_kernels[f"{name}/kernel"], tf.cast(x, tf.bfloat16)
 
     def _conv(self, x, index, strides=2, dilations=1):

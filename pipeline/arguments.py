@@ -38,8 +38,6 @@ def add_output(parser, default: str | None = None, what: str = "output prefix: l
 
 def add_model(parser, precision: bool = True) -> None:
     """The model: its configuration, its weights and (where it runs) its arithmetic."""
-    from models.precision import DEFAULT_PRECISION, PRECISIONS
-
     add_option(parser, ("-p", "--model"), ("--params_filename",), dest="model", default=DEFAULT_MODEL,
                help="model configuration: spleeter:2stems, spleeter:4stems, spleeter:5stems (each also "
                     "-16kHz), or a JSON file (default: %(default)s)")
@@ -47,9 +45,16 @@ def add_model(parser, precision: bool = True) -> None:
                         help="checkpoint folder or gs://, s3://, https:// URI (default: MODEL_PATH, the cache, then "
                              "the official release); on distributed runners give one every worker can read")
     if precision:
-        parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                            help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
-                                 "AVX512_BF16 and on GPUs; part of the model folder (default: %(default)s)")
+        add_precision(parser)
+
+
+def add_precision(parser, what: str = "part of the model folder") -> None:
+    """The network's arithmetic (models/precision.py)."""
+    from models.precision import DEFAULT_PRECISION, PRECISIONS
+
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help="the network's arithmetic: fp32 (Spleeter's), or bf16 on CPUs with AMX or "
+                             f"AVX512_BF16 and on GPUs; {what} (default: %(default)s)")
 
 
 def add_encoding(parser) -> None:

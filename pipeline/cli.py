@@ -140,17 +140,18 @@ def _report(args) -> int:
 
 
 def _train(args) -> int:
-    from pipeline import tensorflow_quietly
+    from pipeline import arguments, tensorflow_quietly
     from pipeline.options import job_args
 
     beam_args = job_args(args.beam_args, "train")
+    arguments.check(args)
     tensorflow_quietly.load()
     from pipeline.train import TrainRequest, train
 
     return train(TrainRequest(
         config=args.config, dataset=args.dataset, model_dir=args.output, init=args.init, data_dir=args.data_dir,
         epochs=args.epochs, steps=args.steps, seed=args.seed, crops_per_chunk=args.crops_per_chunk,
-        augment=args.augment, min_level_db=args.min_level_db, beam_args=beam_args))
+        augment=args.augment, min_level_db=args.min_level_db, precision=args.precision, beam_args=beam_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     arguments.add_option(train, ("--data_dir",), ("--data-dir",), metavar="URI",
                          help="where the training records go: local or gs:// (default: MODEL_DIR/trainset; give "
                               "one every worker can reach on distributed runners)")
+    arguments.add_precision(train, "the written checkpoint is float32 either way")
     train.set_defaults(handler=_train)
 
     report = commands.add_parser("report", allow_abbrev=False, parents=[common], help="write an HTML page on a catalogue output: runs, "

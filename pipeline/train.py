@@ -34,6 +34,7 @@ from models.checkpoint import is_checkpoint_dir, read_weights, write_checkpoint
 from models.config import SeparationConfig, load_config
 from models.crops import CropSampling
 from models.errors import InputError
+from models.precision import DEFAULT_PRECISION
 from models.provider import resolve_checkpoint
 from models.training import Trainer, TrainingParams, batches, initial_weights
 from models.uris import normalize
@@ -65,6 +66,7 @@ class TrainRequest:
     crops_per_chunk: int = 4
     augment: bool = False
     min_level_db: float = -50.0
+    precision: str = DEFAULT_PRECISION
     beam_args: list[str] = field(default_factory=list)
 
 
@@ -273,7 +275,7 @@ def train(request: TrainRequest) -> int:
           f"{steps_per_epoch} steps per epoch of {params.batch_size}, prepared in {time.monotonic() - started:.0f} s; "
           f"{steps} steps {origin}", file=sys.stderr)
     tf.random.set_seed(seed)
-    trainer = Trainer(config, weights, params, global_step)
+    trainer = Trainer(config, weights, params, global_step, request.precision)
     data = batches(trainset.record_files(), config, params.batch_size, seed, keep=keep_filter(trainset.transform_fn),
                    shuffle_buffer=min(trainset.kept, 1024))
     first_step, earlier = _load_history(model_dir, global_step) if global_step else (0, [])

@@ -69,7 +69,7 @@ def songs(tmp_path_factory) -> Path:
 def run_catalogue(manifest: Path, output, checkpoint, *options: str, failures: int = len(FAILURES)) -> None:
     """Runs the catalogue, whose ``failures`` tracks fail to decode (the cut and the lost track of ``songs``)."""
     result = run(["--manifest", str(manifest), "--output", str(output), "--checkpoint", str(checkpoint), *options])
-    assert result.exit_status == 1
+    assert result.exit_status == (1 if failures else 0)
     # Counted right on every runner: Flink's job server reports a step once per fused stage it runs in,
     # and the summary once took one of those reports (1 failed, with 2 failure rows).
     summary = result.summary

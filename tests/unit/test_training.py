@@ -110,6 +110,26 @@ def test_steps_lower_the_loss_and_leave_batch_norm_statistics_alone(trained):
 
 
 @pytest.mark.slow  # training steps
+def test_bf16_training_descends_as_fp32_does_and_keeps_float32_weights():
+    """``train --precision bf16``: bfloat16 convolutions, forward and backward, over float32 variables."""
+    config = small_config()
+    start = initial_weights(config, seed=0)
+    mix, targets = batch(config)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(config, start, TrainingParams.of(config), precision=precision)
+        losses[precision] = [trainer.step(mix, targets) for _ in range(15)] + [trainer.loss(mix, targets)]
+        weights = trainer.weights()
+        assert all(value.dtype == np.float32 for value in weights.values())
+        assert not np.array_equal(weights["conv2d_transpose_3/kernel"], start["conv2d_transpose_3/kernel"])
+    fp32, bf16 = losses["fp32"], losses["bf16"]
+    assert bf16[0] != fp32[0]  # the convolutions really ran in bfloat16 ...
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.02)  # ... to bfloat16's 8 bits of mantissa
+    assert bf16[-1] < 0.8 * bf16[0], bf16
+    assert bf16[-1] == pytest.approx(fp32[-1], rel=0.1), (fp32, bf16)
+
+
+@pytest.mark.slow  # training steps
 def test_the_written_checkpoint_computes_what_training_optimised(trained, tmp_path):
     """Inference from the written checkpoint gives the estimates, hence the loss, that training saw."""
     trainer, _, (mix, targets), _ = trained
