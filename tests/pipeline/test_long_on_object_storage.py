@@ -31,7 +31,7 @@ MINUTES = 20
 
 @pytest.fixture(scope="module")
 def live_set(tmp_path_factory) -> Path:
-    """The folder with the set and ``m.csv`` naming it by a relative path (``PREFIX`` replaced per store)."""
+    """The folder holding the set."""
     folder = tmp_path_factory.mktemp("live")
     # Ten passes of a two-minute piece: chunk borders fall elsewhere in each pass.
     piece = demo.make_track(folder / "piece.wav", seconds=120.0, seed=61)
@@ -41,14 +41,15 @@ def live_set(tmp_path_factory) -> Path:
     return folder
 
 
-def manifest(folder: Path, prefix: str) -> Path:
-    return write_manifest(folder / f"m-{prefix.split(':')[0]}.csv", [("pavilion/set-2", f"{prefix}/{LIVE_SET}", "a")])
+def manifest(folder: Path, store: str, prefix: str) -> Path:
+    """A manifest in ``folder`` naming the set under ``prefix``."""
+    return write_manifest(folder / f"m-{store}.csv", [("pavilion/set-2", f"{prefix}/{LIVE_SET}", "a")])
 
 
 @pytest.fixture(scope="module")
 def local_stems(live_set, checkpoint_2stems, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("local-out")
-    run_catalogue(manifest(live_set, str(live_set)), out, checkpoint_2stems, failures=0)
+    run_catalogue(manifest(live_set, "local", str(live_set)), out, checkpoint_2stems, failures=0)
     stems = stems_of(str(out))
     assert sorted(stems) == ["pavilion/set-2/accompaniment", "pavilion/set-2/vocals"]
     # 16-bit stereo at 44.1 kHz: the whole set in each stem, not a part of it.
@@ -69,7 +70,7 @@ def test_a_live_set_on_gcs(live_set, checkpoint_2stems, local_stems):
     with services.gcs_emulator() as gcs:
         with FileSystems.create(gcs.url(f"music/{LIVE_SET}")) as out:
             out.write((live_set / LIVE_SET).read_bytes())
-        rows = manifest(live_set, gcs.url("music"))
+        rows = manifest(live_set, "gcs", gcs.url("music"))
         run_catalogue(rows, gcs.url("out"), checkpoint_2stems, failures=0)
         check_output(gcs.url("out"), local_stems)
 
@@ -77,7 +78,7 @@ def test_a_live_set_on_gcs(live_set, checkpoint_2stems, local_stems):
 def test_a_live_set_on_s3(live_set, checkpoint_2stems, local_stems):
     with services.s3_server("catalogue") as s3:
         s3.client.upload_file(str(live_set / LIVE_SET), "catalogue", f"music/{LIVE_SET}")
-        rows = manifest(live_set, "s3://catalogue/music")
+        rows = manifest(live_set, "s3", "s3://catalogue/music")
         try:
             run_catalogue(rows, "s3://catalogue/out", checkpoint_2stems, *s3.beam_options(), failures=0)
             FileSystems.set_options(PipelineOptions(s3.beam_options()))
