@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import functools
 import json
 import logging
 import os
@@ -61,7 +60,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from models.errors import BeamsplitterError
-from transforms.catalogue import storage
+from transforms.catalogue import s3_clients, storage
 
 log = logging.getLogger(__name__)
 
@@ -233,24 +232,12 @@ class _GcsStore:
             pass  # another run's by now
 
 
-@functools.lru_cache(maxsize=4)
-def _s3_client(settings: tuple):
-    """boto3's S3 client as Beam's S3 filesystem makes it from its options (endpoint, region, credentials);
-    one per process and settings, as making one takes a while."""
-    from apache_beam.io.aws import s3io
-
-    return s3io.S3IO(options=dict(settings)).client.client  # Beam's client wraps boto3's
-
-
 class _S3Store:
     """The lease object on S3, made with Beam's S3 options (endpoint, region, credentials)."""
 
     def __init__(self, uri: str):
         self.bucket, self.key = uri[len("s3://"):].split("/", 1)
-        options = _filesystem_options()
-        if not isinstance(options, dict):
-            options = options.get_all_options()
-        self.client = _s3_client(tuple(sorted((k, v) for k, v in options.items() if k.startswith("s3_"))))
+        self.client = s3_clients.client(s3_clients.settings(_filesystem_options()))
 
     @staticmethod
     def _conflict(error) -> bool:

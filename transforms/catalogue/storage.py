@@ -23,12 +23,16 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import decoding, encoding
 from models.errors import AudioError, BeamsplitterError
+from transforms.catalogue import s3_clients
 
 COPY_BLOCK = 8 << 20
 
 # "[[]" (literal_glob's "[") is a sound one-character class, though Python's re warns of nested
 # sets; filtered once for the process (catch_warnings per call is not thread-safe).
 warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
+# Every process that reaches object storage imports this module (the driver, and SDK workers as they load the
+# job's steps): there Beam's s3:// filesystem shares one boto3 client per settings.
+s3_clients.install()
 
 
 class StorageError(BeamsplitterError):
