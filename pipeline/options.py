@@ -150,7 +150,7 @@ def job_args(argv: list[str], command: str, own: tuple[type[PipelineOptions], ..
     # Every option class Beam would parse with (Beam's, and any a launcher declares), less the other
     # commands' own (plan's --plan_output is no option of run's).
     classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()
-               if cls not in own and not cls.__module__.startswith("pipeline.")}
+               if cls not in own and cls not in COMMAND_OPTIONS}
     for cls in classes.values():
         cls._add_argparse_args(parser)
     try:
@@ -169,6 +169,23 @@ class PlanOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--plan_output", default=None,
                             help="where to write the plan (default: PREFIX/plans/<model>/plan-<run_id>.jsonl)")
+
+
+COMMAND_OPTIONS = (BeamsplitterOptions, PlanOptions)  # each command's own, no option of the others'
+
+
+class FlinkJarOptions(PipelineOptions):
+    """The Flink job server's Java option pipelineResourcesDetectorFactoryClass, declared so that it
+    travels with the job: the job server passes on only the options Python declares.
+
+    scripts/flink-cluster prints it with the class its job server jar holds, which uploads no jars with
+    each job (its cluster has them all on its classpath) instead of about 150 MB (15 s) a job.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--pipeline_resources_detector_factory_class", default=None,
+                            help="Java class choosing the jars the Flink job server uploads with each job")
 
 
 def pin_local_runner(options: PipelineOptions) -> bool:

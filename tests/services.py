@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline.options import FlinkJarOptions  # noqa: F401 (declares the job server's option below)
 
 FLINK_VERSION = "1.19"  # the Flink of the job server that scripts/fetch-flink-jobserver builds
 
@@ -453,22 +453,6 @@ _MAGIC_MASTERS = ("[local]", "[auto]")
 _NO_STAGING_FACTORY = "beamsplitter.flink.NoStagingFactory"
 
 
-class _JarStagingOptions(PipelineOptions):
-    """Lets Python pass the job server's Java option pipelineResourcesDetectorFactoryClass.
-
-    The job server forwards to Python only the options it describes, and it
-    does not describe this one; declared here, it travels with the job.
-    """
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--pipeline_resources_detector_factory_class",
-            default=None,
-            help="Java class choosing the jars the Flink job server uploads with each job.",
-        )
-
-
 def _has_no_staging_factory(jar: str | os.PathLike) -> bool:
     try:
         with zipfile.ZipFile(jar) as z:
@@ -823,7 +807,8 @@ class WorkerPool:
 
 # Beam's worker_pool_main (what the SDK container's --worker_pool runs), but
 # listening on 127.0.0.1 only: worker_pool_main binds every interface, and
-# anyone reaching the pool can run code in it.
+# anyone reaching the pool can run code in it. Each worker starts through
+# SDK_WORKER_BOOT, as the container's workers start through its boot program.
 _WORKER_POOL_MAIN = """
 import logging, sys
 import grpc
@@ -835,13 +820,50 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
                      options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
 beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
-    BeamFnExternalWorkerPoolServicer(use_process=True, data_buffer_time_limit_ms=-1), server)
+    BeamFnExternalWorkerPoolServicer(use_process=True, container_executable=sys.argv[2], data_buffer_time_limit_ms=-1),
+    server)
 address = "127.0.0.1:%s" % sys.argv[1]
 if not server.add_insecure_port(address):
     sys.exit("worker pool: cannot listen on " + address)
 server.start()
 logging.info("Beam worker pool listening at %s", address)
 server.wait_for_termination()
+"""
+
+# An SDK worker as the SDK container's boot program starts one: the job's pipeline options come from
+# the runner's provision service, and sdk_worker_main runs with them. (Beam's pool alone starts a bare
+# SdkHarness, without the options: no s3:// settings, so every s3:// path failed on its workers.)
+SDK_WORKER_BOOT = "sdk_worker_boot.py"  # in the command line of every SDK worker process
+_SDK_WORKER_BOOT = """
+import argparse, os, sys, tempfile
+import grpc
+from google.protobuf import json_format, text_format
+from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc, endpoints_pb2
+
+flags = argparse.ArgumentParser()
+for name in ("id", "logging_endpoint", "artifact_endpoint", "provision_endpoint", "control_endpoint"):
+    flags.add_argument("--" + name, default="")
+args = flags.parse_args()
+with grpc.insecure_channel(args.provision_endpoint) as channel:
+    info = beam_provision_api_pb2_grpc.ProvisionServiceStub(channel).GetProvisionInfo(
+        beam_provision_api_pb2.GetProvisionInfoRequest(), metadata=[("worker_id", args.id)]).info
+
+
+def descriptor(url):
+    return text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=url))
+
+
+os.environ.update(
+    WORKER_ID=args.id,
+    PIPELINE_OPTIONS=json_format.MessageToJson(info.pipeline_options),
+    CONTROL_API_SERVICE_DESCRIPTOR=descriptor(args.control_endpoint),
+    LOGGING_API_SERVICE_DESCRIPTOR=descriptor(args.logging_endpoint),
+    RUNNER_CAPABILITIES=" ".join(info.runner_capabilities),
+    SEMI_PERSISTENT_DIRECTORY=tempfile.gettempdir(),
+)
+from apache_beam.runners.worker import sdk_worker_main
+
+sdk_worker_main.main(sys.argv[:1])
 """
 
 
@@ -851,9 +873,8 @@ def worker_pool(port: int | None = None, timeout: float = 60.0,
     """A Beam SDK worker pool on 127.0.0.1: SDK workers in processes of their own (EXTERNAL environment).
 
     The pool (Beam's ``worker_pool_main`` on loopback, in this Python) starts
-    one SDK worker process per request of the runner, with the ``python`` it finds on
-    PATH: this Python's folder goes first on the pool's PATH, so the workers
-    run this environment too. Pass the pool to
+    one SDK worker process per request of the runner, in this Python, with the
+    job's pipeline options (``SDK_WORKER_BOOT``). Pass the pool to
     ``FlinkJobServer.pipeline_options(worker_pool=...)``. The pool and its
     workers are in one process group, killed together on exit. The workers
     inherit this process's environment, and run in ``cwd`` (default: a
@@ -862,10 +883,11 @@ def worker_pool(port: int | None = None, timeout: float = 60.0,
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="beam-worker-pool-"))
-    cmd = [sys.executable, "-c", _WORKER_POOL_MAIN, str(port)]
+    boot = workdir / SDK_WORKER_BOOT
+    boot.write_text(f"#!{sys.executable}\n{_SDK_WORKER_BOOT}")
+    boot.chmod(0o755)
+    cmd = [sys.executable, "-c", _WORKER_POOL_MAIN, str(port), str(boot)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # The pool starts each worker as plain `python` (not sys.executable).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     try:
         with _processes() as procs:
             proc = _Process("beam-worker-pool", cmd, (log_dir or workdir) / "worker-pool.log", env=env,

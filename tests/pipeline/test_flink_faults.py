@@ -36,10 +36,7 @@ def _cluster(stack, jar: str, cwd: Path):
     cluster = stack.enter_context(services.flink_cluster(jar, slots=1))
     server = stack.enter_context(services.flink_job_server(jar, cluster.master))
     pool = stack.enter_context(services.worker_pool(cwd=cwd))
-    # As scripts/flink-cluster prints them: the CLI does not know the tests' option that spares uploading jars.
-    options = [o for o in server.pipeline_options(parallelism=1, worker_pool=pool)
-               if not o.startswith("--pipeline_resources_detector_factory_class")]
-    return cluster, options, pool
+    return cluster, server.pipeline_options(parallelism=1, worker_pool=pool), pool
 
 
 def _cmdline(pid: int) -> str:
@@ -94,7 +91,7 @@ def _kill_mid_track(run: subprocess.Popen, out: Path, pool: services.WorkerPool,
     """Once the long track's stems are being written, SIGKILL the SDK worker separating it, or the
     TaskManager; the processes that must end with it (that SDK worker, or every SDK worker)."""
     while run.poll() is None:
-        workers = [pid for pid in services.descendants(pool.pid) if "SdkHarness" in _cmdline(pid) and _live(pid)]
+        workers = [pid for pid in services.descendants(pool.pid) if services.SDK_WORKER_BOOT in _cmdline(pid) and _live(pid)]
         separating = [pid for pid in workers
                       if any("long.wav" in _cmdline(child) for child in services.descendants(pid))]
         if separating and list(out.glob("stems/*/long/.*.part")):
